@@ -1,0 +1,52 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+func cmdSet(c *cli, args []string) int {
+	f := c.newFlagSet("set", "", `
+Change preferences; only the flags given are changed. Setting the operator needs root:
+the operator may then run up, down, login, logout and set without sudo.`)
+	operator := f.String("operator", "", "local user allowed to control skeind without sudo (empty: nobody)")
+	hostname := f.String("hostname", "", "name to register this machine under (empty: the OS hostname)")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	var patch ipc.PrefsPatch
+	f.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "operator":
+			patch.Operator = operator
+		case "hostname":
+			patch.Hostname = hostname
+		}
+	})
+	if patch == (ipc.PrefsPatch{}) {
+		return c.usageError(f, "nothing to set: give at least one flag")
+	}
+	if _, err := c.client().SetPrefs(c.ctx, patch); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func cmdVersion(c *cli, args []string) int {
+	f := c.newFlagSet("version", "", "Print the version of this skein command.")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	fmt.Fprintf(c.stdout, "%s\n  go version: %s\n", version, runtime.Version())
+	return exitOK
+}

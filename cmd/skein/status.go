@@ -1,0 +1,221 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+func cmdStatus(c *cli, args []string) int {
+	f := c.newFlagSet("status", "", `
+Show the connection state and, when connected, one line per machine: tailnet IP, name, owner,
+OS and connection state ("-" when idle, "offline"). Exits 1 when skein is not running.`)
+	asJSON := f.Bool("json", false, "print the full status as JSON (exit status 0 in every state)")
+	showPeers := f.Bool("peers", true, "show the other machines of the tailnet")
+	showSelf := f.Bool("self", true, "show this machine")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	st, err := c.client().Status(c.ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stdout, "%s\n", b)
+		return exitOK
+	}
+	if msg, ok := describeNotRunning(st); !ok {
+		fmt.Fprintln(c.stdout, msg)
+		printHealth(c.stdout, st)
+		return exitFail
+	}
+	if *showSelf && st.Self != nil {
+		printPeerLine(c.stdout, st, st.Self, true)
+	}
+	if *showPeers {
+		peers := slices.Clone(st.Peers)
+		slices.SortStableFunc(peers, func(a, b ipc.Peer) int {
+			return cmp.Or(cmp.Compare(shortName(&a), shortName(&b)), cmp.Compare(firstIP(&a), firstIP(&b)))
+		})
+		for i := range peers {
+			printPeerLine(c.stdout, st, &peers[i], false)
+		}
+	}
+	printHealth(c.stdout, st)
+	return exitOK
+}
+
+// describeNotRunning explains a state in which there is nothing to list, in the official
+// client's words so that scripts grepping for them keep working.
+func describeNotRunning(st ipc.Status) (string, bool) {
+	switch st.State {
+	case ipc.StateRunning, ipc.StateStarting:
+		return "", true
+	case ipc.StateStopped:
+		return "Skein is stopped.", false
+	case ipc.StateNeedsLogin:
+		if st.AuthURL != "" {
+			return "Logged out.\nLog in at: " + st.AuthURL, false
+		}
+		return "Logged out.\nRun 'skein up' to log in.", false
+	case ipc.StateNoState:
+		return "Skein is starting up.", false
+	}
+	return fmt.Sprintf("Unexpected state: %s", st.State), false
+}
+
+func printPeerLine(w io.Writer, st ipc.Status, p *ipc.Peer, self bool) {
+	state := "-"
+	switch {
+	case self:
+	case p.Expired:
+		state = "expired"
+	case !p.Online:
+		state = "offline"
+	}
+	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(firstIP(p)), orDash(shortName(p)), owner(st, p), orDash(p.OS), state)
+}
+
+func printHealth(w io.Writer, st ipc.Status) {
+	if len(st.Health) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n# Health check:\n")
+	for _, h := range st.Health {
+		fmt.Fprintf(w, "#     - %s\n", h.Message)
+	}
+}
+
+// firstIP is the address shown in the table: the IPv4 one when there is one.
+func firstIP(p *ipc.Peer) string {
+	for _, a := range p.Addresses {
+		if a.Is4() {
+			return a.String()
+		}
+	}
+	if len(p.Addresses) > 0 {
+		return p.Addresses[0].String()
+	}
+	return ""
+}
+
+// shortName is the first label of the MagicDNS name, or the host's own name without one.
+func shortName(p *ipc.Peer) string {
+	if n, _, _ := strings.Cut(strings.TrimSuffix(p.DNSName, "."), "."); n != "" {
+		return n
+	}
+	return p.HostName
+}
+
+// owner is the login name cut after its "@" ("alice@"), as the official client shows it.
+func owner(st ipc.Status, p *ipc.Peer) string {
+	if len(p.Tags) > 0 {
+		return "tagged-devices"
+	}
+	for _, u := range st.Users {
+		if u.ID == p.UserID {
+			if i := strings.Index(u.LoginName, "@"); i >= 0 {
+				return u.LoginName[:i+1]
+			}
+			return orDash(u.LoginName)
+		}
+	}
+	return strconv.FormatInt(p.UserID, 10)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdIP(c *cli, args []string) int {
+	f := c.newFlagSet("ip", "[PEER]", `
+Print this machine's tailnet addresses, one per line, or those of PEER, given by its short
+name, MagicDNS name, host name or one of its addresses.`)
+	only4 := f.Bool("4", false, "only the IPv4 address")
+	only6 := f.Bool("6", false, "only the IPv6 address")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if *only4 && *only6 {
+		return c.usageError(f, "-4 and -6 are mutually exclusive")
+	}
+	if f.NArg() > 1 {
+		return c.usageError(f, "at most one peer, got %d", f.NArg())
+	}
+	st, err := c.client().Status(c.ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	var p *ipc.Peer
+	if f.NArg() == 0 {
+		if p = st.Self; p == nil || len(p.Addresses) == 0 {
+			return c.fail(&ipc.Error{Message: fmt.Sprintf("no tailnet addresses yet (state: %s)", st.State), Fix: "skein up"})
+		}
+	} else if p = findPeer(st, f.Arg(0)); p == nil {
+		return c.fail(&ipc.Error{Message: fmt.Sprintf("no peer found with name or IP %q", f.Arg(0)), Fix: "skein status"})
+	}
+	n := 0
+	for _, a := range p.Addresses {
+		if (*only4 && !a.Is4()) || (*only6 && !a.Is6()) {
+			continue
+		}
+		fmt.Fprintln(c.stdout, a)
+		n++
+	}
+	if n == 0 {
+		family := "IPv4"
+		if *only6 {
+			family = "IPv6"
+		}
+		return c.fail(&ipc.Error{Message: fmt.Sprintf("%s has no %s address", orDash(shortName(p)), family)})
+	}
+	return exitOK
+}
+
+// findPeer looks q up among this machine and its peers.
+func findPeer(st ipc.Status, q string) *ipc.Peer {
+	cands := make([]*ipc.Peer, 0, len(st.Peers)+1)
+	if st.Self != nil {
+		cands = append(cands, st.Self)
+	}
+	for i := range st.Peers {
+		cands = append(cands, &st.Peers[i])
+	}
+	if ip, err := netip.ParseAddr(q); err == nil {
+		for _, p := range cands {
+			if slices.Contains(p.Addresses, ip.Unmap()) {
+				return p
+			}
+		}
+		return nil
+	}
+	q = strings.TrimSuffix(q, ".")
+	for _, p := range cands {
+		if strings.EqualFold(q, shortName(p)) || strings.EqualFold(q, strings.TrimSuffix(p.DNSName, ".")) {
+			return p
+		}
+	}
+	for _, p := range cands { // host names last: they need not be unique
+		if p.HostName != "" && strings.EqualFold(q, p.HostName) {
+			return p
+		}
+	}
+	return nil
+}

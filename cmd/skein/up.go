@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+func cmdUp(c *cli, args []string) int {
+	return upOrLogin(c, args, "up", `
+Connect to the tailnet. When this machine is not logged in yet, log in first: with --auth-key
+without asking anyone, otherwise by printing a URL to visit, then waiting until the login is
+done (see --timeout).`)
+}
+
+func cmdLogin(c *cli, args []string) int {
+	return upOrLogin(c, args, "login", `
+Log in again, possibly to another account or login server, even when this machine is already
+logged in, then connect. Without --auth-key, prints a URL to visit and waits until the login
+is done (see --timeout).`)
+}
+
+func upOrLogin(c *cli, args []string, name, desc string) int {
+	f := c.newFlagSet(name, "", desc)
+	var req ipc.UpRequest
+	f.StringVar(&req.LoginServer, "login-server", "", "base URL of the control server, e.g. https://headscale.example.com (default: the stored one)")
+	authKey := f.String("auth-key", "", "pre-auth key to log in without a browser; file:PATH reads it from a file")
+	f.StringVar(&req.Hostname, "hostname", "", "name to register this machine under (default: the OS hostname)")
+	if name == "up" {
+		f.BoolVar(&req.ForceReauth, "force-reauth", false, "log in again even if already logged in")
+	} else {
+		req.ForceReauth = true
+	}
+	timeout := f.Duration("timeout", 0, "give up after this long (e.g. 2m); 0 waits forever for an interactive login")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	if *timeout < 0 {
+		return c.usageError(f, "--timeout must not be negative")
+	}
+	key, err := readAuthKey(*authKey)
+	if err != nil {
+		return c.usageError(f, "%v", err)
+	}
+	req.AuthKey = key
+
+	ctx := c.ctx
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	timedOut := func(err error, what string) int {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return c.fail(&ipc.Error{
+				Code:    ipc.ErrInternal,
+				Message: fmt.Sprintf("timed out after %v %s", *timeout, what),
+				Fix:     "skein status",
+			})
+		}
+		return c.fail(err)
+	}
+
+	cl := c.client()
+	resp, err := cl.Up(ctx, req)
+	if err != nil {
+		return timedOut(err, "waiting for skeind to connect")
+	}
+	printed := ""
+	printURL := func(url string) {
+		if url != "" && url != printed {
+			// Like the official client: stderr, so that stdout stays clean for scripts.
+			fmt.Fprintf(c.stderr, "\nTo authenticate, visit:\n\n\t%s\n\n", url)
+			printed = url
+		}
+	}
+	printURL(resp.AuthURL)
+	if resp.State == ipc.StateRunning && resp.AuthURL == "" {
+		return exitOK
+	}
+
+	// Wait for the login to finish. The stream's first event is the current status, so a
+	// transition that happened before the watch started is not missed.
+	errRunning := errors.New("running")
+	err = cl.Watch(ctx, func(ev ipc.Event) error {
+		if ev.Error != nil {
+			return ev.Error
+		}
+		st := ev.Status
+		if st == nil {
+			return nil
+		}
+		printURL(st.AuthURL)
+		// A pending AuthURL means a (re)login is still open, even if the old session still runs.
+		if st.State == ipc.StateRunning && st.AuthURL == "" {
+			return errRunning
+		}
+		return nil
+	})
+	if err == errRunning {
+		if printed != "" {
+			fmt.Fprintln(c.stderr, "Success.")
+		}
+		return exitOK
+	}
+	if printed != "" {
+		return timedOut(err, "waiting for the login to complete")
+	}
+	return timedOut(err, "waiting for skeind to connect")
+}
+
+// readAuthKey resolves the --auth-key value: "file:PATH" reads the key from PATH, so it need
+// not appear in the process list or shell history.
+func readAuthKey(v string) (string, error) {
+	path, ok := strings.CutPrefix(v, "file:")
+	if !ok {
+		return v, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading --auth-key file: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("--auth-key file %s is empty", path)
+	}
+	return key, nil
+}
+
+func cmdDown(c *cli, args []string) int {
+	f := c.newFlagSet("down", "", "Disconnect from the tailnet. The login is kept: 'skein up' reconnects without logging in.")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	if _, err := c.client().Down(c.ctx); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func cmdLogout(c *cli, args []string) int {
+	f := c.newFlagSet("logout", "", "Disconnect from the tailnet and forget the login; the next 'skein up' logs in again.")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	if _, err := c.client().Logout(c.ctx); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}

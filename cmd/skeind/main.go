@@ -1,0 +1,104 @@
+// Command skeind is Skein's privileged helper: it joins the tailnet and serves the local IPC
+// socket that the skein CLI and the desktop app use.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/skeinvpn/skein/daemon/backend"
+	"github.com/skeinvpn/skein/daemon/state"
+	"github.com/skeinvpn/skein/internal/version"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("skeind", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	statedir := fs.String("statedir", state.DefaultDir, "directory for keys and prefs")
+	socket := fs.String("socket", ipc.DefaultSocket, "path of the local IPC socket")
+	tun := fs.String("tun", "skein0", "name of the TUN device")
+	port := fs.Int("port", 41641, "UDP port for WireGuard and disco (0 = random)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	verbose := fs.Bool("verbose", false, "log more")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: skeind [flags]\n\nSkein's privileged helper. Flags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "skeind: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "%s\n  go version: %s\n", version.Version, runtime.Version())
+		return 0
+	}
+	if *port < 0 || *port > 65535 {
+		fmt.Fprintf(stderr, "skeind: --port %d out of range 0-65535\n", *port)
+		return 2
+	}
+	if *tun == "" || len(*tun) > 15 {
+		fmt.Fprintf(stderr, "skeind: --tun must be 1 to 15 characters\n")
+		return 2
+	}
+	logger := log.New(stderr, "skeind: ", log.LstdFlags|log.Lmicroseconds)
+	logf := logger.Printf
+	_ = verbose
+
+	store, err := state.Open(*statedir)
+	if err != nil {
+		logger.Printf("%v", err)
+		return 1
+	}
+	b, err := backend.New(backend.Options{Store: store, Version: version.Version, Logf: logf})
+	if err != nil {
+		logger.Printf("%v", err)
+		return 1
+	}
+	ln, err := ipc.Listen(*socket)
+	if err != nil {
+		logger.Printf("%v", err)
+		return 1
+	}
+	srv := ipc.NewServer(b, ipc.ServerOptions{Logf: logf})
+	logger.Printf("version %s; state %s; socket %s", version.Version, *statedir, *socket)
+	b.Start()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	code := 0
+	select {
+	case <-ctx.Done():
+		logger.Printf("shutting down")
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			logger.Printf("ipc: %v", err)
+			code = 1
+		}
+	}
+	srv.Close()
+	b.Close()
+	os.Remove(*socket)
+	return code
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package ts2021
+
+const raceEnabled = false

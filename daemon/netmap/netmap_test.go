@@ -1,0 +1,79 @@
+package netmap
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/wire"
+)
+
+func on(b bool) *bool { return &b }
+
+func TestFullThenDeltas(t *testing.T) {
+	nm := New()
+	now := time.Now()
+	ct := now.Add(-time.Hour)
+	full := &wire.MapResponse{
+		Node:        &wire.Node{ID: 1, Name: "self.ts.test.", Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}},
+		Peers:       []*wire.Node{{ID: 2, Name: "b.ts.test.", DERP: "127.3.3.40:999"}, {ID: 3, Name: "a.ts.test.", Online: on(true)}},
+		ControlTime: &ct,
+		PacketFilters: map[string][]wire.FilterRule{
+			"base": {{SrcIPs: []string{"*"}}},
+		},
+	}
+	if !nm.Apply(full, now) {
+		t.Fatal("full response reported no change")
+	}
+	if len(nm.Peers) != 2 || nm.Peers[2].HomeDERP != 999 {
+		t.Fatalf("peers after full: %+v", nm.Peers)
+	}
+	if nm.Self.AllowedIPs == nil {
+		t.Error("nil AllowedIPs not defaulted to Addresses")
+	}
+	if got := nm.SortedPeers(); got[0].ID != 3 {
+		t.Errorf("sorted order: first %d, want 3", got[0].ID)
+	}
+	snapshot := nm.Peers[3]
+
+	if nm.Apply(&wire.MapResponse{KeepAlive: true}, now) {
+		t.Error("keep-alive reported a change")
+	}
+	nm.Apply(&wire.MapResponse{PeersChangedPatch: []*wire.PeerChange{{NodeID: 3, Online: on(false)}, {NodeID: 99, Online: on(true)}}}, now)
+	if *nm.Peers[3].Online {
+		t.Error("patch did not mark peer offline")
+	}
+	if !*snapshot.Online {
+		t.Error("patch mutated an earlier snapshot")
+	}
+	if _, ok := nm.Peers[99]; ok {
+		t.Error("patch for an unknown node created it")
+	}
+	nm.Apply(&wire.MapResponse{PeersChanged: []*wire.Node{{ID: 4, Name: "c.ts.test."}}, PeersRemoved: []wire.NodeID{2}}, now)
+	if _, ok := nm.Peers[2]; ok || nm.Peers[4] == nil {
+		t.Fatalf("changed/removed not applied: %+v", nm.Peers)
+	}
+	// An empty Peers list is "no change", not "no peers".
+	nm.Apply(&wire.MapResponse{Node: nm.Self, Peers: []*wire.Node{}}, now)
+	if len(nm.Peers) != 2 {
+		t.Fatalf("empty Peers dropped peers: %d left", len(nm.Peers))
+	}
+	nm.Apply(&wire.MapResponse{PacketFilters: map[string][]wire.FilterRule{"*": nil, "extra": {{SrcIPs: []string{"100.64.0.2"}}}}}, now)
+	if _, ok := nm.PacketFilters["base"]; ok || len(nm.PacketFilters["extra"]) != 1 {
+		t.Errorf("filters after clear-all: %+v", nm.PacketFilters)
+	}
+}
+
+func TestExpiryUsesServerClock(t *testing.T) {
+	nm := New()
+	now := time.Now()
+	server := now.Add(48 * time.Hour) // our clock is two days behind
+	nm.Apply(&wire.MapResponse{ControlTime: &server}, now)
+	n := &wire.Node{KeyExpiry: now.Add(24 * time.Hour)}
+	if !nm.Expired(n, now) {
+		t.Error("key expired by server time not reported expired")
+	}
+	if nm.Expired(&wire.Node{}, now) {
+		t.Error("zero KeyExpiry means never")
+	}
+}

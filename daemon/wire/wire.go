@@ -1,0 +1,248 @@
+// Package wire holds the JSON shapes of the Tailscale control protocol that Skein sends and
+// reads (register, map poll, netmap nodes, DERP map, DNS config, packet filter). Field names
+// follow the protocol exactly; only the fields Skein uses are declared, the rest are ignored.
+package wire
+
+import (
+	"encoding/json"
+	"net/netip"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/key"
+)
+
+// NodeID is the control server's numeric node ID.
+type NodeID int64
+
+// UserID is the control server's numeric user ID.
+type UserID int64
+
+// LogoutExpiry is the past Expiry that asks the server to log the node out (any past time
+// works; this is the one the official client sends).
+var LogoutExpiry = time.Unix(123, 0).UTC()
+
+// RegisterRequest is the body of POST /machine/register.
+type RegisterRequest struct {
+	Version          int
+	NodeKey          key.NodePublic
+	OldNodeKey       key.NodePublic
+	NLKey            key.NLPublic
+	Auth             *AuthInfo `json:",omitempty"`
+	Expiry           time.Time
+	Followup         string
+	Hostinfo         *Hostinfo
+	NodeKeySignature json.RawMessage
+}
+
+// AuthInfo carries a pre-auth key.
+type AuthInfo struct {
+	AuthKey string `json:",omitempty"`
+}
+
+// RegisterResponse is the answer to a RegisterRequest.
+type RegisterResponse struct {
+	User              UserProfile
+	Login             Login
+	NodeKeyExpired    bool
+	MachineAuthorized bool
+	AuthURL           string
+	Error             string
+}
+
+// Login is the login the node registered as.
+type Login struct {
+	ID          int64
+	LoginName   string
+	DisplayName string
+}
+
+// Hostinfo describes this host to control and, through it, to peers.
+type Hostinfo struct {
+	IPNVersion    string         `json:",omitempty"`
+	BackendLogID  string         `json:",omitempty"`
+	OS            string         `json:",omitempty"`
+	OSVersion     string         `json:",omitempty"`
+	Distro        string         `json:",omitempty"`
+	DistroVersion string         `json:",omitempty"`
+	Hostname      string         `json:",omitempty"`
+	GoArch        string         `json:",omitempty"`
+	GoVersion     string         `json:",omitempty"`
+	RoutableIPs   []netip.Prefix `json:",omitempty"`
+	RequestTags   []string       `json:",omitempty"`
+	Services      []Service      `json:",omitempty"`
+	NetInfo       *NetInfo       `json:",omitempty"`
+}
+
+// Service is a port the host offers (peerapi and friends).
+type Service struct {
+	Proto       string
+	Port        uint16
+	Description string `json:",omitempty"`
+}
+
+// NetInfo is what the host learnt about its network (home DERP, UDP, NAT).
+type NetInfo struct {
+	MappingVariesByDestIP *bool              `json:",omitempty"`
+	WorkingIPv6           *bool              `json:",omitempty"`
+	OSHasIPv6             *bool              `json:",omitempty"`
+	WorkingUDP            *bool              `json:",omitempty"`
+	PreferredDERP         int                `json:",omitempty"`
+	DERPLatency           map[string]float64 `json:",omitempty"`
+}
+
+// MapRequest is the body of POST /machine/map.
+type MapRequest struct {
+	Version       int
+	Compress      string
+	KeepAlive     bool
+	NodeKey       key.NodePublic
+	DiscoKey      key.DiscoPublic
+	Stream        bool
+	Hostinfo      *Hostinfo
+	Endpoints     []netip.AddrPort `json:",omitempty"`
+	EndpointTypes []int            `json:",omitempty"`
+	OmitPeers     bool             `json:",omitempty"`
+}
+
+// MapResponse is one message of the map stream; zero fields mean "unchanged".
+type MapResponse struct {
+	KeepAlive         bool                    `json:",omitempty"`
+	Node              *Node                   `json:",omitempty"`
+	DERPMap           *DERPMap                `json:",omitempty"`
+	Peers             []*Node                 `json:",omitempty"`
+	PeersChanged      []*Node                 `json:",omitempty"`
+	PeersRemoved      []NodeID                `json:",omitempty"`
+	PeersChangedPatch []*PeerChange           `json:",omitempty"`
+	PeerSeenChange    map[NodeID]bool         `json:",omitempty"`
+	OnlineChange      map[NodeID]bool         `json:",omitempty"`
+	DNSConfig         *DNSConfig              `json:",omitempty"`
+	Domain            string                  `json:",omitempty"`
+	PacketFilter      []FilterRule            `json:",omitempty"`
+	PacketFilters     map[string][]FilterRule `json:",omitempty"`
+	UserProfiles      []UserProfile           `json:",omitempty"`
+	ControlTime       *time.Time              `json:",omitempty"`
+	Health            []string                `json:",omitempty"`
+}
+
+// Node is a tailnet node: the self node or a peer.
+type Node struct {
+	ID                NodeID
+	StableID          string
+	Name              string // FQDN with trailing dot
+	User              UserID
+	Key               key.NodePublic
+	KeyExpiry         time.Time
+	Machine           key.MachinePublic
+	DiscoKey          key.DiscoPublic
+	Addresses         []netip.Prefix
+	AllowedIPs        []netip.Prefix
+	Endpoints         []netip.AddrPort
+	DERP              string `json:",omitempty"` // legacy "127.3.3.40:<region>"
+	HomeDERP          int    `json:",omitempty"`
+	Hostinfo          *Hostinfo
+	Created           time.Time
+	Cap               int                        `json:",omitempty"`
+	Tags              []string                   `json:",omitempty"`
+	PrimaryRoutes     []netip.Prefix             `json:",omitempty"`
+	LastSeen          *time.Time                 `json:",omitempty"`
+	Online            *bool                      `json:",omitempty"`
+	MachineAuthorized bool                       `json:",omitempty"`
+	CapMap            map[string]json.RawMessage `json:",omitempty"`
+	Expired           bool                       `json:",omitempty"`
+}
+
+// PeerChange is a partial update of one peer; set fields replace, zero fields are unchanged.
+type PeerChange struct {
+	NodeID     NodeID
+	DERPRegion int                        `json:",omitempty"`
+	Cap        int                        `json:",omitempty"`
+	CapMap     map[string]json.RawMessage `json:",omitempty"`
+	Endpoints  []netip.AddrPort           `json:",omitempty"`
+	Key        *key.NodePublic            `json:",omitempty"`
+	DiscoKey   *key.DiscoPublic           `json:",omitempty"`
+	Online     *bool                      `json:",omitempty"`
+	LastSeen   *time.Time                 `json:",omitempty"`
+	KeyExpiry  *time.Time                 `json:",omitempty"`
+}
+
+// UserProfile names a user.
+type UserProfile struct {
+	ID            UserID
+	LoginName     string
+	DisplayName   string
+	ProfilePicURL string `json:",omitempty"`
+}
+
+// DERPMap lists the relay regions.
+type DERPMap struct {
+	Regions            map[int]*DERPRegion
+	OmitDefaultRegions bool `json:"omitDefaultRegions,omitempty"`
+}
+
+// DERPRegion is one relay region.
+type DERPRegion struct {
+	RegionID   int
+	RegionCode string
+	RegionName string
+	Avoid      bool `json:",omitempty"`
+	Nodes      []*DERPNode
+}
+
+// DERPNode is one relay server of a region.
+type DERPNode struct {
+	Name             string
+	RegionID         int
+	HostName         string
+	CertName         string `json:",omitempty"`
+	IPv4             string `json:",omitempty"`
+	IPv6             string `json:",omitempty"`
+	STUNPort         int    `json:",omitempty"`
+	STUNOnly         bool   `json:",omitempty"`
+	DERPPort         int    `json:",omitempty"`
+	InsecureForTests bool   `json:",omitempty"`
+	CanPort80        bool   `json:",omitempty"`
+}
+
+// DNSConfig is the tailnet's DNS settings.
+type DNSConfig struct {
+	Resolvers         []*Resolver            `json:",omitempty"`
+	Routes            map[string][]*Resolver `json:",omitempty"`
+	FallbackResolvers []*Resolver            `json:",omitempty"`
+	Domains           []string               `json:",omitempty"`
+	Proxied           bool                   `json:",omitempty"`
+	ExtraRecords      []DNSRecord            `json:",omitempty"`
+	Nameservers       []netip.Addr           `json:",omitempty"`
+}
+
+// Resolver is one upstream DNS resolver.
+type Resolver struct {
+	Addr                string       `json:",omitempty"`
+	BootstrapResolution []netip.Addr `json:",omitempty"`
+}
+
+// DNSRecord is an extra record served by MagicDNS.
+type DNSRecord struct {
+	Name  string
+	Type  string `json:",omitempty"`
+	Value string
+}
+
+// FilterRule is one packet-filter rule; addresses stay strings (they carry ranges and "*").
+type FilterRule struct {
+	SrcIPs   []string
+	DstPorts []NetPortRange    `json:",omitempty"`
+	IPProto  []int             `json:",omitempty"`
+	CapGrant []json.RawMessage `json:",omitempty"`
+}
+
+// NetPortRange is a destination and a port range.
+type NetPortRange struct {
+	IP    string
+	Ports PortRange
+}
+
+// PortRange is an inclusive port range.
+type PortRange struct {
+	First uint16
+	Last  uint16
+}

@@ -1,0 +1,218 @@
+// Package ipctest provides a fake ipc.Backend and an in-process server on a real Unix socket,
+// for tests of front ends (CLI, desktop app) and of the ipc package itself.
+package ipctest
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// Backend is a scriptable ipc.Backend. Without hooks, Up reports Running, Down Stopped and
+// Logout NeedsLogin, each also emitting a state event.
+type Backend struct {
+	mu       sync.Mutex // guards everything below; hooks are set while serving
+	upFunc   func(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, error)
+	downFunc func(ctx context.Context) error
+	logout   func(ctx context.Context) error
+	setPrefs func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error)
+	status   ipc.Status
+	prefs    ipc.Prefs
+	watchers map[chan ipc.Event]struct{}
+	upReqs   []ipc.UpRequest
+}
+
+// NewBackend returns a Backend that starts with st and p.
+func NewBackend(st ipc.Status, p ipc.Prefs) *Backend {
+	return &Backend{status: st, prefs: p, watchers: map[chan ipc.Event]struct{}{}}
+}
+
+// OnUp replaces Up's behaviour; nil restores the default.
+func (b *Backend) OnUp(f func(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.upFunc = f
+}
+
+// OnDown replaces Down's behaviour; nil restores the default.
+func (b *Backend) OnDown(f func(ctx context.Context) error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.downFunc = f
+}
+
+// OnLogout replaces Logout's behaviour; nil restores the default.
+func (b *Backend) OnLogout(f func(ctx context.Context) error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.logout = f
+}
+
+// OnSetPrefs replaces SetPrefs's behaviour; nil restores the default.
+func (b *Backend) OnSetPrefs(f func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.setPrefs = f
+}
+
+// Status implements ipc.Backend.
+func (b *Backend) Status() ipc.Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.status
+}
+
+// Prefs implements ipc.Backend.
+func (b *Backend) Prefs() ipc.Prefs {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.prefs
+}
+
+// Up implements ipc.Backend.
+func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, error) {
+	b.mu.Lock()
+	b.upReqs = append(b.upReqs, req)
+	f := b.upFunc
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx, req)
+	}
+	b.SetState(ipc.StateRunning, "")
+	return ipc.UpResponse{State: ipc.StateRunning}, nil
+}
+
+// UpRequests returns the requests Up has received so far.
+func (b *Backend) UpRequests() []ipc.UpRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]ipc.UpRequest(nil), b.upReqs...)
+}
+
+// Down implements ipc.Backend.
+func (b *Backend) Down(ctx context.Context) error {
+	b.mu.Lock()
+	f := b.downFunc
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx)
+	}
+	b.SetState(ipc.StateStopped, "")
+	return nil
+}
+
+// Logout implements ipc.Backend.
+func (b *Backend) Logout(ctx context.Context) error {
+	b.mu.Lock()
+	f := b.logout
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx)
+	}
+	b.SetState(ipc.StateNeedsLogin, "")
+	return nil
+}
+
+// SetPrefs implements ipc.Backend.
+func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error) {
+	b.mu.Lock()
+	if f := b.setPrefs; f != nil {
+		b.mu.Unlock()
+		return f(ctx, p)
+	}
+	if p.Hostname != nil {
+		b.prefs.Hostname = *p.Hostname
+	}
+	if p.Operator != nil {
+		b.prefs.Operator = *p.Operator
+	}
+	prefs := b.prefs
+	b.mu.Unlock()
+	b.Emit(ipc.Event{Kind: ipc.EventPrefs, Prefs: &prefs})
+	return prefs, nil
+}
+
+// Watch implements ipc.Backend.
+func (b *Backend) Watch() (<-chan ipc.Event, func()) {
+	ch := make(chan ipc.Event, 64)
+	b.mu.Lock()
+	st := b.status
+	ch <- ipc.Event{Kind: ipc.EventState, Status: &st}
+	b.watchers[ch] = struct{}{}
+	b.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			delete(b.watchers, ch)
+			b.mu.Unlock()
+		})
+	}
+}
+
+// Watchers is the number of open watches; tests use it to see a stream end.
+func (b *Backend) Watchers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.watchers)
+}
+
+// Emit sends ev to every open watch (dropping it for a watcher whose buffer is full).
+func (b *Backend) Emit(ev ipc.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.watchers {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// SetStatus replaces the status and emits it as a netmap event.
+func (b *Backend) SetStatus(st ipc.Status) {
+	b.mu.Lock()
+	b.status = st
+	b.mu.Unlock()
+	b.Emit(ipc.Event{Kind: ipc.EventNetmap, Status: &st})
+}
+
+// SetState changes the state and AuthURL and emits a state event.
+func (b *Backend) SetState(s ipc.State, authURL string) {
+	b.mu.Lock()
+	b.status.State = s
+	b.status.AuthURL = authURL
+	st := b.status
+	b.mu.Unlock()
+	b.Emit(ipc.Event{Kind: ipc.EventState, Status: &st})
+}
+
+// Serve runs an ipc server for b on a Unix socket in a fresh temporary directory and returns
+// the socket path; the server stops when the test ends.
+func Serve(t testing.TB, b ipc.Backend, opts ipc.ServerOptions) (socketPath string, srv *ipc.Server) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "skeind.sock")
+	return path, ServeAt(t, path, b, opts)
+}
+
+// ServeAt is Serve on a given socket path.
+func ServeAt(t testing.TB, path string, b ipc.Backend, opts ipc.ServerOptions) *ipc.Server {
+	t.Helper()
+	l, err := ipc.Listen(path)
+	if err != nil {
+		t.Fatalf("ipc.Listen: %v", err)
+	}
+	srv := ipc.NewServer(b, opts)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv
+}

@@ -1,0 +1,465 @@
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// MaxRequestBody bounds every POST body; real requests are a few hundred bytes.
+const MaxRequestBody = 1 << 20
+
+// HTTPHost is the Host header the client sends. The server refuses any other (except empty and
+// "skeind"), and any request with Origin or Referer: a DNS-rebinding or cross-site page reaches
+// a forwarded socket only with its own host name and an Origin, so it is shut out even if the
+// API is ever exposed over TCP.
+const HTTPHost = "local"
+
+const (
+	bodyReadTimeout   = 10 * time.Second
+	watchWriteTimeout = 10 * time.Second
+)
+
+// Backend is what the daemon implements for the server to expose.
+type Backend interface {
+	Status() Status
+	Prefs() Prefs
+	// Up returns once the state is Running, or as soon as an interactive login has an AuthURL.
+	Up(ctx context.Context, req UpRequest) (UpResponse, error)
+	Down(ctx context.Context) error
+	Logout(ctx context.Context) error
+	SetPrefs(ctx context.Context, p PrefsPatch) (Prefs, error)
+	// Watch returns a channel of events, starting with one carrying a full Status, and a
+	// cancel func. The channel may be closed by the backend (e.g. at shutdown).
+	Watch() (<-chan Event, func())
+}
+
+// ServerOptions tunes a Server. The zero value is fine for the daemon.
+type ServerOptions struct {
+	// OwnUID is the daemon's own uid, which may always change state (it owns the daemon's
+	// state anyway). Zero means os.Getuid(); root is allowed regardless.
+	OwnUID uint32
+	// LookupUID resolves the operator's user name; nil means os/user.Lookup. Tests replace it.
+	LookupUID func(name string) (uint32, error)
+	// Logf logs request failures worth an administrator's eye; nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Server serves the ipc API for a Backend.
+type Server struct {
+	b      Backend
+	opts   ServerOptions
+	hs     *http.Server
+	done   chan struct{} // closed by Close, ends watch streams
+	closed sync.Once
+}
+
+// NewServer returns a Server for b; call Serve to start it.
+func NewServer(b Backend, opts ServerOptions) *Server {
+	if opts.OwnUID == 0 {
+		opts.OwnUID = uint32(os.Getuid())
+	}
+	if opts.LookupUID == nil {
+		opts.LookupUID = lookupUID
+	}
+	if opts.Logf == nil {
+		opts.Logf = log.Printf
+	}
+	s := &Server{b: b, opts: opts, done: make(chan struct{})}
+	s.hs = &http.Server{
+		Handler:     s,
+		ConnContext: connContext,
+		// No ReadTimeout/WriteTimeout: watch streams and Up calls are long-lived. Bodies get
+		// their own deadline in decodeBody.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(logfWriter(opts.Logf), "ipc: ", 0),
+	}
+	return s
+}
+
+// Serve accepts connections on l until Close; it returns nil after Close.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.hs.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops the server: listeners and connections are closed and watch streams end.
+func (s *Server) Close() {
+	s.closed.Do(func() {
+		close(s.done)
+		s.hs.Close()
+	})
+}
+
+// Listen opens the daemon's Unix socket at path: it creates the parent directory, replaces a
+// stale socket left by a dead daemon, and refuses to steal the socket of a live one.
+func Listen(path string) (net.Listener, error) {
+	if path == "" {
+		path = DefaultSocket
+	}
+	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket; not removing it", path)
+		}
+		c, err := net.DialTimeout("unix", path, 2*time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another skeind is already running on %s", path)
+		}
+		if !isStaleSocketErr(err) {
+			return nil, fmt.Errorf("checking existing socket %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("removing stale socket: %w", err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	// Everyone may connect: who may do what is decided per request from SO_PEERCRED.
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+func dirOf(path string) string {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			if i == 0 {
+				return "/"
+			}
+			return path[:i]
+		}
+	}
+	return "."
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e := checkRequestOrigin(r); e != nil {
+		writeError(w, http.StatusForbidden, e)
+		return
+	}
+	switch r.URL.Path {
+	case PathStatus:
+		if s.method(w, r, http.MethodGet) {
+			writeJSON(w, http.StatusOK, s.b.Status())
+		}
+	case PathWatch:
+		if r.Method != http.MethodGet { // not even HEAD: it would stream forever
+			s.methodNotAllowed(w, r, http.MethodGet)
+			return
+		}
+		s.serveWatch(w, r)
+	case PathPrefs:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			writeJSON(w, http.StatusOK, s.b.Prefs())
+		case http.MethodPost:
+			s.servePostPrefs(w, r)
+		default:
+			s.methodNotAllowed(w, r, "GET, POST")
+		}
+	case PathUp:
+		if s.method(w, r, http.MethodPost) {
+			var req UpRequest
+			if !s.authorizeAndDecode(w, r, &req) {
+				return
+			}
+			resp, err := s.b.Up(r.Context(), req)
+			s.reply(w, resp, err)
+		}
+	case PathDown:
+		if s.method(w, r, http.MethodPost) {
+			if !s.authorizeAndDecode(w, r, &struct{}{}) {
+				return
+			}
+			err := s.b.Down(r.Context())
+			s.replyStatus(w, err)
+		}
+	case PathLogout:
+		if s.method(w, r, http.MethodPost) {
+			if !s.authorizeAndDecode(w, r, &struct{}{}) {
+				return
+			}
+			err := s.b.Logout(r.Context())
+			s.replyStatus(w, err)
+		}
+	default:
+		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "no such API endpoint: " + r.URL.Path})
+	}
+}
+
+func (s *Server) servePostPrefs(w http.ResponseWriter, r *http.Request) {
+	var p PrefsPatch
+	if !s.authorizeAndDecode(w, r, &p) {
+		return
+	}
+	if p.Operator != nil {
+		uid, _ := peerUID(r.Context())
+		if e := s.authorizeWrite(uid, true); e != nil {
+			writeError(w, http.StatusForbidden, e)
+			return
+		}
+		if name := *p.Operator; name != "" {
+			if _, err := s.opts.LookupUID(name); err != nil {
+				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("operator %q: no such local user", name)})
+				return
+			}
+		}
+	}
+	prefs, err := s.b.SetPrefs(r.Context(), p)
+	s.reply(w, prefs, err)
+}
+
+// method reports whether r uses want, answering 405 otherwise.
+func (s *Server) method(w http.ResponseWriter, r *http.Request, want string) bool {
+	if r.Method == want || (want == http.MethodGet && r.Method == http.MethodHead) {
+		return true
+	}
+	allow := want
+	if want == http.MethodGet {
+		allow = "GET, HEAD"
+	}
+	s.methodNotAllowed(w, r, allow)
+	return false
+}
+
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, &Error{
+		Code:    ErrBadRequest,
+		Message: fmt.Sprintf("method %s not allowed on %s (use %s)", r.Method, r.URL.Path, allow),
+	})
+}
+
+// checkRequestOrigin rejects anything a browser could have sent: browsers always add Origin or
+// Referer to cross-site POSTs, and a rebinding attack arrives with a foreign Host.
+func checkRequestOrigin(r *http.Request) *Error {
+	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
+		return &Error{Code: ErrNeedsOperator, Message: "permission denied: requests from web pages are not accepted"}
+	}
+	switch r.Host {
+	case HTTPHost, "", "skeind":
+		return nil
+	}
+	return &Error{Code: ErrNeedsOperator, Message: fmt.Sprintf("permission denied: unexpected Host %q", r.Host)}
+}
+
+// authorizeAndDecode checks that the caller may change state, then decodes the JSON body into v.
+// It answers the request itself and returns false when either fails.
+func (s *Server) authorizeAndDecode(w http.ResponseWriter, r *http.Request, v any) bool {
+	uid, ok := peerUID(r.Context())
+	if !ok {
+		writeError(w, http.StatusForbidden, &Error{Code: ErrNeedsOperator, Message: "permission denied: cannot identify the caller (no peer credentials)"})
+		return false
+	}
+	if e := s.authorizeWrite(uid, false); e != nil {
+		writeError(w, http.StatusForbidden, e)
+		return false
+	}
+	if e := decodeBody(w, r, v); e != nil {
+		writeError(w, http.StatusBadRequest, e)
+		return false
+	}
+	return true
+}
+
+// authorizeWrite decides whether uid may change state (or, with setsOperator, change who the
+// operator is). The operator is resolved on every call so that a change of operator, or of the
+// user database, takes effect at once.
+func (s *Server) authorizeWrite(uid uint32, setsOperator bool) *Error {
+	if uid == 0 || uid == s.opts.OwnUID {
+		return nil
+	}
+	if setsOperator {
+		return &Error{
+			Code:    ErrNeedsRoot,
+			Message: "permission denied: only root can change the operator",
+			Fix:     "sudo skein set --operator=$USER",
+		}
+	}
+	if op := s.b.Prefs().Operator; op != "" {
+		if opUID, err := s.opts.LookupUID(op); err == nil && opUID == uid {
+			return nil
+		}
+	}
+	return &Error{
+		Code:    ErrNeedsOperator,
+		Message: fmt.Sprintf("permission denied: uid %d is neither root nor skeind's operator", uid),
+		Fix:     "sudo skein set --operator=$USER",
+	}
+}
+
+func lookupUID(name string) (uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(n), nil
+}
+
+// decodeBody strictly decodes exactly one JSON value of at most MaxRequestBody bytes into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) *Error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return &Error{Code: ErrBadRequest, Message: "Content-Type must be application/json"}
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	// Clear the deadline: the server's background read that notices a vanished client runs
+	// under it, and would cancel a long Up when it fired.
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &Error{Code: ErrBadRequest, Message: fmt.Sprintf("request body too large (limit %d bytes)", MaxRequestBody)}
+		}
+		return &Error{Code: ErrBadRequest, Message: "reading request body: " + err.Error()}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &Error{Code: ErrBadRequest, Message: "a JSON request body is required (use {} for none)"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &Error{Code: ErrBadRequest, Message: "invalid JSON body: " + err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &Error{Code: ErrBadRequest, Message: "invalid JSON body: trailing data after the object"}
+	}
+	return nil
+}
+
+func (s *Server) reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		s.writeBackendError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) replyStatus(w http.ResponseWriter, err error) {
+	if err != nil {
+		s.writeBackendError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.b.Status())
+}
+
+func (s *Server) writeBackendError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) || e == nil {
+		s.opts.Logf("ipc: internal error: %v", err)
+		e = &Error{Code: ErrInternal, Message: err.Error()}
+	}
+	writeError(w, HTTPStatus(e.Code), e)
+}
+
+// HTTPStatus is the HTTP status the server answers with for an error code.
+func HTTPStatus(c ErrorCode) int {
+	switch c {
+	case ErrBadRequest:
+		return http.StatusBadRequest
+	case ErrNeedsLogin:
+		return http.StatusConflict
+	case ErrLoginFailed:
+		return http.StatusUnauthorized
+	case ErrNeedsOperator, ErrNeedsRoot:
+		return http.StatusForbidden
+	case ErrNotFound:
+		return http.StatusNotFound
+	case ErrServerUnreachable, ErrCertUntrusted, ErrHelperUnreachable:
+		return http.StatusBadGateway
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
+	events, cancel := s.b.Watch()
+	defer cancel()
+
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w) // Encode appends the newline that delimits events.
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.done:
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			// A client that stops reading must not pin the backend's event fan-out forever.
+			_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(&Error{Code: ErrInternal, Message: "encoding response: " + err.Error()})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, e *Error) {
+	writeJSON(w, code, e)
+}
+
+type logfWriter func(format string, args ...any)
+
+func (f logfWriter) Write(p []byte) (int, error) {
+	f("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,164 @@
+// Package ipc is the one contract between skeind and its unprivileged front ends (the skein CLI
+// and the desktop app): HTTP+JSON over a Unix socket, with typed requests, responses, events and
+// errors. Front ends import this package and nothing from daemon/.
+package ipc
+
+import (
+	"net/netip"
+	"time"
+)
+
+// APIVersion prefixes every path; a breaking change gets a new prefix.
+const APIVersion = "v1"
+
+// DefaultSocket is where skeind listens unless told otherwise.
+const DefaultSocket = "/run/skein/skeind.sock"
+
+// Paths of the API. Reads are GET; changes are POST with a JSON body.
+const (
+	PathStatus = "/" + APIVersion + "/status" // GET  → Status
+	PathPrefs  = "/" + APIVersion + "/prefs"  // GET  → Prefs; POST PrefsPatch → Prefs
+	PathUp     = "/" + APIVersion + "/up"     // POST UpRequest → UpResponse
+	PathDown   = "/" + APIVersion + "/down"   // POST {} → Status
+	PathLogout = "/" + APIVersion + "/logout" // POST {} → Status
+	PathWatch  = "/" + APIVersion + "/watch"  // GET  → stream of Event, one JSON object per line
+)
+
+// State is the helper's connection state, named as the official client names it so that
+// scripts that look for "Running" or "NeedsLogin" keep working.
+type State string
+
+const (
+	StateNoState    State = "NoState"
+	StateNeedsLogin State = "NeedsLogin"
+	StateStopped    State = "Stopped"
+	StateStarting   State = "Starting"
+	StateRunning    State = "Running"
+)
+
+// Prefs are the user's wishes, persisted by the helper.
+type Prefs struct {
+	// LoginServer is the control server URL, e.g. https://headscale.example.com.
+	LoginServer string `json:"loginServer"`
+	// WantRunning is false after `skein down`.
+	WantRunning bool `json:"wantRunning"`
+	// Hostname overrides the OS hostname sent to control; empty = OS hostname.
+	Hostname string `json:"hostname,omitempty"`
+	// Operator is the local user name that may change state besides root.
+	Operator string `json:"operator,omitempty"`
+}
+
+// PrefsPatch changes only the fields that are set.
+type PrefsPatch struct {
+	Hostname *string `json:"hostname,omitempty"`
+	Operator *string `json:"operator,omitempty"`
+}
+
+// UpRequest asks the helper to connect, logging in first when needed.
+type UpRequest struct {
+	// LoginServer, when set, replaces the stored one (a different server means a new login).
+	LoginServer string `json:"loginServer,omitempty"`
+	// AuthKey is a pre-auth key; empty means interactive login when a login is needed.
+	AuthKey string `json:"authKey,omitempty"`
+	// Hostname, when set, replaces the stored hostname pref.
+	Hostname string `json:"hostname,omitempty"`
+	// ForceReauth logs in again even when the node is already registered.
+	ForceReauth bool `json:"forceReauth,omitempty"`
+}
+
+// UpResponse is returned once the helper is Running, or as soon as an interactive login has an
+// AuthURL for the user to visit (then watch for StateRunning).
+type UpResponse struct {
+	State   State  `json:"state"`
+	AuthURL string `json:"authURL,omitempty"`
+}
+
+// Status is a snapshot of everything a front end shows. It never carries private keys.
+type Status struct {
+	Version     string  `json:"version"`
+	State       State   `json:"state"`
+	AuthURL     string  `json:"authURL,omitempty"`
+	LoginServer string  `json:"loginServer,omitempty"`
+	Self        *Peer   `json:"self,omitempty"`
+	Peers       []Peer  `json:"peers"`
+	Users       []User  `json:"users,omitempty"`
+	MagicDNS    string  `json:"magicDNSSuffix,omitempty"`
+	Health      []Issue `json:"health,omitempty"`
+	// ControlConnected is true while the map long-poll is up.
+	ControlConnected bool `json:"controlConnected"`
+}
+
+// Peer is one node of the tailnet as the helper sees it (also used for Self).
+type Peer struct {
+	ID        int64        `json:"id"`
+	StableID  string       `json:"stableID"`
+	NodeKey   string       `json:"nodeKey"`
+	HostName  string       `json:"hostName"` // the host's own name (Hostinfo)
+	DNSName   string       `json:"dnsName"`  // FQDN with trailing dot
+	OS        string       `json:"os"`
+	UserID    int64        `json:"userID"`
+	Addresses []netip.Addr `json:"addresses"`
+	Online    bool         `json:"online"`
+	LastSeen  *time.Time   `json:"lastSeen,omitempty"`
+	KeyExpiry *time.Time   `json:"keyExpiry,omitempty"`
+	Expired   bool         `json:"expired,omitempty"`
+	Tags      []string     `json:"tags,omitempty"`
+}
+
+// User is a tailnet user profile.
+type User struct {
+	ID          int64  `json:"id"`
+	LoginName   string `json:"loginName"`
+	DisplayName string `json:"displayName,omitempty"`
+}
+
+// Issue is one typed health problem.
+type Issue struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// EventKind says what changed.
+type EventKind string
+
+const (
+	EventState  EventKind = "state"  // State / AuthURL / error changed
+	EventNetmap EventKind = "netmap" // peers or self changed
+	EventPrefs  EventKind = "prefs"
+)
+
+// Event is one message of the watch stream. The first event of every stream carries a full
+// Status so that a subscriber never needs a separate GET.
+type Event struct {
+	Kind   EventKind `json:"kind"`
+	Status *Status   `json:"status,omitempty"`
+	Prefs  *Prefs    `json:"prefs,omitempty"`
+	// Error is set when a background step failed (e.g. login), for the front end to show.
+	Error *Error `json:"error,omitempty"`
+}
+
+// ErrorCode classifies errors so that front ends can render fixes.
+type ErrorCode string
+
+const (
+	ErrNeedsOperator     ErrorCode = "needs_operator"
+	ErrNeedsRoot         ErrorCode = "needs_root"
+	ErrNeedsLogin        ErrorCode = "needs_login"
+	ErrHelperUnreachable ErrorCode = "helper_unreachable"
+	ErrBadRequest        ErrorCode = "bad_request"
+	ErrNotFound          ErrorCode = "not_found"
+	ErrLoginFailed       ErrorCode = "login_failed"
+	ErrServerUnreachable ErrorCode = "server_unreachable"
+	ErrCertUntrusted     ErrorCode = "cert_untrusted"
+	ErrInternal          ErrorCode = "internal"
+)
+
+// Error is the body of every non-2xx response, and the value front ends render.
+type Error struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
+	// Fix is a command that fixes the problem, when one exists.
+	Fix string `json:"fix,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }

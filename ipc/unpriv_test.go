@@ -1,0 +1,171 @@
+package ipc_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/skeinvpn/skein/ipc"
+	"github.com/skeinvpn/skein/ipc/ipctest"
+)
+
+// childEnv, when set, makes the test binary act as an unprivileged client of the socket it
+// names instead of running tests.
+const childEnv = "SKEIN_IPC_TEST_CHILD_SOCKET"
+
+type childReport struct {
+	UID       int        `json:"uid"`
+	State     ipc.State  `json:"state"`
+	StatusErr *ipc.Error `json:"statusErr"`
+	UpErr     *ipc.Error `json:"upErr"`
+	DownErr   *ipc.Error `json:"downErr"`
+	PrefsErr  *ipc.Error `json:"prefsErr"`
+}
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(runChild(path))
+	}
+	os.Exit(m.Run())
+}
+
+func runChild(path string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := ipc.NewClient(path)
+	asErr := func(err error) *ipc.Error {
+		if err == nil {
+			return nil
+		}
+		var e *ipc.Error
+		if errors.As(err, &e) {
+			return e
+		}
+		return &ipc.Error{Code: "not_typed", Message: err.Error()}
+	}
+	rep := childReport{UID: os.Getuid()}
+	st, err := c.Status(ctx)
+	rep.State, rep.StatusErr = st.State, asErr(err)
+	_, err = c.Up(ctx, ipc.UpRequest{})
+	rep.UpErr = asErr(err)
+	_, err = c.Down(ctx)
+	rep.DownErr = asErr(err)
+	op := "nobody"
+	_, err = c.SetPrefs(ctx, ipc.PrefsPatch{Operator: &op})
+	rep.PrefsErr = asErr(err)
+	json.NewEncoder(os.Stdout).Encode(rep)
+	return 0
+}
+
+// TestUnprivilegedClient runs a real client as uid 65534 against the socket: reads work,
+// changes are refused with needs_operator, all decided from SO_PEERCRED.
+func TestUnprivilegedClient(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to switch to uid 65534")
+	}
+	dir := t.TempDir()
+	// t.TempDir and its parent are 0700; the unprivileged child must reach the socket and
+	// exec its copy of the test binary.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "ipc.test")
+	copyFile(t, bin)
+	sock := filepath.Join(dir, "run", "skeind.sock")
+
+	b := ipctest.NewBackend(testStatus(), ipc.Prefs{})
+	b.OnUp(func(context.Context, ipc.UpRequest) (ipc.UpResponse, error) {
+		t.Error("backend Up called for an unprivileged caller")
+		return ipc.UpResponse{}, nil
+	})
+	ipctest.ServeAt(t, sock, b, ipc.ServerOptions{})
+
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Dir = dir
+	cmd.Env = []string{childEnv + "=" + sock, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
+			t.Skipf("cannot switch to uid 65534 here: %v", err)
+		}
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var rep childReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("child output %q: %v", out, err)
+	}
+	if rep.UID != 65534 {
+		t.Fatalf("child ran as uid %d", rep.UID)
+	}
+	if rep.StatusErr != nil || rep.State != ipc.StateRunning {
+		t.Errorf("status as nobody: %s, %+v", rep.State, rep.StatusErr)
+	}
+	for name, e := range map[string]*ipc.Error{"up": rep.UpErr, "down": rep.DownErr} {
+		if e == nil || e.Code != ipc.ErrNeedsOperator || e.Fix != "sudo skein set --operator=$USER" {
+			t.Errorf("%s as nobody: %+v, want needs_operator", name, e)
+		}
+	}
+	if rep.PrefsErr == nil || rep.PrefsErr.Code != ipc.ErrNeedsOperator {
+		t.Errorf("set operator as nobody: %+v", rep.PrefsErr)
+	}
+
+	// Once nobody is the operator, changes are allowed, but changing the operator still is not.
+	op := "nobody"
+	if _, err := b.SetPrefs(context.Background(), ipc.PrefsPatch{Operator: &op}); err != nil {
+		t.Fatal(err)
+	}
+	b.OnUp(nil)
+	out, err = cmd2(cmd).Output()
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	rep = childReport{}
+	json.Unmarshal(out, &rep)
+	if rep.UpErr != nil || rep.DownErr != nil {
+		t.Errorf("operator up/down: %+v %+v", rep.UpErr, rep.DownErr)
+	}
+	if rep.PrefsErr == nil || rep.PrefsErr.Code != ipc.ErrNeedsRoot {
+		t.Errorf("operator setting operator: %+v, want needs_root", rep.PrefsErr)
+	}
+}
+
+// cmd2 is a fresh copy of an exec.Cmd, which cannot be run twice.
+func cmd2(c *exec.Cmd) *exec.Cmd {
+	n := exec.Command(c.Path, c.Args[1:]...)
+	n.Dir, n.Env, n.SysProcAttr = c.Dir, c.Env, c.SysProcAttr
+	return n
+}
+
+func copyFile(t *testing.T, dst string) {
+	t.Helper()
+	src, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
