@@ -1,0 +1,221 @@
+// Package lab_test holds Skein's acceptance tests: skeind and the skein CLI against real
+// Headscale and official tailscaled in network namespaces (see internal/lab). They need root.
+package lab_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/state"
+	"github.com/skeinvpn/skein/internal/lab"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// Binaries under test, built once by TestMain (skeind with the race detector, so a data race in
+// the helper fails the lab tests).
+var skeindBin, skeinBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "skein-lab-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
+	for _, b := range [][]string{
+		{"build", "-race", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
+		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
+	} {
+		cmd := exec.Command("go", b...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building binaries under test:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// node is one skeind running in its own lab host.
+type node struct {
+	t        testing.TB
+	host     *lab.Host
+	proc     *lab.Process
+	statedir string
+	socket   string
+	env      []string
+}
+
+// startNode starts skeind in a new lab host. The socket lives in a world-traversable directory
+// so that unprivileged users can reach it, as under /run/skein.
+func startNode(t testing.TB, l *lab.Lab, name string, env ...string) *node {
+	t.Helper()
+	h, err := l.AddHost(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockDir, err := os.MkdirTemp("", "skein-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sockDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	n := &node{
+		t:        t,
+		host:     h,
+		statedir: filepath.Join(h.Dir(), "skein-state"),
+		socket:   filepath.Join(sockDir, "skeind.sock"),
+		env:      append([]string{"GORACE=halt_on_error=1"}, env...),
+	}
+	n.start()
+	return n
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	p, err := n.host.StartProcess(skeindBin, n.env, "--statedir", n.statedir, "--socket", n.socket)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.proc = p
+	lab.Eventually(n.t, 20*time.Second, func() error {
+		if p.Exited() {
+			return fmt.Errorf("skeind exited: %s", p.Log())
+		}
+		_, err := os.Stat(n.socket)
+		return err
+	})
+}
+
+// stop ends skeind with SIGTERM and checks that it exited cleanly (no race report, no panic).
+func (n *node) stop() {
+	n.t.Helper()
+	if err := n.proc.Signal(syscall.SIGTERM); err != nil {
+		n.t.Fatal(err)
+	}
+	select {
+	case <-n.proc.Done():
+	case <-time.After(15 * time.Second):
+		n.t.Fatalf("skeind did not exit 15 s after SIGTERM")
+	}
+	if err := n.proc.Wait(); err != nil {
+		n.t.Errorf("skeind exited with %v; log:\n%s", err, n.proc.Log())
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// cli runs the skein CLI (from the root namespace: the socket is a file path) as root.
+func (n *node) cli(args ...string) result {
+	return n.cliAs(nil, args...)
+}
+
+// cliAs runs the CLI with the given credentials (nil = root).
+func (n *node) cliAs(cred *syscall.Credential, args ...string) result {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--socket", n.socket}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		n.t.Fatalf("skein %v: %v", args, err)
+	}
+	return r
+}
+
+func (n *node) status() ipc.Status {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := ipc.NewClient(n.socket).Status(ctx)
+	if err != nil {
+		n.t.Fatalf("status: %v", err)
+	}
+	return st
+}
+
+func (n *node) stored() state.Data {
+	n.t.Helper()
+	s, err := state.Open(n.statedir)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	d, err := s.Load()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return d
+}
+
+func (n *node) authKeyFile(key string) string {
+	n.t.Helper()
+	p := filepath.Join(n.host.Dir(), "authkey")
+	if err := os.WriteFile(p, []byte(key+"\n"), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+	return p
+}
+
+func (n *node) peer(st ipc.Status, host string) *ipc.Peer {
+	for i := range st.Peers {
+		if st.Peers[i].HostName == host {
+			return &st.Peers[i]
+		}
+	}
+	return nil
+}
+
+func mustOK(t testing.TB, r result, what string) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", what, r.code, r.stdout, r.stderr)
+	}
+}
+
+func statusJSON(t testing.TB, r result) ipc.Status {
+	t.Helper()
+	var st ipc.Status
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	return st
+}
+
+// oneLine asserts that an error message is a single line (plus an optional "fix:" line).
+func oneLine(t testing.TB, stderr string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		t.Fatalf("no error message")
+	}
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l, "  fix: ") {
+			t.Errorf("error is not one line (+ fix): %q", stderr)
+		}
+	}
+	return lines[0]
+}
