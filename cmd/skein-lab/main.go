@@ -1,11 +1,13 @@
 // Command skein-lab runs Skein's network test lab by hand.
 //
-//	skein-lab up [-user lab] [-peers alpha-ts,beta-ts]
+//	skein-lab up [-user lab] [-peers alpha-ts,beta-ts] [-skeind PATH -skein PATH] [-exit]
 //	skein-lab sweep
 //
 // "up" starts a lab (internal/lab): Headscale over TLS with DERP and STUN,
-// and official tailscaled peers logged in with a pre-auth key; it prints how
-// to reach everything, then waits for SIGINT/SIGTERM and cleans up. It
+// and official tailscaled peers logged in with a pre-auth key; with -skeind
+// and -skein it also starts skeind in one more namespace and logs it in with
+// `skein up` (this is `make demo`). It prints how to reach everything, then
+// waits for SIGINT/SIGTERM (or, with -exit, stops at once) and cleans up. It
 // builds nothing: run scripts/lab-peers.sh first. "sweep" removes the
 // leftovers of lab runs whose process is gone. Both need root.
 package main
@@ -73,7 +75,13 @@ func up(args []string) error {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
 	user := fs.String("user", "lab", "Headscale user for the peers")
 	peers := fs.String("peers", "alpha-ts,beta-ts", "comma-separated hostnames of official tailscaled peers")
+	skeindBin := fs.String("skeind", "", "also run this skeind binary in a namespace of its own, logged in")
+	skeinBin := fs.String("skein", "", "the skein CLI binary to log skeind in with (needed with -skeind)")
+	exit := fs.Bool("exit", false, "clean up and exit once everything is shown, instead of waiting for Ctrl-C")
 	fs.Parse(args)
+	if (*skeindBin == "") != (*skeinBin == "") {
+		return errors.New("-skeind and -skein go together")
+	}
 	var hostnames []string
 	for _, h := range strings.Split(*peers, ",") {
 		if h = strings.TrimSpace(h); h != "" {
@@ -100,6 +108,7 @@ func up(args []string) error {
 	type result struct {
 		tn  *lab.Tailnet
 		key string
+		sk  *skeinNode
 		err error
 	}
 	done := make(chan result, 1)
@@ -108,6 +117,9 @@ func up(args []string) error {
 		r.tn, r.err = l.StartTailnet(*user, hostnames...)
 		if r.err == nil {
 			r.key, r.err = r.tn.Control.PreAuthKey(*user, true, false)
+		}
+		if r.err == nil && *skeindBin != "" {
+			r.sk, r.err = startSkein(l, r.tn, *skeindBin, *skeinBin, hostnames)
 		}
 		done <- r
 	}()
@@ -121,6 +133,13 @@ func up(args []string) error {
 		return r.err
 	}
 	printLab(os.Stdout, l, r.tn, r.key, time.Since(start))
+	if r.sk != nil {
+		r.sk.print(os.Stdout)
+	}
+	if *exit {
+		return nil
+	}
+	fmt.Fprintln(os.Stdout, "\nPress Ctrl-C to stop and clean up.")
 	<-ctx.Done()
 	return nil
 }
@@ -157,5 +176,4 @@ func printLab(w io.Writer, l *lab.Lab, tn *lab.Tailnet, key string, took time.Du
 	}
 	fmt.Fprintf(w, "\nHeadscale CLI:\n  ip netns exec %s %s -c %s nodes list\n", c.Host().Netns(), lab.HeadscaleBinary(), c.ConfigFile())
 	fmt.Fprintf(w, "\nLog in another client:\n  ... up --login-server=%s --authkey=%s\n", c.URL(), key)
-	fmt.Fprintln(w, "\nPress Ctrl-C to stop and clean up.")
 }
