@@ -66,6 +66,20 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// Ping sends one disco ping to a peer (name, DNS name or address).
+func (c *Client) Ping(ctx context.Context, peer string) (PingResult, error) {
+	var res PingResult
+	err := c.do(ctx, http.MethodGet, PathPing+"?peer="+url.QueryEscape(peer), nil, &res)
+	return res, err
+}
+
+// Netcheck asks the helper to run a netcheck now.
+func (c *Client) Netcheck(ctx context.Context) (NetcheckReport, error) {
+	var rep NetcheckReport
+	err := c.do(ctx, http.MethodGet, PathNetcheck, nil, &rep)
+	return rep, err
+}
+
 // Prefs returns the daemon's stored preferences.
 func (c *Client) Prefs(ctx context.Context) (Prefs, error) {
 	var p Prefs

@@ -41,6 +41,10 @@ type Backend interface {
 	Down(ctx context.Context) error
 	Logout(ctx context.Context) error
 	SetPrefs(ctx context.Context, p PrefsPatch) (Prefs, error)
+	// Ping sends one disco ping to the peer named by name, DNS name or address.
+	Ping(ctx context.Context, peer string) (PingResult, error)
+	// Netcheck runs a netcheck now.
+	Netcheck(ctx context.Context) (NetcheckReport, error)
 	// Watch returns a channel of events, starting with one carrying a full Status, and a
 	// cancel func. The channel may be closed by the backend (e.g. at shutdown).
 	Watch() (<-chan Event, func())
@@ -207,6 +211,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			err := s.b.Logout(r.Context())
 			s.replyStatus(w, err)
+		}
+	case PathPing:
+		if s.method(w, r, http.MethodGet) {
+			peer := r.URL.Query().Get("peer")
+			if peer == "" {
+				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "ping: missing peer"})
+				return
+			}
+			res, err := s.b.Ping(r.Context(), peer)
+			s.reply(w, res, err)
+		}
+	case PathNetcheck:
+		if s.method(w, r, http.MethodGet) {
+			rep, err := s.b.Netcheck(r.Context())
+			s.reply(w, rep, err)
 		}
 	default:
 		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "no such API endpoint: " + r.URL.Path})

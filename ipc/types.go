@@ -22,6 +22,10 @@ const (
 	PathDown   = "/" + APIVersion + "/down"   // POST {} → Status
 	PathLogout = "/" + APIVersion + "/logout" // POST {} → Status
 	PathWatch  = "/" + APIVersion + "/watch"  // GET  → stream of Event, one JSON object per line
+	// PathPing sends one disco ping: GET ?peer=NAME|IP → PingResult. Reading, so anyone may.
+	PathPing = "/" + APIVersion + "/ping"
+	// PathNetcheck runs a netcheck now: GET → NetcheckReport.
+	PathNetcheck = "/" + APIVersion + "/netcheck"
 )
 
 // State is the helper's connection state, named as the official client names it so that
@@ -103,6 +107,42 @@ type Peer struct {
 	KeyExpiry *time.Time   `json:"keyExpiry,omitempty"`
 	Expired   bool         `json:"expired,omitempty"`
 	Tags      []string     `json:"tags,omitempty"`
+
+	// Path data (the data plane's view). Active: traffic in the last two minutes. CurAddr is the
+	// direct ip:port in use ("" when relayed); Relay is the DERP region code used otherwise (for
+	// Self: our home region).
+	Active    bool    `json:"active,omitempty"`
+	CurAddr   string  `json:"curAddr,omitempty"`
+	Relay     string  `json:"relay,omitempty"`
+	LatencyMs float64 `json:"latencyMs,omitempty"`
+	RxBytes   uint64  `json:"rxBytes"`
+	TxBytes   uint64  `json:"txBytes"`
+}
+
+// PingResult is the answer to one disco ping.
+type PingResult struct {
+	NodeName string     `json:"nodeName"` // short host name
+	NodeIP   netip.Addr `json:"nodeIP"`
+	// Endpoint is the direct ip:port that answered; empty when the pong came via DERP.
+	Endpoint       string  `json:"endpoint,omitempty"`
+	DERPRegionID   int     `json:"derpRegionID,omitempty"`
+	DERPRegionCode string  `json:"derpRegionCode,omitempty"`
+	LatencySeconds float64 `json:"latencySeconds"`
+	// Err is set when no pong came (timeout) or the peer cannot be pinged.
+	Err string `json:"err,omitempty"`
+}
+
+// NetcheckReport is what the helper learnt about the network from its UDP socket.
+type NetcheckReport struct {
+	UDP      bool   `json:"udp"`
+	GlobalV4 string `json:"globalV4,omitempty"`
+	GlobalV6 string `json:"globalV6,omitempty"`
+	// MappingVariesByDestIP is nil when fewer than two STUN servers answered.
+	MappingVariesByDestIP *bool `json:"mappingVariesByDestIP,omitempty"`
+	PreferredDERP         int   `json:"preferredDERP"`
+	// RegionLatency maps region ID to latency in seconds; RegionCodes names them.
+	RegionLatency map[int]float64 `json:"regionLatency"`
+	RegionCodes   map[int]string  `json:"regionCodes"`
 }
 
 // User is a tailnet user profile.

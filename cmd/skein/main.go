@@ -43,6 +43,8 @@ var commands = []command{
 	{"logout", "Disconnect and forget the login", cmdLogout},
 	{"status", "Show the connection state and the tailnet's machines", cmdStatus},
 	{"ip", "Show this machine's (or a peer's) tailnet addresses", cmdIP},
+	{"ping", "Ping a peer at the disco layer and show the path (direct or DERP)", cmdPing},
+	{"netcheck", "Show UDP, public address, NAT type and DERP latencies", cmdNetcheck},
 	{"set", "Change preferences (operator, hostname)", cmdSet},
 	{"version", "Print the version", cmdVersion},
 }

@@ -16,7 +16,8 @@ import (
 func cmdStatus(c *cli, args []string) int {
 	f := c.newFlagSet("status", "", `
 Show the connection state and, when connected, one line per machine: tailnet IP, name, owner,
-OS and connection state ("-" when idle, "offline"). Exits 1 when skein is not running.`)
+OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct IP:PORT" /
+"active; relay "CODE"" with the bytes sent and received. Exits 1 when skein is not running.`)
 	asJSON := f.Bool("json", false, "print the full status as JSON (exit status 0 in every state)")
 	showPeers := f.Bool("peers", true, "show the other machines of the tailnet")
 	showSelf := f.Bool("self", true, "show this machine")
@@ -79,15 +80,42 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 }
 
 func printPeerLine(w io.Writer, st ipc.Status, p *ipc.Peer, self bool) {
-	state := "-"
-	switch {
-	case self:
-	case p.Expired:
-		state = "expired"
-	case !p.Online:
-		state = "offline"
+	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(firstIP(p)), orDash(shortName(p)), owner(st, p), orDash(p.OS), peerState(p, self))
+}
+
+// peerState is the last column, worded as the official client words it: "-", "idle",
+// "offline", or "active; direct IP:PORT" / "active; relay \"code\"", then the byte counts.
+func peerState(p *ipc.Peer, self bool) string {
+	if self {
+		return "-"
 	}
-	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(firstIP(p)), orDash(shortName(p)), owner(st, p), orDash(p.OS), state)
+	if p.Expired {
+		return "expired"
+	}
+	traffic := p.TxBytes > 0 || p.RxBytes > 0
+	var b strings.Builder
+	switch {
+	case !p.Active && traffic && p.Online:
+		b.WriteString("idle")
+	case !p.Active && !p.Online:
+		b.WriteString("offline")
+	case !p.Active:
+		b.WriteString("-")
+	default:
+		b.WriteString("active; ")
+		if p.CurAddr != "" {
+			b.WriteString("direct " + p.CurAddr)
+		} else if p.Relay != "" {
+			fmt.Fprintf(&b, "relay %q", p.Relay)
+		}
+		if !p.Online {
+			b.WriteString("; offline")
+		}
+	}
+	if traffic {
+		fmt.Fprintf(&b, ", tx %d rx %d", p.TxBytes, p.RxBytes)
+	}
+	return b.String()
 }
 
 func printHealth(w io.Writer, st ipc.Status) {

@@ -62,14 +62,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := log.New(stderr, "skeind: ", log.LstdFlags|log.Lmicroseconds)
 	logf := logger.Printf
-	_ = verbose
 
 	store, err := state.Open(*statedir)
 	if err != nil {
 		logger.Printf("%v", err)
 		return 1
 	}
-	b, err := backend.New(backend.Options{Store: store, Version: version.Version, Logf: logf})
+	b, err := backend.New(backend.Options{
+		Store:   store,
+		Version: version.Version,
+		Logf:    logf,
+		TunName: *tun,
+		Port:    uint16(*port),
+		Verbose: *verbose,
+	})
 	if err != nil {
 		logger.Printf("%v", err)
 		return 1

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"net/url"
 	"os/user"
 	"slices"
@@ -40,9 +39,14 @@ func (b *Backend) statusLocked() ipc.Status {
 	now := time.Now()
 	self := b.peerLocked(nm.Self, now)
 	self.Online = b.connected
+	if b.dp != nil {
+		self.Relay = b.regionCodeLocked(b.dp.Conn().HomeDERP())
+	}
 	st.Self = &self
 	for _, p := range nm.SortedPeers() {
-		st.Peers = append(st.Peers, b.peerLocked(p, now))
+		ps := b.peerLocked(p, now)
+		b.addPathLocked(&ps, p, now)
+		st.Peers = append(st.Peers, ps)
 	}
 	for _, u := range nm.UserProfiles {
 		st.Users = append(st.Users, ipc.User{ID: int64(u.ID), LoginName: u.LoginName, DisplayName: u.DisplayName})
@@ -125,7 +129,7 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 	}
 	b.notifyLocked(ipc.EventPrefs, nil)
 	if hostnameChanged && b.state == ipc.StateRunning && b.client != nil {
-		c, req := b.client, &wire.MapRequest{NodeKey: b.data.NodeKey.Public(), DiscoKey: b.discoKey.Public(), Hostinfo: b.hostinfoLocked()}
+		c, req := b.client, b.mapRequestLocked()
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -193,8 +197,9 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	}
 	sameServer := server == b.data.Prefs.LoginServer
 	hostnameChanged := req.Hostname != "" && req.Hostname != b.data.Prefs.Hostname
-	if b.data.LoggedIn && sameServer && !req.ForceReauth && req.AuthKey == "" {
-		// Already registered: just (re)start.
+	if b.data.LoggedIn && sameServer && !req.ForceReauth {
+		// Already registered: just (re)start. Like the official client, an auth key is only
+		// used when a login is needed (or forced).
 		b.data.Prefs.WantRunning = true
 		if req.Hostname != "" {
 			b.data.Prefs.Hostname = req.Hostname
@@ -527,5 +532,3 @@ func (w *watcher) close() {
 		close(w.ch)
 	}
 }
-
-var errUnused = errors.New("unused")

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/skeinvpn/skein/daemon/control"
+	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/state"
@@ -37,6 +37,11 @@ type Options struct {
 	TLSConfig *tls.Config
 	// OSHostname overrides os.Hostname (tests).
 	OSHostname func() (string, error)
+	// TunName and Port configure the data plane; NoDataplane leaves it off (control-only tests).
+	TunName     string
+	Port        uint16
+	NoDataplane bool
+	Verbose     bool
 }
 
 // Backend implements ipc.Backend.
@@ -60,6 +65,9 @@ type Backend struct {
 	changed       chan struct{} // closed and replaced on every state change
 	watchers      map[*watcher]struct{}
 	closed        bool
+	dp            *dataplane.Dataplane // the tunnel, while a session has a netmap
+	updatePending bool                 // an endpoint update is in flight
+	updateAgain   bool                 // and another is wanted after it
 }
 
 // New loads the state and returns a backend; Start begins work.
@@ -262,6 +270,11 @@ func jitter(d time.Duration) time.Duration {
 
 // runSession keeps the node registered and the map poll running until ctx ends.
 func (b *Backend) runSession(ctx context.Context, c *control.Client) {
+	defer func() {
+		b.mu.Lock()
+		b.stopDataplaneLocked()
+		b.mu.Unlock()
+	}()
 	backoff := backoffMin
 	needRefresh := true
 	for ctx.Err() == nil {
@@ -365,11 +378,7 @@ func (b *Backend) refreshRegistration(ctx context.Context, c *control.Client) (b
 // pollOnce runs one map long-poll until it breaks.
 func (b *Backend) pollOnce(ctx context.Context, c *control.Client, onMap func()) error {
 	b.mu.Lock()
-	req := &wire.MapRequest{
-		NodeKey:  b.data.NodeKey.Public(),
-		DiscoKey: b.discoKey.Public(),
-		Hostinfo: b.hostinfoLocked(),
-	}
+	req := b.mapRequestLocked()
 	b.mu.Unlock()
 	first := true
 	return c.PollMap(ctx, req, func(mr *wire.MapResponse) error {
@@ -393,6 +402,18 @@ func (b *Backend) pollOnce(ctx context.Context, c *control.Client, onMap func())
 			b.lastErr = nil
 		}
 		changed := b.nm.Apply(mr, time.Now())
+		if changed || b.dp == nil {
+			if err := b.startDataplaneLocked(); err != nil {
+				b.lastErr = &ipc.Error{Code: ipc.ErrInternal, Message: "cannot start the tunnel: " + oneLine(err.Error())}
+				b.notifyLocked(ipc.EventState, b.lastErr)
+				return err
+			}
+			if b.dp != nil {
+				if err := b.dp.SetNetmap(b.nm); err != nil {
+					b.logf("dataplane: %v", err)
+				}
+			}
+		}
 		if b.nm.Self != nil && b.nm.Expired(b.nm.Self, time.Now()) {
 			b.data.LoggedIn = false
 			b.saveLocked()
@@ -418,8 +439,6 @@ func asIPCError(err error) *ipc.Error {
 	}
 	msg := err.Error()
 	var certErr *tls.CertificateVerificationError
-	var unknownAuth interface{ Error() string }
-	_ = unknownAuth
 	if errors.As(err, &certErr) || strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate") {
 		return &ipc.Error{Code: ipc.ErrCertUntrusted, Message: "the login server's TLS certificate is not trusted: " + oneLine(msg),
 			Fix: "install the server's CA in the system store, or set SSL_CERT_FILE for skeind"}
@@ -440,5 +459,3 @@ func asIPCError(err error) *ipc.Error {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
-
-var _ = fmt.Sprintf

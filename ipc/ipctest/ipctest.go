@@ -19,6 +19,7 @@ type Backend struct {
 	downFunc func(ctx context.Context) error
 	logout   func(ctx context.Context) error
 	setPrefs func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error)
+	onPing   func(ctx context.Context, peer string) (ipc.PingResult, error)
 	status   ipc.Status
 	prefs    ipc.Prefs
 	watchers map[chan ipc.Event]struct{}
@@ -133,6 +134,29 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 	b.mu.Unlock()
 	b.Emit(ipc.Event{Kind: ipc.EventPrefs, Prefs: &prefs})
 	return prefs, nil
+}
+
+// Ping implements ipc.Backend: it answers from the hook set with OnPing, else "unknown peer".
+func (b *Backend) Ping(ctx context.Context, peer string) (ipc.PingResult, error) {
+	b.mu.Lock()
+	f := b.onPing
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx, peer)
+	}
+	return ipc.PingResult{}, &ipc.Error{Code: ipc.ErrNotFound, Message: "unknown peer " + peer}
+}
+
+// OnPing sets how Ping answers.
+func (b *Backend) OnPing(f func(ctx context.Context, peer string) (ipc.PingResult, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onPing = f
+}
+
+// Netcheck implements ipc.Backend with an empty report.
+func (b *Backend) Netcheck(ctx context.Context) (ipc.NetcheckReport, error) {
+	return ipc.NetcheckReport{RegionLatency: map[int]float64{}, RegionCodes: map[int]string{}}, nil
 }
 
 // Watch implements ipc.Backend.

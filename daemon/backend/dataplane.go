@@ -1,0 +1,270 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/dataplane"
+	"github.com/skeinvpn/skein/daemon/transport"
+	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// activeWindow: a peer with traffic this recent is "active" in status, as in the official CLI.
+const activeWindow = 2 * time.Minute
+
+// startDataplaneLocked brings the tunnel up for the current node key (once per session).
+func (b *Backend) startDataplaneLocked() error {
+	if b.dp != nil || b.opts.NoDataplane {
+		return nil
+	}
+	dp, err := dataplane.Start(dataplane.Options{
+		TunName:            b.opts.TunName,
+		Port:               b.opts.Port,
+		NodeKey:            b.data.NodeKey,
+		DiscoKey:           b.discoKey,
+		Logf:               b.logf,
+		Verbose:            b.opts.Verbose,
+		OnEndpointsChanged: b.onEndpointsChanged,
+	})
+	if err != nil {
+		return err
+	}
+	b.dp = dp
+	return nil
+}
+
+func (b *Backend) stopDataplaneLocked() {
+	if b.dp != nil {
+		b.dp.Close()
+		b.dp = nil
+	}
+}
+
+// netInfoLocked describes our network for control (home DERP, latencies, UDP).
+func (b *Backend) netInfoLocked() (*wire.NetInfo, []netip.AddrPort, []int) {
+	if b.dp == nil {
+		return nil, nil, nil
+	}
+	c := b.dp.Conn()
+	rep := c.LastReport()
+	ni := &wire.NetInfo{PreferredDERP: c.HomeDERP()}
+	if !rep.At.IsZero() {
+		udp := rep.UDP
+		ni.WorkingUDP = &udp
+		ni.MappingVariesByDestIP = rep.MappingVaries
+		ni.DERPLatency = map[string]float64{}
+		for id, l := range rep.RegionLatency {
+			ni.DERPLatency[strconv.Itoa(id)+"-v4"] = l.Seconds()
+		}
+	}
+	var eps []netip.AddrPort
+	var types []int
+	for _, e := range c.Endpoints() {
+		eps = append(eps, e.Addr)
+		types = append(types, e.Type)
+	}
+	return ni, eps, types
+}
+
+// onEndpointsChanged tells control our new endpoints and home DERP with a lite map request.
+// Calls are coalesced: one update in flight, one queued.
+func (b *Backend) onEndpointsChanged() {
+	b.mu.Lock()
+	if b.updatePending {
+		b.updateAgain = true
+		b.mu.Unlock()
+		return
+	}
+	b.updatePending = true
+	b.mu.Unlock()
+	go func() {
+		for {
+			b.mu.Lock()
+			c := b.client
+			running := b.sessionCancel != nil && b.data.LoggedIn
+			req := b.mapRequestLocked()
+			b.mu.Unlock()
+			if running && c != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				if err := c.SendUpdate(ctx, req); err != nil {
+					b.logf("control: endpoint update: %v", err)
+				}
+				cancel()
+			}
+			b.mu.Lock()
+			if !b.updateAgain {
+				b.updatePending = false
+				b.mu.Unlock()
+				return
+			}
+			b.updateAgain = false
+			b.mu.Unlock()
+		}
+	}()
+}
+
+// mapRequestLocked is the map request for our current state (stream flags set by the caller).
+func (b *Backend) mapRequestLocked() *wire.MapRequest {
+	hi := b.hostinfoLocked()
+	ni, eps, types := b.netInfoLocked()
+	hi.NetInfo = ni
+	return &wire.MapRequest{
+		NodeKey:       b.data.NodeKey.Public(),
+		DiscoKey:      b.discoKey.Public(),
+		Hostinfo:      hi,
+		Endpoints:     eps,
+		EndpointTypes: types,
+	}
+}
+
+func (b *Backend) regionCodeLocked(id int) string {
+	if dm := b.nm.DERPMap; dm != nil {
+		if r := dm.Regions[id]; r != nil && r.RegionCode != "" {
+			return r.RegionCode
+		}
+	}
+	if id == 0 {
+		return ""
+	}
+	return strconv.Itoa(id)
+}
+
+// addPathLocked fills the data plane's view of a peer into its status.
+func (b *Backend) addPathLocked(p *ipc.Peer, n *wire.Node, now time.Time) {
+	if b.dp == nil {
+		return
+	}
+	pi, ok := b.dp.Conn().PeerPath(n.Key)
+	if !ok {
+		return
+	}
+	p.TxBytes, p.RxBytes = pi.TxBytes, pi.RxBytes
+	last := pi.LastRecv
+	if pi.LastSend.After(last) {
+		last = pi.LastSend
+	}
+	p.Active = !last.IsZero() && now.Sub(last) < activeWindow
+	if pi.Direct.IsValid() {
+		p.CurAddr = pi.Direct.String()
+		p.LatencyMs = float64(pi.Latency.Microseconds()) / 1000
+	} else if pi.DERPRegion != 0 {
+		p.Relay = b.regionCodeLocked(pi.DERPRegion)
+	}
+}
+
+// findPeerLocked resolves a peer by short name, FQDN, host name or address.
+func (b *Backend) findPeerLocked(q string) *wire.Node {
+	q = strings.TrimSuffix(strings.ToLower(q), ".")
+	ip, ipErr := netip.ParseAddr(q)
+	for _, n := range b.nm.SortedPeers() {
+		fqdn := strings.ToLower(strings.TrimSuffix(n.Name, "."))
+		short, _, _ := strings.Cut(fqdn, ".")
+		if q == fqdn || q == short || (n.Hostinfo != nil && strings.ToLower(n.Hostinfo.Hostname) == q) {
+			return n
+		}
+		if ipErr == nil {
+			for _, a := range n.Addresses {
+				if a.Addr() == ip {
+					return n
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Ping sends one disco ping to a peer.
+func (b *Backend) Ping(ctx context.Context, peer string) (ipc.PingResult, error) {
+	b.mu.Lock()
+	if b.state != ipc.StateRunning || b.dp == nil {
+		b.mu.Unlock()
+		return ipc.PingResult{}, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
+	}
+	n := b.findPeerLocked(peer)
+	if n == nil {
+		b.mu.Unlock()
+		return ipc.PingResult{}, &ipc.Error{Code: ipc.ErrNotFound, Message: fmt.Sprintf("no peer named %q", peer)}
+	}
+	c := b.dp.Conn()
+	res := ipc.PingResult{NodeName: shortName(n)}
+	for _, a := range n.Addresses {
+		if a.Addr().Is4() {
+			res.NodeIP = a.Addr()
+			break
+		}
+	}
+	online := n.Online == nil || *n.Online
+	b.mu.Unlock()
+	if !online {
+		res.Err = "peer is offline"
+		return res, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r := c.Ping(pctx, n.Key)
+	res.Err = r.Err
+	res.LatencySeconds = r.Latency.Seconds()
+	if r.Endpoint.IsValid() {
+		res.Endpoint = r.Endpoint.String()
+	}
+	if r.DERPRegion != 0 {
+		res.DERPRegionID = r.DERPRegion
+		b.mu.Lock()
+		res.DERPRegionCode = b.regionCodeLocked(r.DERPRegion)
+		b.mu.Unlock()
+	}
+	return res, nil
+}
+
+// Netcheck runs a netcheck from the tunnel's UDP socket.
+func (b *Backend) Netcheck(ctx context.Context) (ipc.NetcheckReport, error) {
+	b.mu.Lock()
+	dp := b.dp
+	b.mu.Unlock()
+	if dp == nil {
+		return ipc.NetcheckReport{}, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "netcheck needs a running tunnel (it uses the tunnel's UDP socket and the tailnet's DERP map)", Fix: "skein up"}
+	}
+	rep := dp.Conn().Netcheck(ctx)
+	out := ipc.NetcheckReport{
+		UDP:                   rep.UDP,
+		MappingVariesByDestIP: rep.MappingVaries,
+		PreferredDERP:         rep.PreferredDERP,
+		RegionLatency:         map[int]float64{},
+		RegionCodes:           map[int]string{},
+	}
+	if rep.GlobalV4.IsValid() {
+		out.GlobalV4 = rep.GlobalV4.String()
+	}
+	if rep.GlobalV6.IsValid() {
+		out.GlobalV6 = rep.GlobalV6.String()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if dm := b.nm.DERPMap; dm != nil {
+		for id := range dm.Regions {
+			out.RegionCodes[id] = b.regionCodeLocked(id)
+		}
+	}
+	for id, l := range rep.RegionLatency {
+		out.RegionLatency[id] = l.Seconds()
+	}
+	return out, nil
+}
+
+func shortName(n *wire.Node) string {
+	name := strings.TrimSuffix(n.Name, ".")
+	if s, _, ok := strings.Cut(name, "."); ok {
+		return s
+	}
+	if name == "" && n.Hostinfo != nil {
+		return n.Hostinfo.Hostname
+	}
+	return name
+}
+
+var _ = transport.PingResult{}

@@ -1,0 +1,255 @@
+// Package router configures the host's routing for the tunnel device with the
+// same layout as the official Tailscale Linux client (table 52, rule prefs
+// 5210/5230/5250/5270, fwmark 0x80000/0xff0000), so scripts written for
+// tailscaled keep working with skeind.
+//
+// Everything goes through netlink on a handle bound to the network namespace
+// New was called in, so goroutines on other OS threads (Watch) act on the same
+// namespace.
+//
+// What the package owns (see owned.go), and nothing else is ever removed:
+//   - ip rules (IPv4 and IPv6) at prefs 5210, 5230, 5250 and 5270 whose action
+//     is the one the layout puts there (the fwmark may differ: stale variants);
+//   - routes in table 52 that leave via the TUN device, and throw routes in
+//     table 52;
+//   - every address on the TUN device except IPv6 link-local ones.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// FwmarkBypass is set (SO_MARK) on skeind's own sockets so their packets
+	// skip table 52 and never loop into the tunnel.
+	FwmarkBypass = 0x80000
+	// FwmarkMask is the part of the fwmark the rules look at; the rest stays
+	// free for other software.
+	FwmarkMask = 0xff0000
+	// Table is the routing table holding the tunnel routes.
+	Table = 52
+)
+
+// Rule preferences of the layout, in the order the kernel evaluates them.
+const (
+	PrefBypassMain        = 5210 // fwmark 0x80000/0xff0000 lookup main
+	PrefBypassDefault     = 5230 // fwmark 0x80000/0xff0000 lookup default
+	PrefBypassUnreachable = 5250 // fwmark 0x80000/0xff0000 unreachable
+	PrefTable             = 5270 // lookup 52
+)
+
+// Config is the routing state wanted for the tunnel.
+type Config struct {
+	// LocalAddrs are the node's addresses, put on the TUN device
+	// (100.64.x.y/32, fd7a:115c:a1e0::x/128).
+	LocalAddrs []netip.Prefix
+	// Routes go into table 52 via the TUN device.
+	Routes []netip.Prefix
+	// LocalRoutes become throw routes in table 52: destinations that must
+	// keep using the host's own routing although a broader entry of Routes
+	// (an exit node's 0.0.0.0/0) covers them. The official client fills it
+	// only when an exit node is in use (LAN access); normally empty.
+	LocalRoutes []netip.Prefix
+	// MTU of the TUN device; 0 leaves it as it is.
+	MTU int
+}
+
+// Router owns the routing state for one TUN device.
+type Router struct {
+	tun  string
+	logf func(string, ...any)
+	v6   bool
+	k    *kernel
+	ns   netns.NsHandle
+
+	mu       sync.Mutex
+	cfg      Config
+	haveCfg  bool
+	closed   bool
+	closedCh chan struct{}
+}
+
+// New returns a Router for the existing link tunName in the calling thread's
+// network namespace. It changes nothing until Set.
+func New(tunName string, logf func(string, ...any)) (*Router, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("router: current netns: %w", err)
+	}
+	k, err := newKernel()
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	if _, err := k.h.LinkByName(tunName); err != nil {
+		k.close()
+		ns.Close()
+		return nil, fmt.Errorf("router: link %q: %w", tunName, err)
+	}
+	r := &Router{tun: tunName, logf: logf, k: k, ns: ns, closedCh: make(chan struct{})}
+	// Read once here: /proc/sys/net follows the reading thread's namespace,
+	// and later calls may run on threads in another one.
+	if why := ipv6Off(tunName); why != "" {
+		logf("router: IPv6 unavailable (%s); managing IPv4 only", why)
+	} else {
+		r.v6 = true
+	}
+	return r, nil
+}
+
+// ipv6Off says why IPv6 cannot be used in this namespace, or "" if it can.
+func ipv6Off(tun string) string {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+	if err != nil {
+		return "no IPv6 in this kernel"
+	}
+	if strings.TrimSpace(string(b)) != "0" {
+		return "net.ipv6.conf.all.disable_ipv6=1"
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + tun + "/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) != "0" {
+		return "net.ipv6.conf." + tun + ".disable_ipv6=1"
+	}
+	return ""
+}
+
+// IPv6 reports whether the router manages IPv6 too.
+func (r *Router) IPv6() bool { return r.v6 }
+
+// Set makes the kernel state match cfg: it reads what is installed, adds
+// what is missing and removes what is extra among the things we own. It is
+// idempotent and also repairs changes made behind our back.
+func (r *Router) Set(cfg Config) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errors.New("router: closed")
+	}
+	r.cfg = cloneConfig(cfg)
+	r.haveCfg = true
+	return r.applyLocked()
+}
+
+func (r *Router) applyLocked() error {
+	p, err := r.plan(r.cfg)
+	if err != nil {
+		return err
+	}
+	return p.apply(r.logf)
+}
+
+// Check reports what Set last asked for and is not installed now (a rule
+// deleted by systemd-networkd, a route flushed by hand, ...), one line per
+// item. Nil means in sync (extra items we own are not reported).
+func (r *Router) Check() (missing []string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errors.New("router: closed")
+	}
+	if !r.haveCfg {
+		return nil, nil
+	}
+	p, err := r.plan(r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range p.adds {
+		missing = append(missing, a.desc)
+	}
+	return missing, nil
+}
+
+// Close removes every rule, table-52 route and address the router owns and
+// sets the link down. The TUN device itself is left to its creator.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	close(r.closedCh)
+	var errs []error
+	link, err := r.k.h.LinkByName(r.tun)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			errs = append(errs, err)
+		}
+		link = nil
+	}
+	if _, err := r.k.removeOwned(r.families(), link, false); err != nil {
+		errs = append(errs, err)
+	}
+	if link != nil {
+		for _, a := range r.ownedAddrs(link) {
+			if err := r.k.h.AddrDel(link, nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				errs = append(errs, fmt.Errorf("del addr %v: %w", a, err))
+			}
+		}
+		if err := r.k.h.LinkSetDown(link); err != nil {
+			errs = append(errs, fmt.Errorf("link down: %w", err))
+		}
+	}
+	r.k.close()
+	r.ns.Close()
+	return errors.Join(errs...)
+}
+
+func (r *Router) families() []int {
+	if r.v6 {
+		return []int{netlink.FAMILY_V4, netlink.FAMILY_V6}
+	}
+	return []int{netlink.FAMILY_V4}
+}
+
+func cloneConfig(c Config) Config {
+	return Config{
+		LocalAddrs:  append([]netip.Prefix(nil), c.LocalAddrs...),
+		Routes:      append([]netip.Prefix(nil), c.Routes...),
+		LocalRoutes: append([]netip.Prefix(nil), c.LocalRoutes...),
+		MTU:         c.MTU,
+	}
+}
+
+// kernel is a netlink handle plus a socket for rule dumps (the library's
+// RuleList drops the rule action, which we need to tell "unreachable" from
+// "blackhole"), both bound to the namespace they were created in.
+type kernel struct {
+	h     *netlink.Handle
+	rsock *nl.SocketHandle
+}
+
+func newKernel() (*kernel, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("router: netlink: %w", err)
+	}
+	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("router: netlink: %w", err)
+	}
+	tv := unix.NsecToTimeval(int64(5e9))
+	s.SetReceiveTimeout(&tv)
+	s.SetSendTimeout(&tv)
+	return &kernel{h: h, rsock: &nl.SocketHandle{Socket: s}}, nil
+}
+
+func (k *kernel) close() {
+	k.h.Close()
+	k.rsock.Close()
+}

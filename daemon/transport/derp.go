@@ -1,0 +1,218 @@
+package transport
+
+import (
+	"sync"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/derp"
+	"github.com/skeinvpn/skein/daemon/disco"
+	"github.com/skeinvpn/skein/daemon/key"
+	"github.com/skeinvpn/skein/daemon/wire"
+)
+
+// derpIdleTimeout closes connections to non-home regions nobody has written to for a while.
+const derpIdleTimeout = 60 * time.Second
+
+// derpManager keeps the home region connected and opens others on demand.
+type derpManager struct {
+	c *Conn
+
+	mu      sync.Mutex
+	regions map[int]*derpRegion
+	home    int
+	dm      *wire.DERPMap
+	janitor *time.Timer
+}
+
+type derpRegion struct {
+	id        int
+	rc        *derp.RegionClient
+	lastWrite time.Time
+}
+
+func newDERPManager(c *Conn) *derpManager {
+	return &derpManager{c: c, regions: map[int]*derpRegion{}}
+}
+
+var derpBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func putDERPBuf(b *[]byte) {
+	if b != nil {
+		*b = (*b)[:0]
+		derpBufPool.Put(b)
+	}
+}
+
+func (m *derpManager) onDERPMap(dm *wire.DERPMap) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dm = dm
+	for id, r := range m.regions {
+		if dm == nil || dm.Regions[id] == nil {
+			r.rc.Close()
+			delete(m.regions, id)
+			if m.home == id {
+				m.home = 0
+			}
+		}
+	}
+	if m.janitor == nil {
+		m.janitor = time.AfterFunc(15*time.Second, m.cleanIdle)
+	}
+}
+
+// homeRegion returns the current home region (0 when none).
+func (m *derpManager) homeRegion() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.home
+}
+
+// setHome makes region the home: connected, and told it is preferred.
+func (m *derpManager) setHome(region int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if region == m.home {
+		return false
+	}
+	old := m.home
+	m.home = region
+	if r := m.regions[old]; r != nil {
+		r.rc.SetPreferred(false)
+	}
+	if r := m.regionLocked(region); r != nil {
+		r.rc.SetPreferred(true)
+	}
+	m.c.logf("transport: home DERP region %d (was %d)", region, old)
+	return true
+}
+
+func (m *derpManager) regionLocked(id int) *derpRegion {
+	if r := m.regions[id]; r != nil {
+		return r
+	}
+	if m.dm == nil || m.dm.Regions[id] == nil {
+		return nil
+	}
+	m.c.mu.Lock()
+	priv := m.c.nodeKey
+	closed := m.c.closed
+	m.c.mu.Unlock()
+	if closed || priv.IsZero() {
+		return nil
+	}
+	rc := derp.NewRegionClient(derp.RegionOptions{
+		Region:      m.dm.Regions[id],
+		PrivateKey:  priv,
+		Preferred:   id == m.home,
+		DialContext: m.c.opts.DERPDialContext,
+		Mark:        m.c.opts.Mark,
+		Logf:        m.c.logf,
+		OnMessage:   func(msg derp.Message) { m.c.onDERPMessage(id, msg) },
+	})
+	r := &derpRegion{id: id, rc: rc, lastWrite: time.Now()}
+	m.regions[id] = r
+	return r
+}
+
+// send writes packets to dst through region, opening the region when needed. It never blocks
+// on a dead connection: the packets are dropped and WireGuard retries.
+func (m *derpManager) send(region int, dst key.NodePublic, bufs [][]byte) error {
+	m.mu.Lock()
+	r := m.regionLocked(region)
+	if r != nil {
+		r.lastWrite = time.Now()
+	}
+	m.mu.Unlock()
+	if r == nil {
+		return errNoDERPRegion
+	}
+	for _, b := range bufs {
+		if err := r.rc.Send(dst, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *derpManager) cleanIdle() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for id, r := range m.regions {
+		if id != m.home && now.Sub(r.lastWrite) > derpIdleTimeout {
+			r.rc.Close()
+			delete(m.regions, id)
+		}
+	}
+	m.janitor.Reset(15 * time.Second)
+}
+
+// resetAll drops every connection (new node key: a new DERP identity).
+func (m *derpManager) resetAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, r := range m.regions {
+		r.rc.Close()
+		delete(m.regions, id)
+	}
+	if m.home != 0 {
+		if r := m.regionLocked(m.home); r != nil {
+			r.rc.SetPreferred(true)
+		}
+	}
+}
+
+func (m *derpManager) closeAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, r := range m.regions {
+		r.rc.Close()
+		delete(m.regions, id)
+	}
+	if m.janitor != nil {
+		m.janitor.Stop()
+	}
+}
+
+// connected reports whether the home region's connection is up.
+func (m *derpManager) connected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.regions[m.home]
+	return r != nil && r.rc.Connected()
+}
+
+// onDERPMessage runs on a DERP reader goroutine: disco is handled at once, WireGuard is queued
+// for receiveDERP without blocking (dropped when the queue is full).
+func (c *Conn) onDERPMessage(region int, msg derp.Message) {
+	switch m := msg.(type) {
+	case *derp.ReceivedPacket:
+		now := time.Now()
+		if disco.LooksLikeDisco(m.Data) {
+			c.handleDisco(m.Data, netipAddrPortZero, region, m.Source, now)
+			return
+		}
+		if pe := c.peerByKey(m.Source); pe != nil {
+			pe.mu.Lock()
+			pe.heardDERP = region
+			pe.mu.Unlock()
+		} else {
+			return
+		}
+		bp := derpBufPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], m.Data...)
+		select {
+		case c.derpRecv <- derpPacket{src: m.Source, data: *bp, buf: bp}:
+		default:
+			putDERPBuf(bp)
+			c.derpDropped.Add(1)
+		}
+	}
+}
+
+var errNoDERPRegion = errorString("transport: no such DERP region")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }

@@ -1,0 +1,152 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/skeinvpn/skein/daemon/key"
+)
+
+// node is one WireGuard device on a channel TUN with our Conn as its Bind.
+type testNode struct {
+	node  key.NodePrivate
+	disco key.DiscoPrivate
+	conn  *Conn
+	tun   *tuntest.ChannelTUN
+	dev   *device.Device
+	ip    netip.Addr
+}
+
+func newTestNode(t *testing.T, ip string) *testNode {
+	t.Helper()
+	n := &testNode{node: key.NewNode(), disco: key.NewDisco(), tun: tuntest.NewChannelTUN(), ip: netip.MustParseAddr(ip)}
+	n.conn = New(Options{DiscoKey: n.disco, Logf: t.Logf})
+	n.conn.SetPrivateKey(n.node)
+	n.dev = device.NewDevice(n.tun.TUN(), n.conn, device.NewLogger(device.LogLevelError, "wg: "))
+	n.dev.DisableSomeRoamingForBrokenMobileSemantics()
+	r := n.node.Raw()
+	if err := n.dev.IpcSet("private_key=" + hex.EncodeToString(r[:]) + "\nlisten_port=0\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.dev.Close()
+		n.conn.Shutdown()
+	})
+	return n
+}
+
+func (n *testNode) addPeer(t *testing.T, p *testNode, endpoints ...netip.AddrPort) {
+	t.Helper()
+	n.conn.SetPeers([]PeerConfig{{NodeKey: p.node.Public(), DiscoKey: p.disco.Public(), Endpoints: endpoints, Name: p.ip.String()}})
+	r := p.node.Public().Raw()
+	hk := hex.EncodeToString(r[:])
+	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nallowed_ip=%s/32\n", hk, hk, p.ip)
+	if err := n.dev.IpcSet(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *testNode) loopback() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.conn.LocalPort())
+}
+
+// TestDirectOverLoopback: two devices that only know each other's UDP endpoints find the
+// direct path with disco and carry WireGuard packets over it, both ways.
+func TestDirectOverLoopback(t *testing.T) {
+	a := newTestNode(t, "100.64.0.1")
+	b := newTestNode(t, "100.64.0.2")
+	a.addPeer(t, b, b.loopback())
+	b.addPeer(t, a, a.loopback())
+
+	// Disco finds the direct path.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var res PingResult
+	for ctx.Err() == nil {
+		res = a.conn.Ping(ctx, b.node.Public())
+		if res.Err == "" && res.Endpoint.IsValid() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res.Endpoint != b.loopback() {
+		t.Fatalf("ping result %+v, want direct via %v", res, b.loopback())
+	}
+
+	for i := 0; i < 20; i++ {
+		sendAndExpect(t, a, b)
+		sendAndExpect(t, b, a)
+	}
+	pi, ok := a.conn.PeerPath(b.node.Public())
+	if !ok || pi.Direct != b.loopback() || pi.TxBytes == 0 || pi.RxBytes == 0 {
+		t.Fatalf("path info %+v", pi)
+	}
+}
+
+func sendAndExpect(t *testing.T, from, to *testNode) {
+	t.Helper()
+	pkt := tuntest.Ping(to.ip, from.ip)
+	select {
+	case from.tun.Outbound <- pkt:
+	case <-time.After(5 * time.Second):
+		t.Fatal("TUN outbound stuck")
+	}
+	select {
+	case got := <-to.tun.Inbound:
+		if !bytes.Equal(got, pkt) {
+			t.Fatalf("got a different packet")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("packet %v -> %v not delivered", from.ip, to.ip)
+	}
+}
+
+// TestUnknownSourceDropped: WireGuard packets from an address no disco exchange verified are
+// not handed to wireguard-go.
+func TestUnknownSourceDropped(t *testing.T) {
+	a := newTestNode(t, "100.64.0.1")
+	b := newTestNode(t, "100.64.0.2")
+	a.addPeer(t, b) // a knows b but no endpoint: nothing is verified
+	pi, _ := a.conn.PeerPath(b.node.Public())
+	if pi.Direct.IsValid() {
+		t.Fatal("direct path without disco")
+	}
+	res := a.conn.Ping(context.Background(), b.node.Public())
+	if res.Err == "" {
+		t.Fatalf("ping with no path answered: %+v", res)
+	}
+}
+
+func TestPickHome(t *testing.T) {
+	ms := time.Millisecond
+	lat := map[int]time.Duration{1: 30 * ms, 2: 25 * ms, 3: 50 * ms}
+	if got := pickHome(lat, Report{}, nil); got != 2 {
+		t.Errorf("fresh pick %d, want 2", got)
+	}
+	// Keep the old home when the new best is less than 10 ms better.
+	dm := testDERPMap(1, 2, 3)
+	if got := pickHome(lat, Report{PreferredDERP: 1}, dm); got != 1 {
+		t.Errorf("hysteresis pick %d, want 1", got)
+	}
+	lat[2] = 5 * ms
+	if got := pickHome(lat, Report{PreferredDERP: 1}, dm); got != 2 {
+		t.Errorf("clearly better pick %d, want 2", got)
+	}
+	if got := pickHome(nil, Report{PreferredDERP: 3}, dm); got != 3 {
+		t.Errorf("no data: %d, want old home 3", got)
+	}
+	if got := pickHome(nil, Report{}, dm); got != 1 {
+		t.Errorf("no data, no home: %d, want lowest region 1", got)
+	}
+}
