@@ -509,7 +509,8 @@ func (c *Client) NotePreferred(preferred bool) error {
 // SendPing sends a ping; the server's PongMessage arrives through Recv.
 func (c *Client) SendPing(data [8]byte) error { return c.writeFrame(framePing, data[:]) }
 
-// Ping measures the round trip to the server. It needs another goroutine calling Recv.
+// Ping measures the round trip to the server. It needs another goroutine calling Recv; if the
+// connection dies meanwhile it waits until ctx ends.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	var data [8]byte
 	rand.Read(data[:])

@@ -7,7 +7,8 @@ import (
 	"github.com/skeinvpn/skein/daemon/key"
 )
 
-// Message is something received from a DERP server; see the types in this file.
+// Message is something received from a DERP server: *ReceivedPacket, PeerGone, PingMessage,
+// PongMessage, KeepAliveMessage, ServerInfoMessage, HealthMessage or ServerRestartingMessage.
 type Message interface{ derpMessage() }
 
 // ReceivedPacket is a packet relayed from Source. It is always delivered as a *ReceivedPacket

@@ -208,6 +208,15 @@ func (c *Conn) onDERPMessage(region int, msg derp.Message) {
 			putDERPBuf(bp)
 			c.derpDropped.Add(1)
 		}
+	case derp.PeerGone:
+		// The peer is no longer reachable through this region: fall back to its home.
+		if pe := c.peerByKey(m.Peer); pe != nil {
+			pe.mu.Lock()
+			if pe.heardDERP == region {
+				pe.heardDERP = 0
+			}
+			pe.mu.Unlock()
+		}
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 )
 
 // Binaries under test, built once by TestMain (skeind with the race detector, so a data race in
-// the helper fails the lab tests).
+// the helper fails the lab tests; SKEIN_LAB_NORACE=1 leaves it out for measurements).
 var skeindBin, skeinBin string
 
 func TestMain(m *testing.M) {
@@ -32,8 +32,12 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755)
 	skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
+	race := []string{"-race"}
+	if os.Getenv("SKEIN_LAB_NORACE") == "1" {
+		race = nil // for measuring: the race detector slows the data plane several times
+	}
 	for _, b := range [][]string{
-		{"build", "-race", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
+		append(append([]string{"build"}, race...), "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"),
 		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
 	} {
 		cmd := exec.Command("go", b...)
@@ -67,6 +71,12 @@ func startNode(t testing.TB, l *lab.Lab, name string, env ...string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startNodeOn(t, h, env...)
+}
+
+// startNodeOn starts skeind on an existing lab host (e.g. one behind a NAT).
+func startNodeOn(t testing.TB, h *lab.Host, env ...string) *node {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "skein-sock-")
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package labtmp_test
+package lab_test
 
 import (
 	"bytes"

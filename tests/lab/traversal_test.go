@@ -1,0 +1,260 @@
+package lab_test
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skeinvpn/skein/internal/lab"
+)
+
+// transferSize is what every path in the traversal matrix must carry intact.
+const transferSize = 200 << 20
+
+// place puts a new host somewhere in the lab: on the internet, or behind a NAT.
+type place func(t testing.TB, l *lab.Lab, name string) *lab.Host
+
+func public(t testing.TB, l *lab.Lab, name string) *lab.Host {
+	h, err := l.AddHost(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// behind returns a place that puts hosts on the LAN of one NAT, made on first use.
+func behind(kind lab.NATKind, natName string, nat **lab.NAT) place {
+	var mu sync.Mutex
+	return func(t testing.TB, l *lab.Lab, name string) *lab.Host {
+		mu.Lock()
+		defer mu.Unlock()
+		if *nat == nil {
+			n, err := l.AddNAT(natName, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*nat = n
+		}
+		h, err := (*nat).AddHost(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+}
+
+// trio is one Skein node A on one side, and on the other side an official node O and a second
+// Skein node B: the pairs A↔O (interop) and A↔B (Skein↔Skein).
+type trio struct {
+	t    testing.TB
+	l    *lab.Lab
+	c    *lab.Control
+	key  string
+	a, b *node
+	o    *lab.Tailscaled
+}
+
+func newTrio(t testing.TB, sideA, sideB place) *trio {
+	t.Helper()
+	l := lab.New(t)
+	c, err := l.StartControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateUser("lab"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := c.PreAuthKey("lab", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &trio{t: t, l: l, c: c, key: key}
+	tr.a = startNodeOn(t, sideA(t, l, "skein-a"))
+	tr.b = startNodeOn(t, sideB(t, l, "skein-b"))
+	ho := sideB(t, l, "official-o")
+	if tr.o, err = ho.StartTailscaled("official-o"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.o.Up(c.URL(), key); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node{tr.a, tr.b} {
+		mustOK(t, n.cli("up", "--login-server", c.URL(), "--auth-key", key, "--hostname", n.host.Name()), "skein up on "+n.host.Name())
+	}
+	// Everyone sees everyone online.
+	lab.Eventually(t, 30*time.Second, func() error {
+		for _, n := range []*node{tr.a, tr.b} {
+			st := n.status()
+			for _, other := range []string{"skein-a", "skein-b", "official-o"} {
+				if other == n.host.Name() {
+					continue
+				}
+				if p := n.peer(st, other); p == nil || !p.Online {
+					return fmt.Errorf("%s does not see %s online", n.host.Name(), other)
+				}
+			}
+		}
+		s, err := tr.o.Status()
+		if err != nil {
+			return err
+		}
+		for _, other := range []string{"skein-a", "skein-b"} {
+			if p := s.PeerByHostName(other); p == nil || !p.Online {
+				return fmt.Errorf("official-o does not see %s online", other)
+			}
+		}
+		return nil
+	})
+	return tr
+}
+
+func (tr *trio) officialIP() netip.Addr {
+	st, err := tr.o.Status()
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	return st.Self.IPv4()
+}
+
+type want int
+
+const (
+	wantDirect want = iota
+	wantRelay
+)
+
+// checkPairs checks A↔O and A↔B: the path both ends report, ICMP, and a checksummed transfer.
+func (tr *trio) checkPairs(w want) {
+	t := tr.t
+	t.Helper()
+	oIP, bIP := tr.officialIP(), tr.b.selfIP()
+	// Traffic starts discovery, as it would for a user.
+	for _, peer := range []string{"official-o", "skein-b"} {
+		r := tr.a.cli("ping", "-c", "5", peer)
+		t.Logf("skein-a: skein ping %s:\n%s%s", peer, r.stdout, r.stderr)
+	}
+	pingICMP(t, tr.a.host, oIP)
+	pingICMP(t, tr.a.host, bIP)
+	pingICMP(t, tr.o.Host(), tr.a.selfIP())
+	pingICMP(t, tr.b.host, tr.a.selfIP())
+	switch w {
+	case wantDirect:
+		waitDirect(t, 15*time.Second, "skein-a→official-o", func() string { return tr.a.pathOf("official-o") })
+		waitDirect(t, 15*time.Second, "official-o→skein-a", func() string { return officialPath(t, tr.o, "skein-a") })
+		waitDirect(t, 15*time.Second, "skein-a→skein-b", func() string { return tr.a.pathOf("skein-b") })
+		waitDirect(t, 15*time.Second, "skein-b→skein-a", func() string { return tr.b.pathOf("skein-a") })
+	case wantRelay:
+		// Give discovery time to (wrongly) succeed, then insist on relay.
+		time.Sleep(3 * time.Second)
+		for what, path := range map[string]func() string{
+			"skein-a→official-o": func() string { return tr.a.pathOf("official-o") },
+			"official-o→skein-a": func() string { return officialPath(t, tr.o, "skein-a") },
+			"skein-a→skein-b":    func() string { return tr.a.pathOf("skein-b") },
+			"skein-b→skein-a":    func() string { return tr.b.pathOf("skein-a") },
+		} {
+			if p := path(); !strings.HasPrefix(p, "relay ") {
+				t.Errorf("%s: path %q, want relay", what, p)
+			}
+		}
+	}
+	transfer(t, tr.a.host, tr.o.Host(), oIP, transferSize, 3*time.Minute)
+	transfer(t, tr.b.host, tr.a.host, tr.a.selfIP(), transferSize, 3*time.Minute)
+	r := tr.a.cli("status")
+	t.Logf("skein-a status:\n%s", r.stdout)
+}
+
+func (tr *trio) stop() {
+	tr.a.stop()
+	tr.b.stop()
+}
+
+func TestTraversalPublicPublic(t *testing.T) {
+	t.Parallel()
+	tr := newTrio(t, public, public)
+	// Both up and in each other's netmap: the first ping must find the direct path fast.
+	start := time.Now()
+	r := tr.a.cli("ping", "-c", "3", "official-o")
+	if !strings.Contains(r.stdout, "via 198.") {
+		t.Errorf("first pings did not go direct:\n%s", r.stdout)
+	}
+	waitDirect(t, 2*time.Second-time.Since(start), "skein-a→official-o", func() string { return tr.a.pathOf("official-o") })
+	t.Logf("direct %v after the first ping", time.Since(start).Round(time.Millisecond))
+	tr.checkPairs(wantDirect)
+	tr.stop()
+}
+
+func TestTraversalEasyNATToPublic(t *testing.T) {
+	t.Parallel()
+	var nat *lab.NAT
+	tr := newTrio(t, behind(lab.EasyNAT, "nat-a", &nat), public)
+	tr.checkPairs(wantDirect)
+	tr.stop()
+}
+
+func TestTraversalEasyNATBoth(t *testing.T) {
+	t.Parallel()
+	var natA, natB *lab.NAT
+	tr := newTrio(t, behind(lab.EasyNAT, "nat-a", &natA), behind(lab.EasyNAT, "nat-b", &natB))
+	tr.checkPairs(wantDirect)
+	tr.stop()
+}
+
+func TestTraversalHardNATBoth(t *testing.T) {
+	t.Parallel()
+	var natA, natB *lab.NAT
+	tr := newTrio(t, behind(lab.HardNAT, "nat-a", &natA), behind(lab.HardNAT, "nat-b", &natB))
+	tr.checkPairs(wantRelay)
+	tr.stop()
+}
+
+// TestTraversalUDPBlocked: with UDP between the sides dropped, traffic goes over DERP; once
+// the drop is lifted the path becomes direct again by itself within 15 s.
+func TestTraversalUDPBlocked(t *testing.T) {
+	t.Parallel()
+	tr := newTrio(t, public, public)
+	if err := tr.a.host.BlockUDP(tr.o.Host().Addr(), tr.b.host.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	tr.checkPairs(wantRelay)
+	if err := tr.a.host.UnblockUDP(); err != nil {
+		t.Fatal(err)
+	}
+	lifted := time.Now()
+	// Keep traffic flowing, as a user's would; the heartbeat finds the direct path.
+	stop := keepPinging(t, tr.a.host, tr.officialIP(), tr.b.selfIP())
+	defer stop()
+	waitDirect(t, 15*time.Second, "skein-a→official-o", func() string { return tr.a.pathOf("official-o") })
+	waitDirect(t, 15*time.Second, "official-o→skein-a", func() string { return officialPath(t, tr.o, "skein-a") })
+	waitDirect(t, 15*time.Second, "skein-a→skein-b", func() string { return tr.a.pathOf("skein-b") })
+	t.Logf("direct again %v after the drop was lifted", time.Since(lifted).Round(time.Millisecond))
+	stop()
+	tr.stop()
+}
+
+// keepPinging sends ICMP echoes from h to each address every 200 ms until stopped.
+func keepPinging(t testing.TB, h *lab.Host, to ...netip.Addr) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, a := range to {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				h.Run("ping", "-c", "5", "-i", "0.2", "-W", "1", a.String())
+			}
+		})
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
+	}
+}
