@@ -189,9 +189,12 @@ func (nm *NetworkMap) patch(pc *wire.PeerChange) bool {
 	return true
 }
 
+// applyDERPMap builds a new map rather than changing the old one in place: the old one may
+// have been handed to the data plane, which reads it from other goroutines.
 func (nm *NetworkMap) applyDERPMap(d *wire.DERPMap) {
-	if nm.DERPMap == nil {
-		nm.DERPMap = &wire.DERPMap{}
+	next := &wire.DERPMap{OmitDefaultRegions: d.OmitDefaultRegions}
+	if nm.DERPMap != nil {
+		next.Regions = nm.DERPMap.Regions
 	}
 	// Regions == nil keeps the old regions; nil region entries are dropped.
 	if d.Regions != nil {
@@ -201,9 +204,9 @@ func (nm *NetworkMap) applyDERPMap(d *wire.DERPMap) {
 				regions[id] = r
 			}
 		}
-		nm.DERPMap.Regions = regions
+		next.Regions = regions
 	}
-	nm.DERPMap.OmitDefaultRegions = d.OmitDefaultRegions
+	nm.DERPMap = next
 }
 
 // normalize fills what newer capability versions leave implicit.

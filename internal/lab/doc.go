@@ -18,16 +18,51 @@
 //	               embedded DERP (region 999) and STUN (udp 3478)
 //	skl<id>-h10..  hosts from AddHost, 198.18.X.10 and up, eth0 plugged into
 //	               br0, default route via 198.18.X.1
+//	skl<id>-<nat>  NAT routers from AddNAT: eth0 on br0 with the next free
+//	               public address, bridge lan0 with 192.168.N.1/24 (N = 1, 2,
+//	               ... per NAT in the run)
+//	skl<id>-<h>    hosts from NAT.AddHost: eth0 on that lan0, 192.168.N.10
+//	               and up, default route via 192.168.N.1
 //
-// Veth pairs are created directly between the inet namespace and the host
-// namespaces, so no interface of the lab ever appears in the root namespace.
-// Each namespace gets /etc/netns/NS/resolv.conf (nameserver 198.18.X.1, which
+// Veth pairs are created directly between a router namespace (inet or a
+// NAT) and the host namespaces, so no interface of the lab ever appears in
+// the root namespace. Host names are unique per lab, NATs included. Each
+// namespace gets /etc/netns/NS/resolv.conf (nameserver 198.18.X.1, which
 // answers nothing) and /etc/netns/NS/hosts (localhost, control.skein.test ->
 // 198.18.X.2), bind-mounted by `ip netns exec`.
 //
 // A per-run CA (CACertFile) signs Headscale's certificate (SANs 198.18.X.2 and
 // control.skein.test). Commands run through Host.Command/StartProcess get
 // SSL_CERT_FILE pointing at it and no *_PROXY variables.
+//
+// # NATs, UDP blocking, link flaps
+//
+// These need nftables' `nft` (scripts/deps.sh installs it). All rules live
+// in the lab's own tables inside the lab's namespaces, so they die with them.
+//
+// A NAT masquerades its LAN (table ip skein_lab_nat). EasyNAT is plain
+// `masquerade`: endpoint-independent mapping, keeping the local port when it
+// is free. HardNAT is `masquerade random,fully-random`: a new random port
+// per destination. Both behave like home routers: no unsolicited inbound
+// (forward policy drop except established/related and LAN->WAN), so public
+// hosts reach a NATed host only at the NAT's public address, through the
+// mappings the NATed host's own packets created (hole punching), and hosts
+// behind two different NATs likewise. New inbound TCP/UDP to the router
+// itself is dropped too (see NAT). ChangePublicAddr/SetPublicAddr move the
+// WAN address and flush the router's conntrack table over ctnetlink (no
+// conntrack tool needed), so ongoing flows get new mappings. Public
+// addresses are never reused within a run.
+//
+// Host.BlockUDP(peers...) drops UDP to and from peers (none: all UDP through
+// eth0, sparing lo and tailscale0) in the host's input and output hooks
+// (table inet skein_lab_udp), so the host's own sends fail with EPERM, as
+// behind a host firewall. NAT.BlockUDP drops all forwarded UDP (table inet
+// skein_lab_fwd), silently for the hosts behind it, which leaves them DERP
+// over TCP only. UnblockUDP deletes the table.
+//
+// Host.LinkDown/LinkUp set the host's eth0 down/up: a public host's uplink,
+// a NATed host's LAN leg, a NAT router's WAN leg. The kernel drops the
+// routes on down; LinkUp restores the address and default route.
 //
 // # Lifetime and cleanup
 //
@@ -61,6 +96,8 @@
 //	// or piecewise: l.StartControl(), c.CreateUser, c.PreAuthKey,
 //	// l.AddHost, h.StartTailscaled, ts.Up
 //	h, _ := l.AddHost("skein-a")
+//	nat, _ := l.AddNAT("home", lab.HardNAT)
+//	nh, _ := nat.AddHost("skein-b") // behind the NAT
 //	p, _ := h.StartProcess("/path/to/skeind", nil, "--flag")
 //	lab.Eventually(t, 30*time.Second, func() error { ... })
 //

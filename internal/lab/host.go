@@ -23,13 +23,20 @@ import (
 )
 
 // Host is a namespace plugged into the lab's internet bridge with a public
-// address (198.18.X.N/24 on eth0, default route via 198.18.X.1).
+// address (198.18.X.N/24 on eth0, default route via 198.18.X.1), or, for a
+// host behind a NAT, into the NAT's LAN bridge with a private address.
 type Host struct {
-	lab   *Lab
-	name  string
-	netns string
-	addr  netip.Addr
-	dir   string
+	lab    *Lab
+	name   string
+	netns  string
+	dir    string
+	uplink string     // "eth0"; "" for the inet router
+	gw     netip.Addr // default route of the uplink
+
+	mu         sync.Mutex
+	addr       netip.Addr // changes for a NAT router (ChangePublicAddr)
+	udpAll     bool       // BlockUDP() state, reapplied as one table
+	udpBlocked []netip.Addr
 }
 
 // AddHost creates a host namespace named skl<id>-<name>. name must be 2..32
@@ -45,12 +52,11 @@ func (l *Lab) AddHost(name string) (*Host, error) {
 		l.mu.Unlock()
 		return nil, fmt.Errorf("AddHost(%q): host exists", name)
 	}
-	if l.nextAddr > 254 {
+	last, err := l.allocAddrLocked()
+	if err != nil {
 		l.mu.Unlock()
-		return nil, errors.New("AddHost: subnet full")
+		return nil, fmt.Errorf("AddHost(%q): %w", name, err)
 	}
-	last := l.nextAddr
-	l.nextAddr++
 	h := &Host{lab: l, name: name, netns: l.nsName(name), addr: l.addrAt(last), dir: filepath.Join(l.dir, name)}
 	l.hosts[name] = h
 	l.mu.Unlock()
@@ -60,26 +66,33 @@ func (l *Lab) AddHost(name string) (*Host, error) {
 	return h, nil
 }
 
-// plugHost creates h's namespace and connects it to the bridge.
+// plugHost creates h's namespace and connects it to the internet bridge.
 func (l *Lab) plugHost(h *Host, last int) error {
+	return l.plug(h, l.inet.netns, "br0", fmt.Sprintf("vh%d", last), l.addrAt(1))
+}
+
+// plug creates h's namespace and connects its eth0 to bridge in the router
+// namespace through a veth named veth there (unique per router), with a /24
+// and a default route via gw.
+func (l *Lab) plug(h *Host, router, bridge, veth string, gw netip.Addr) error {
+	h.uplink, h.gw = "eth0", gw
 	if err := os.Mkdir(h.dir, 0o755); err != nil {
 		return err
 	}
 	if err := l.addNetns(h.netns); err != nil {
 		return err
 	}
-	inet := l.inet.netns
-	veth := fmt.Sprintf("vh%d", last) // inside the inet namespace only
 	return ipCmds(
-		[]string{"-n", inet, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns},
-		[]string{"-n", inet, "link", "set", veth, "master", "br0", "up"},
+		[]string{"-n", router, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns},
+		[]string{"-n", router, "link", "set", veth, "master", bridge, "up"},
 		[]string{"-n", h.netns, "addr", "add", netip.PrefixFrom(h.addr, 24).String(), "dev", "eth0"},
 		[]string{"-n", h.netns, "link", "set", "eth0", "up"},
-		[]string{"-n", h.netns, "route", "add", "default", "via", l.addrAt(1).String()},
+		[]string{"-n", h.netns, "route", "add", "default", "via", gw.String()},
 	)
 }
 
-// Host returns a host added with AddHost, or nil.
+// Host returns a host added with AddHost, AddNAT (the router) or
+// NAT.AddHost, or nil.
 func (l *Lab) Host(name string) *Host {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -93,8 +106,13 @@ func (h *Host) Name() string { return h.name }
 // Netns is the namespace name, for `ip netns exec NETNS ...`.
 func (h *Host) Netns() string { return h.netns }
 
-// Addr is the host's public address.
-func (h *Host) Addr() netip.Addr { return h.addr }
+// Addr is the host's address on its uplink: public, or private for a host
+// behind a NAT (a NAT router's is its current public address).
+func (h *Host) Addr() netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
 
 // Dir is the host's own directory inside the lab dir.
 func (h *Host) Dir() string { return h.dir }

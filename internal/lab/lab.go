@@ -81,6 +81,8 @@ type Lab struct {
 	hosts    map[string]*Host
 	procs    []*Process
 	nextAddr int
+	usedAddr map[int]bool // last bytes taken by hosts and NATs (ever)
+	nextLAN  int          // NAT LANs are 192.168.<nextLAN>.0/24
 	control  *Control
 	closed   bool
 
@@ -127,6 +129,8 @@ func newLab(name string, logf func(string, ...any)) (*Lab, error) {
 		logf:     logf,
 		hosts:    map[string]*Host{},
 		nextAddr: firstHost,
+		usedAddr: map[int]bool{},
+		nextLAN:  1,
 	}
 	err := withRunLock(func() error {
 		if _, err := sweepLocked(logf); err != nil {
@@ -267,6 +271,21 @@ func (l *Lab) addrAt(last int) netip.Addr {
 	a := l.prefix.Addr().As4()
 	a[3] = byte(last)
 	return netip.AddrFrom4(a)
+}
+
+// allocAddrLocked picks the next free public address (its last byte).
+// Addresses are never reused within a run, so stale ARP entries and
+// conntrack state cannot point at a new owner.
+func (l *Lab) allocAddrLocked() (int, error) {
+	for l.nextAddr <= 254 {
+		last := l.nextAddr
+		l.nextAddr++
+		if !l.usedAddr[last] {
+			l.usedAddr[last] = true
+			return last, nil
+		}
+	}
+	return 0, errors.New("subnet full")
 }
 
 func subnetPrefix(idx int) netip.Prefix {

@@ -20,9 +20,11 @@ import (
 	"github.com/skeinvpn/skein/ipc"
 )
 
-// Binaries under test, built once by TestMain (skeind with the race detector, so a data race in
-// the helper fails the lab tests; SKEIN_LAB_NORACE=1 leaves it out for measurements).
-var skeindBin, skeinBin string
+// Binaries under test, built once by TestMain: skeind with the race detector (so a data race in
+// the helper fails the control-plane lab tests; SKEIN_LAB_NORACE=1 leaves it out), and a plain
+// build for the data-plane tests, which move gigabytes that the race detector would slow
+// several times (the transport's own tests run with -race).
+var skeindBin, skeindFastBin, skeinBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "skein-lab-bin-")
@@ -32,12 +34,14 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755)
 	skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
+	skeindFastBin = filepath.Join(dir, "skeind-fast")
 	race := []string{"-race"}
 	if os.Getenv("SKEIN_LAB_NORACE") == "1" {
 		race = nil // for measuring: the race detector slows the data plane several times
 	}
 	for _, b := range [][]string{
 		append(append([]string{"build"}, race...), "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"),
+		{"build", "-o", skeindFastBin, "github.com/skeinvpn/skein/cmd/skeind"},
 		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
 	} {
 		cmd := exec.Command("go", b...)
@@ -56,6 +60,7 @@ func TestMain(m *testing.M) {
 // node is one skeind running in its own lab host.
 type node struct {
 	t        testing.TB
+	bin      string
 	host     *lab.Host
 	proc     *lab.Process
 	statedir string
@@ -77,6 +82,11 @@ func startNode(t testing.TB, l *lab.Lab, name string, env ...string) *node {
 // startNodeOn starts skeind on an existing lab host (e.g. one behind a NAT).
 func startNodeOn(t testing.TB, h *lab.Host, env ...string) *node {
 	t.Helper()
+	return startNodeWith(t, h, false, env...)
+}
+
+func startNodeWith(t testing.TB, h *lab.Host, fastDataPlane bool, env ...string) *node {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "skein-sock-")
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +99,10 @@ func startNodeOn(t testing.TB, h *lab.Host, env ...string) *node {
 		statedir: filepath.Join(h.Dir(), "skein-state"),
 		socket:   filepath.Join(sockDir, "skeind.sock"),
 		env:      append([]string{"GORACE=halt_on_error=1"}, env...),
+		bin:      skeindBin,
+	}
+	if fastDataPlane {
+		n.bin = skeindFastBin
 	}
 	n.start()
 	return n
@@ -96,7 +110,7 @@ func startNodeOn(t testing.TB, h *lab.Host, env ...string) *node {
 
 func (n *node) start() {
 	n.t.Helper()
-	p, err := n.host.StartProcess(skeindBin, n.env, "--statedir", n.statedir, "--socket", n.socket)
+	p, err := n.host.StartProcess(n.bin, n.env, "--statedir", n.statedir, "--socket", n.socket)
 	if err != nil {
 		n.t.Fatal(err)
 	}

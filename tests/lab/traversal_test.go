@@ -14,6 +14,12 @@ import (
 // transferSize is what every path in the traversal matrix must carry intact.
 const transferSize = 200 << 20
 
+// startFastNodeOn starts the plain (non-race) skeind: the matrix moves gigabytes.
+func startFastNodeOn(t testing.TB, h *lab.Host) *node {
+	t.Helper()
+	return startNodeWith(t, h, true)
+}
+
 // place puts a new host somewhere in the lab: on the internet, or behind a NAT.
 type place func(t testing.TB, l *lab.Lab, name string) *lab.Host
 
@@ -72,8 +78,8 @@ func newTrio(t testing.TB, sideA, sideB place) *trio {
 		t.Fatal(err)
 	}
 	tr := &trio{t: t, l: l, c: c, key: key}
-	tr.a = startNodeOn(t, sideA(t, l, "skein-a"))
-	tr.b = startNodeOn(t, sideB(t, l, "skein-b"))
+	tr.a = startFastNodeOn(t, sideA(t, l, "skein-a"))
+	tr.b = startFastNodeOn(t, sideB(t, l, "skein-b"))
 	ho := sideB(t, l, "official-o")
 	if tr.o, err = ho.StartTailscaled("official-o"); err != nil {
 		t.Fatal(err)
@@ -257,4 +263,114 @@ func keepPinging(t testing.TB, h *lab.Host, to ...netip.Addr) (stop func()) {
 			wg.Wait()
 		})
 	}
+}
+
+// transferAsync runs transfer in the background; wait returns its duration.
+func transferAsync(t testing.TB, from, to *lab.Host, toIP netip.Addr, size int64) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Go(func() { transfer(t, from, to, toIP, size, 3*time.Minute) })
+	return wg.Wait
+}
+
+// TestTraversalLinkFlap: A's link goes down and up in the middle of transfers with both
+// pairs; the transfers survive and the direct paths are back within 15 s.
+func TestTraversalLinkFlap(t *testing.T) {
+	t.Parallel()
+	tr := newTrio(t, public, public)
+	tr.checkDirectQuick()
+	waitO := transferAsync(t, tr.a.host, tr.o.Host(), tr.officialIP(), transferSize)
+	waitB := transferAsync(t, tr.b.host, tr.a.host, tr.a.selfIP(), transferSize)
+	time.Sleep(2 * time.Second)
+	if err := tr.a.host.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := tr.a.host.LinkUp(); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	tr.waitAllDirect(15 * time.Second)
+	t.Logf("direct again %v after the link came back", time.Since(up).Round(time.Millisecond))
+	waitO()
+	waitB()
+	tr.stop()
+}
+
+// TestTraversalNATAddressChange: A's NAT gets a new public address mid-transfer; the
+// transfers survive and the direct paths recover within 15 s.
+func TestTraversalNATAddressChange(t *testing.T) {
+	t.Parallel()
+	var nat *lab.NAT
+	tr := newTrio(t, behind(lab.EasyNAT, "nat-a", &nat), public)
+	tr.checkDirectQuick()
+	waitO := transferAsync(t, tr.a.host, tr.o.Host(), tr.officialIP(), transferSize)
+	waitB := transferAsync(t, tr.b.host, tr.a.host, tr.a.selfIP(), transferSize)
+	time.Sleep(2 * time.Second)
+	old := nat.PublicAddr()
+	naddr, err := nat.ChangePublicAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	t.Logf("NAT public address %v -> %v", old, naddr)
+	tr.waitAllDirect(15 * time.Second)
+	lab.Eventually(t, 15*time.Second-time.Since(changed), func() error {
+		if p := officialPath(t, tr.o, "skein-a"); !strings.Contains(p, naddr.String()) {
+			return fmt.Errorf("official-o path to skein-a %q, want via %v", p, naddr)
+		}
+		return nil
+	})
+	t.Logf("direct via the new address %v after the change", time.Since(changed).Round(time.Millisecond))
+	waitO()
+	waitB()
+	tr.stop()
+}
+
+// TestTraversalDERPDown: with direct paths up, stopping the DERP server (embedded in
+// Headscale) does not disturb traffic.
+func TestTraversalDERPDown(t *testing.T) {
+	t.Parallel()
+	tr := newTrio(t, public, public)
+	tr.checkDirectQuick()
+	if err := tr.c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopPing := keepPinging(t, tr.a.host, tr.officialIP(), tr.b.selfIP())
+	defer stopPing()
+	transfer(t, tr.a.host, tr.o.Host(), tr.officialIP(), transferSize, time.Minute)
+	transfer(t, tr.b.host, tr.a.host, tr.a.selfIP(), transferSize, time.Minute)
+	for what, path := range map[string]func() string{
+		"skein-a→official-o": func() string { return tr.a.pathOf("official-o") },
+		"official-o→skein-a": func() string { return officialPath(t, tr.o, "skein-a") },
+		"skein-a→skein-b":    func() string { return tr.a.pathOf("skein-b") },
+	} {
+		if p := path(); !strings.HasPrefix(p, "direct ") {
+			t.Errorf("%s with DERP down: path %q, want direct", what, p)
+		}
+	}
+	stopPing()
+	if err := tr.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tr.stop()
+}
+
+// checkDirectQuick gets both pairs onto direct paths (ping, then wait).
+func (tr *trio) checkDirectQuick() {
+	tr.t.Helper()
+	for _, peer := range []string{"official-o", "skein-b"} {
+		tr.a.cli("ping", "-c", "5", peer)
+	}
+	pingICMP(tr.t, tr.o.Host(), tr.a.selfIP())
+	pingICMP(tr.t, tr.b.host, tr.a.selfIP())
+	tr.waitAllDirect(15 * time.Second)
+}
+
+func (tr *trio) waitAllDirect(d time.Duration) {
+	tr.t.Helper()
+	t := tr.t
+	waitDirect(t, d, "skein-a→official-o", func() string { return tr.a.pathOf("official-o") })
+	waitDirect(t, d, "official-o→skein-a", func() string { return officialPath(t, tr.o, "skein-a") })
+	waitDirect(t, d, "skein-a→skein-b", func() string { return tr.a.pathOf("skein-b") })
+	waitDirect(t, d, "skein-b→skein-a", func() string { return tr.b.pathOf("skein-a") })
 }
