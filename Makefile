@@ -34,7 +34,7 @@ vet:
 
 # Unit tests and the fuzz targets' seed corpora (go test runs testdata/fuzz/* as plain tests).
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests/lab)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /tests/lab -e /internal/lab)
 
 # Lab tests drive real Headscale and official tailscaled in network namespaces (needs root).
 lab-test: lab-peers

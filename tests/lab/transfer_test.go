@@ -109,8 +109,18 @@ func transfer(t testing.TB, from, to *lab.Host, toIP netip.Addr, size int64, tim
 }
 
 // pingICMP runs the system ping in a namespace: the kernel's own packets across the tunnel.
+// The first echo may be lost while WireGuard's first handshake is in flight (an official peer
+// configures a new peer lazily and drops the first initiation; WireGuard retries after 5 s),
+// so it waits for one reply, then wants three in a row.
 func pingICMP(t testing.TB, from *lab.Host, to netip.Addr) {
 	t.Helper()
+	lab.Eventually(t, 15*time.Second, func() error {
+		out, err := from.Run("ping", "-c", "1", "-W", "1", to.String())
+		if err != nil {
+			return fmt.Errorf("ping %s from %s: %v\n%s", to, from.Name(), err, out)
+		}
+		return nil
+	})
 	out, err := from.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", to.String())
 	if err != nil {
 		t.Fatalf("ping %s from %s: %v\n%s", to, from.Name(), err, out)
