@@ -38,7 +38,7 @@ unit:
 
 # Lab tests drive real Headscale and official tailscaled in network namespaces (needs root).
 lab-test: lab-peers
-	$(GO) test -race -count=1 -timeout 20m -v ./tests/lab/ ./internal/lab/ 2>&1 | tee lab-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	./scripts/lab-test.sh
 
 test: vet unit lab-test
 
