@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/skeinvpn/skein/daemon/backend"
+	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/internal/version"
 	"github.com/skeinvpn/skein/ipc"
@@ -63,6 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := log.New(stderr, "skeind: ", log.LstdFlags|log.Lmicroseconds)
 	logf := logger.Printf
 
+	// A crashed earlier run may have left its routes, rules and TUN device behind: remove
+	// them before anything else.
+	if err := router.Cleanup(*tun, logf); err != nil {
+		logger.Printf("removing leftovers of an earlier run: %v", err)
+	}
 	store, err := state.Open(*statedir)
 	if err != nil {
 		logger.Printf("%v", err)

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
+	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
@@ -129,6 +131,15 @@ func (b *Backend) Close() {
 	}
 }
 
+// markControl sets the bypass mark when we may (root); without CAP_NET_ADMIN it does nothing,
+// which is right for a helper that has no tunnel to bypass.
+func markControl(network, address string, c syscall.RawConn) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return router.ControlBypass(network, address, c)
+}
+
 // clientLocked returns the control client for the stored (or given) login server.
 func (b *Backend) clientFor(server string) (*control.Client, error) {
 	if b.client != nil && b.client.ServerURL() == strings.TrimRight(server, "/") {
@@ -139,6 +150,8 @@ func (b *Backend) clientFor(server string) (*control.Client, error) {
 		MachineKey: b.data.MachineKey,
 		TLSConfig:  b.opts.TLSConfig,
 		Logf:       b.logf,
+		// Marked so that control traffic bypasses the tunnel's routes (e.g. an exit node).
+		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second, Control: markControl}).DialContext,
 	})
 	if err != nil {
 		return nil, &ipc.Error{Code: ipc.ErrBadRequest, Message: err.Error()}

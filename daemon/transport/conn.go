@@ -199,7 +199,8 @@ func (c *Conn) Endpoints() []Endpoint {
 	return append([]Endpoint(nil), c.myEPs...)
 }
 
-// Close stops everything, including DERP connections; the Bind cannot be reopened.
+// Shutdown stops everything, including DERP connections and the netchecker; after it the
+// Bind cannot be reopened. (Close, wireguard-go's, only unbinds the sockets.)
 func (c *Conn) Shutdown() {
 	c.mu.Lock()
 	c.closed = true

@@ -115,11 +115,14 @@ func (n *node) start() {
 		n.t.Fatal(err)
 	}
 	n.proc = p
+	// Wait for this process to answer (a killed one leaves its socket file behind).
 	lab.Eventually(n.t, 20*time.Second, func() error {
 		if p.Exited() {
 			return fmt.Errorf("skeind exited: %s", p.Log())
 		}
-		_, err := os.Stat(n.socket)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := ipc.NewClient(n.socket).Status(ctx)
 		return err
 	})
 }
