@@ -134,24 +134,9 @@ func (s *udpSocket) readBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort)
 		h.Controllen = 0
 		s.rhdrs[i].Len = 0
 	}
-	var got int
-	var operr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rhdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
-		if errno == unix.EAGAIN || errno == unix.EWOULDBLOCK {
-			return false
-		}
-		if errno != 0 {
-			operr = errno
-		}
-		got = int(r)
-		return true
-	})
+	got, err := s.recvmmsg(s.rhdrs[:n])
 	if err != nil {
 		return 0, err
-	}
-	if operr != nil {
-		return 0, &net.OpError{Op: "recvmmsg", Net: "udp", Err: operr}
 	}
 	for i := 0; i < got; i++ {
 		sizes[i] = int(s.rhdrs[i].Len)

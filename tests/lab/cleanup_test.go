@@ -57,7 +57,7 @@ func TestRoutingLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := startNode(t, l, "skein-r")
-	before := n.routingSnapshot()
+	before := n.routingSnapshot() // before the first up: nothing of ours yet
 	mustOK(t, n.cli("up", "--login-server", tn.Control.URL(), "--auth-key", tn.AuthKey, "--hostname", "skein-r"), "skein up")
 	alphaSt, _ := tn.Peer("alpha-ts").Status()
 	alphaIP := alphaSt.Self.IPv4()

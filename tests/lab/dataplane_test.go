@@ -70,14 +70,8 @@ func waitDirect(t testing.TB, timeout time.Duration, what string, path func() st
 // directly: ICMP ping, a TCP transfer with a matching checksum, and both sides report direct.
 func TestDirectPublicHosts(t *testing.T) {
 	t.Parallel()
-	l := lab.New(t)
-	tn, err := l.StartTailnet("lab", "alpha-ts")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tn, n := joinedNode(t, "skein-d", "alpha-ts")
 	alpha := tn.Peer("alpha-ts")
-	n := startNode(t, l, "skein-d")
-	mustOK(t, n.cli("up", "--login-server", tn.Control.URL(), "--auth-key", tn.AuthKey, "--hostname", "skein-d"), "skein up")
 	st, _ := alpha.Status()
 	alphaIP := st.Self.IPv4()
 	lab.Eventually(t, 20*time.Second, func() error {

@@ -14,14 +14,8 @@ import (
 // for a login; logging in again rotates the node key and keeps the same Headscale node.
 func TestNodeKeyExpiry(t *testing.T) {
 	t.Parallel()
-	l := lab.New(t)
-	tn, err := l.StartTailnet("lab", "alpha-ts")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tn, n := joinedNode(t, "skein-x", "alpha-ts")
 	c := tn.Control
-	n := startNode(t, l, "skein-x")
-	mustOK(t, n.cli("up", "--login-server", c.URL(), "--auth-key", tn.AuthKey, "--hostname", "skein-x"), "skein up")
 	r := n.cli("status")
 	t.Logf("skein status:\n%s", r.stdout)
 	before := n.status()

@@ -246,3 +246,26 @@ func oneLine(t testing.TB, stderr string) string {
 	}
 	return lines[0]
 }
+
+// joinedNode starts a lab with a tailnet of official peers and one skeind logged into it with
+// the tailnet's pre-auth key, and waits until skeind sees every peer.
+func joinedNode(t testing.TB, name string, peers ...string) (*lab.Lab, *lab.Tailnet, *node) {
+	t.Helper()
+	l := lab.New(t)
+	tn, err := l.StartTailnet("lab", peers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, l, name)
+	mustOK(t, n.cli("up", "--login-server", tn.Control.URL(), "--auth-key", tn.AuthKey, "--hostname", name), "skein up")
+	lab.Eventually(t, 20*time.Second, func() error {
+		st := n.status()
+		for _, p := range peers {
+			if n.peer(st, p) == nil {
+				return fmt.Errorf("%s not in skeind's netmap", p)
+			}
+		}
+		return nil
+	})
+	return l, tn, n
+}
