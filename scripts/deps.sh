@@ -2,12 +2,17 @@
 # Installs the Debian packages the lab, the tests and the demo need; a no-op when present.
 set -euo pipefail
 need=()
-for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl; do
+for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl iperf3 wireguard-tools; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+# The desktop app: cgo headers for Fyne (GL, X11), and for its end-to-end test an X server
+# (Mesa's software GL), a session bus and xwd for screenshots.
+for pkg in libgl1-mesa-dev libgl1-mesa-dri xorg-dev xvfb dbus-daemon x11-apps; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26)"; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "deps: run as root to install: ${need[*]}"; exit 1; fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

@@ -13,6 +13,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/skeinvpn/skein/daemon/disco"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
 )
@@ -75,6 +76,8 @@ type Conn struct {
 	addrGen atomic.Uint64
 	// Counters for status and tests.
 	derpDropped atomic.Uint64
+	// testHookDiscoDERP sees every disco message sent over DERP (tests only).
+	testHookDiscoDERP func(region int, m disco.Message)
 }
 
 // Endpoint is one of our own candidate addresses, with its type as control wants it.

@@ -128,6 +128,9 @@ func (c *Conn) sendDiscoDERP(region int, pe *peerEndpoint, m disco.Message) {
 	if pkt == nil {
 		return
 	}
+	if c.testHookDiscoDERP != nil {
+		c.testHookDiscoDERP(region, m)
+	}
 	if err := c.derp.send(region, pe.nodeKey, [][]byte{pkt}); err != nil {
 		c.logf("transport: disco via DERP %d: %v", region, err)
 	}

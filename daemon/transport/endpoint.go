@@ -223,8 +223,11 @@ func (pe *peerEndpoint) onHeartbeat() {
 }
 
 // discover pings every candidate not pinged in the last 5 s and, if it sent any, asks the peer
-// over DERP to ping us back (CallMeMaybe), which opens both NATs.
-func (pe *peerEndpoint) discover(now time.Time, force bool) {
+// over DERP to ping us back (CallMeMaybe), which opens both NATs. In answer to the peer's own
+// CallMeMaybe (fromCMM) it pings every candidate at once and does not send one back: that
+// would bounce CallMeMaybes between two peers forever.
+func (pe *peerEndpoint) discover(now time.Time, fromCMM bool) {
+	force := fromCMM
 	pe.mu.Lock()
 	if pe.shared == nil || pe.stopped {
 		pe.mu.Unlock()
@@ -245,7 +248,7 @@ func (pe *peerEndpoint) discover(now time.Time, force bool) {
 		pe.lastFullPing = now
 	}
 	region := pe.homeDERP
-	sendCMM := len(targets) > 0 && region != 0 && (force || now.Sub(pe.lastCMM) >= discoPingInterval)
+	sendCMM := len(targets) > 0 && region != 0 && !fromCMM && now.Sub(pe.lastCMM) >= discoPingInterval
 	if sendCMM {
 		pe.lastCMM = now
 	}

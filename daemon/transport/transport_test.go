@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/skeinvpn/skein/daemon/disco"
 	"github.com/skeinvpn/skein/daemon/key"
 )
 
@@ -148,5 +150,50 @@ func TestPickHome(t *testing.T) {
 	}
 	if got := pickHome(nil, Report{}, dm); got != 1 {
 		t.Errorf("no data, no home: %d, want lowest region 1", got)
+	}
+}
+
+// TestCallMeMaybeIsNotAnsweredWithOne: a CallMeMaybe makes us ping the listed endpoints at
+// once, but never answer with a CallMeMaybe of our own: two peers would bounce them forever.
+func TestCallMeMaybeIsNotAnsweredWithOne(t *testing.T) {
+	a := newTestNode(t, "100.64.0.1")
+	b := newTestNode(t, "100.64.0.2")
+	a.conn.SetDERPMap(testDERPMap(1))
+	a.conn.SetPeers([]PeerConfig{{NodeKey: b.node.Public(), DiscoKey: b.disco.Public(), HomeDERP: 1, Endpoints: []netip.AddrPort{b.loopback()}}})
+	mine := a.loopback()
+	a.conn.mu.Lock()
+	a.conn.myEPs = []Endpoint{{Addr: mine, Type: 1}} // something to offer in a CallMeMaybe
+	a.conn.mu.Unlock()
+	var sent []disco.Message
+	var mu sync.Mutex
+	a.conn.testHookDiscoDERP = func(region int, m disco.Message) {
+		mu.Lock()
+		sent = append(sent, m)
+		mu.Unlock()
+	}
+	cmm := &disco.CallMeMaybe{MyNumber: []netip.AddrPort{b.loopback()}}
+	pkt := disco.Seal(nil, b.disco.Public(), disco.Precompute(a.disco.Public(), b.disco), cmm)
+	for i := 0; i < 3; i++ {
+		a.conn.handleDisco(pkt, netip.AddrPort{}, 1, b.node.Public(), time.Now())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range sent {
+		if _, ok := m.(*disco.CallMeMaybe); ok {
+			t.Fatalf("answered a CallMeMaybe with a CallMeMaybe")
+		}
+	}
+	// The listed endpoint was pinged (a ping is outstanding for it).
+	pe := a.conn.peerByKey(b.node.Public())
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	pinged := false
+	for _, p := range pe.pings {
+		if p.to == b.loopback() {
+			pinged = true
+		}
+	}
+	if !pinged {
+		t.Fatal("CallMeMaybe endpoint not pinged")
 	}
 }

@@ -1,0 +1,123 @@
+// Command skein-gui is Skein's desktop app: a window and a system tray menu for skeind.
+//
+//	skein-gui [--minimized] [--socket PATH] [--tray-theme auto|light|dark]
+//
+// It talks to skeind over its socket (--socket, else $SKEIN_SOCKET, else /run/skein/skeind.sock).
+// Only one instance runs per user: a second launch shows the first one's window and exits.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/app"
+	"github.com/godbus/dbus/v5"
+
+	"github.com/skeinvpn/skein/internal/version"
+	"github.com/skeinvpn/skein/ipc"
+	"github.com/skeinvpn/skein/ui"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("skein-gui", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: skein-gui [flags]\n\nSkein's desktop app: tailnet status and control in a window and the system tray.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	minimized := fs.Bool("minimized", false, "start hidden in the tray (the window opens from the tray's \"Open Skein\")")
+	socket := fs.String("socket", "", "skeind's socket (default $"+ipc.SocketEnv+" or "+ipc.DefaultSocket+")")
+	trayTheme := fs.String("tray-theme", "auto", "tray icon variant: auto (follow the app theme), light (for light panels) or dark")
+	instanceSock := fs.String("instance-socket", "", "single-instance socket (default $XDG_RUNTIME_DIR/skein-gui.sock)")
+	verbose := fs.Bool("verbose", false, "log the connection to skeind on stderr")
+	showVersion := fs.Bool("version", false, "print the version")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "skein-gui: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	if *showVersion {
+		fmt.Println("skein-gui", version.Version)
+		return 0
+	}
+	switch *trayTheme {
+	case "auto", "light", "dark":
+	default:
+		fmt.Fprintf(os.Stderr, "skein-gui: --tray-theme must be auto, light or dark\n")
+		return 2
+	}
+	path := *instanceSock
+	if path == "" {
+		path = ui.InstanceSocket()
+	}
+	inst, err := ui.Claim(path)
+	if errors.Is(err, ui.ErrRunning) {
+		fmt.Fprintln(os.Stderr, "skein-gui: already running; showed its window")
+		return 0
+	}
+	if err != nil {
+		// Not fatal: without the socket a second launch just opens a second app.
+		fmt.Fprintf(os.Stderr, "skein-gui: single instance: %v\n", err)
+	}
+
+	app.SetMetadata(fyne.AppMetadata{ID: ui.AppID, Name: "Skein", Version: version.Version, Build: 1})
+	fa := app.NewWithID(ui.AppID)
+	tt := *trayTheme
+	if tt == "auto" {
+		tt = ""
+	}
+	opts := ui.Options{Socket: *socket, TrayTheme: tt, NoTrayHost: !trayHostPresent()}
+	if *verbose {
+		opts.Logf = log.New(os.Stderr, "skein-gui: ", log.LstdFlags|log.Lmicroseconds).Printf
+	}
+	a := ui.New(fa, opts)
+	if inst != nil {
+		go inst.Serve(func() { fyne.Do(a.ShowWindow) })
+		defer inst.Close()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fyne.Do(fa.Quit)
+	}()
+	// An idle tray app should stay small: collect more often than Go's default, and hand the
+	// start-up garbage (font tables parsed while laying out the window) back to the OS.
+	debug.SetGCPercent(50)
+	time.AfterFunc(3*time.Second, debug.FreeOSMemory)
+	a.Start()
+	// Without a tray host a hidden window could never be opened again: show it anyway.
+	if !*minimized || a.NoTray() {
+		a.Window().Show()
+	}
+	fa.Run()
+	a.Stop()
+	return 0
+}
+
+// trayHostPresent tells whether a StatusNotifierWatcher (the tray host) is on the session bus.
+func trayHostPresent() bool {
+	conn, err := dbus.SessionBus()
+	if err != nil {
+		return false
+	}
+	var owner string
+	err = conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, "org.kde.StatusNotifierWatcher").Store(&owner)
+	return err == nil && owner != ""
+}

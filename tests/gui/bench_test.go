@@ -1,0 +1,75 @@
+//go:build bench
+
+package gui_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/skeinvpn/skein/ipc"
+	"github.com/skeinvpn/skein/ipc/ipctest"
+)
+
+// Targets of issue 4: the app with 100 peers at most 20 MB over a bare Fyne window measured in
+// the same run, and the tray menu on the bus at most 1 s after launch.
+const (
+	rssTargetMB    = 20
+	launchTarget   = time.Second
+	benchLaunches  = 3
+	settleForRSSMs = 3000
+)
+
+// TestBenchApp measures the desktop app (make bench): RSS with 100 peers against a bare Fyne
+// window, and launch → tray menu (with every peer) on the session bus.
+func TestBenchApp(t *testing.T) {
+	be := ipctest.NewBackend(bigTailnet(100), ipc.Prefs{})
+	sock, _ := ipctest.Serve(t, be, ipc.ServerOptions{})
+
+	// Baseline: a bare Fyne window on its own desktop.
+	bare := newDesktop(t)
+	b := bare.startGUI(t, bareBin)
+	time.Sleep(settleForRSSMs * time.Millisecond)
+	bareKiB, err := b.rssKiB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.stop()
+
+	var launches []time.Duration
+	var appKiB int
+	for i := range benchLaunches {
+		d := newDesktop(t)
+		start := time.Now()
+		g := d.startGUI(t, guiBin, "--socket", sock)
+		it := d.watcher.item(t, d.watcher.waitItem(t, 20*time.Second))
+		waitMenu(t, it, 20*time.Second, func(m *menuNode) error {
+			if p := m.find("Peers"); p == nil || len(p.Children) != 100 {
+				return fmt.Errorf("Peers submenu not filled yet")
+			}
+			return nil
+		})
+		launches = append(launches, time.Since(start))
+		if i == benchLaunches-1 {
+			time.Sleep(settleForRSSMs * time.Millisecond)
+			if appKiB, err = g.rssKiB(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.stop()
+	}
+	slices.Sort(launches)
+	median := launches[len(launches)/2]
+	diffMB := float64(appKiB-bareKiB) / 1024
+	t.Logf("bench: bare Fyne window RSS %.1f MB; skein-gui with 100 peers %.1f MB; difference %.1f MB (target ≤ %d MB)",
+		float64(bareKiB)/1024, float64(appKiB)/1024, diffMB, rssTargetMB)
+	t.Logf("bench: launch → tray menu with 100 peers on the bus: median %v of %d (%v) (target ≤ %v)",
+		median.Round(time.Millisecond), benchLaunches, launches, launchTarget)
+	if diffMB > rssTargetMB {
+		t.Errorf("skein-gui uses %.1f MB over a bare Fyne window, target %d MB", diffMB, rssTargetMB)
+	}
+	if median > launchTarget {
+		t.Errorf("tray menu on the bus %v after launch, target %v", median, launchTarget)
+	}
+}

@@ -1,0 +1,336 @@
+package ui
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/skeinvpn/skein/assets"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// This file holds the pure functions that turn what skeind reports into the words the window
+// and the tray show, so that both say the same thing.
+
+// view is everything the app knows about the helper at one moment.
+type view struct {
+	// reachable is false while the helper cannot be reached; err then says why.
+	reachable bool
+	// connecting is true before the first answer from the helper.
+	connecting bool
+	st         ipc.Status
+	prefs      ipc.Prefs
+	havePrefs  bool
+	// err is the last error worth showing: the helper's background error, a failed action, or
+	// why the helper is unreachable.
+	err *ipc.Error
+}
+
+// stateText is the headline: what a person wants to know first.
+func (v *view) stateText() string {
+	switch {
+	case v.connecting:
+		return "Connecting to skeind…"
+	case !v.reachable:
+		return "Helper not running"
+	}
+	switch v.st.State {
+	case ipc.StateRunning:
+		return "Connected"
+	case ipc.StateStarting:
+		return "Connecting…"
+	case ipc.StateStopped:
+		return "Disconnected"
+	case ipc.StateNeedsLogin:
+		if v.st.AuthURL != "" {
+			return "Waiting for login approval"
+		}
+		return "Logged out"
+	case ipc.StateNoState:
+		return "Starting…"
+	}
+	return string(v.st.State)
+}
+
+// iconState picks the tray and header icon.
+func (v *view) iconState() assets.State {
+	switch {
+	case v.connecting:
+		return assets.Disconnected
+	case !v.reachable:
+		return assets.Error
+	}
+	switch v.st.State {
+	case ipc.StateRunning:
+		if v.err != nil && v.err.Code == ipc.ErrServerUnreachable {
+			return assets.Error
+		}
+		return assets.Connected
+	case ipc.StateNeedsLogin:
+		return assets.NeedsLogin
+	}
+	if v.err != nil && v.st.State != ipc.StateStopped {
+		return assets.Error
+	}
+	return assets.Disconnected
+}
+
+// toggle is the main action: its label, whether it can be used, and what it does.
+type toggleAction int
+
+const (
+	actNone toggleAction = iota
+	actConnect
+	actDisconnect
+	actLogin
+)
+
+func (v *view) toggle() (label string, act toggleAction) {
+	if v.connecting || !v.reachable {
+		return "Connect", actNone
+	}
+	switch v.st.State {
+	case ipc.StateRunning, ipc.StateStarting:
+		return "Disconnect", actDisconnect
+	case ipc.StateNeedsLogin:
+		return "Log in…", actLogin
+	case ipc.StateStopped:
+		return "Connect", actConnect
+	}
+	return "Connect", actNone
+}
+
+// selfLine is the tray's "This device" line, or "" when there is no self node yet.
+func (v *view) selfLine() string {
+	s := v.st.Self
+	if s == nil || !v.reachable {
+		return ""
+	}
+	name := shortName(s)
+	if ip := firstIP(s); ip != "" {
+		return fmt.Sprintf("This device: %s (%s)", name, ip)
+	}
+	return "This device: " + name
+}
+
+// sortedPeers returns the peers in display order: online first, then by name.
+func sortedPeers(peers []ipc.Peer) []ipc.Peer {
+	out := slices.Clone(peers)
+	slices.SortStableFunc(out, func(a, b ipc.Peer) int {
+		if a.Online != b.Online {
+			if a.Online {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(strings.ToLower(shortName(&a)), strings.ToLower(shortName(&b))), cmp.Compare(firstIP(&a), firstIP(&b)))
+	})
+	return out
+}
+
+// pathText says how packets reach a peer: "direct 1.2.3.4:41641", "relay (fra)", "offline",
+// or "idle" when no path has been learnt yet.
+func pathText(p *ipc.Peer) string {
+	switch {
+	case p.Expired:
+		return "key expired"
+	case !p.Online && p.CurAddr == "" && p.Relay == "":
+		return "offline"
+	case p.CurAddr != "":
+		return "direct " + p.CurAddr
+	case p.Relay != "":
+		return "relay (" + p.Relay + ")"
+	}
+	return "idle"
+}
+
+// latencyText is "3.2 ms" for a direct path with a measured latency, else "".
+func latencyText(p *ipc.Peer) string {
+	if p.CurAddr == "" || p.LatencyMs <= 0 {
+		return ""
+	}
+	return formatMs(p.LatencyMs)
+}
+
+func formatMs(ms float64) string {
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.1f ms", ms)
+	default:
+		return fmt.Sprintf("%.0f ms", ms)
+	}
+}
+
+// onlineText is "online" or "offline".
+func onlineText(p *ipc.Peer) string {
+	if p.Online {
+		return "online"
+	}
+	return "offline"
+}
+
+// trayPeerLabel is one item of the tray's Peers submenu: name, state and path.
+func trayPeerLabel(p *ipc.Peer) string {
+	name := shortName(p)
+	path := pathText(p)
+	if path == "offline" || path == "key expired" {
+		return name + " — " + path
+	}
+	parts := []string{name + " —"}
+	if p.Active {
+		parts = append(parts, "active,")
+	}
+	parts = append(parts, path)
+	if l := latencyText(p); l != "" {
+		parts = append(parts, "("+l+")")
+	}
+	return strings.Join(parts, " ")
+}
+
+// lastSeenText is "last seen 5 min ago" for an offline peer with a known time, else "".
+func lastSeenText(p *ipc.Peer, now time.Time) string {
+	if p.Online || p.LastSeen == nil || p.LastSeen.IsZero() {
+		return ""
+	}
+	return "last seen " + ago(now.Sub(*p.LastSeen))
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%d days ago", int(d/(24*time.Hour)))
+}
+
+// firstIP is the address shown for a peer: its IPv4 one when there is one.
+func firstIP(p *ipc.Peer) string {
+	for _, a := range p.Addresses {
+		if a.Is4() {
+			return a.String()
+		}
+	}
+	if len(p.Addresses) > 0 {
+		return p.Addresses[0].String()
+	}
+	return ""
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// shortName is the first label of the MagicDNS name, or the host's own name without one.
+func shortName(p *ipc.Peer) string {
+	if n, _, _ := strings.Cut(strings.TrimSuffix(p.DNSName, "."), "."); n != "" {
+		return n
+	}
+	if p.HostName != "" {
+		return p.HostName
+	}
+	return p.StableID
+}
+
+// owner is the login name of the peer's user, or "tagged" for a tagged node.
+func owner(st *ipc.Status, p *ipc.Peer) string {
+	if len(p.Tags) > 0 {
+		return "tagged"
+	}
+	for _, u := range st.Users {
+		if u.ID == p.UserID {
+			return u.LoginName
+		}
+	}
+	return ""
+}
+
+// matches is the peer list's search: every word of q must appear in the peer's name, DNS
+// name, an address, its OS, owner, online/offline or its path.
+func matches(st *ipc.Status, p *ipc.Peer, q string) bool {
+	q = strings.ToLower(strings.TrimSpace(q))
+	if q == "" {
+		return true
+	}
+	hay := strings.ToLower(strings.Join(append([]string{
+		shortName(p), p.HostName, p.DNSName, p.OS, owner(st, p), onlineText(p), pathText(p),
+	}, addrStrings(p.Addresses)...), " "))
+	for _, w := range strings.Fields(q) {
+		if !strings.Contains(hay, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// currentUser is the name the operator fix uses.
+func currentUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}
+
+// fixCommand is the command that fixes e, with $USER filled in so that it can be pasted as is.
+func fixCommand(e *ipc.Error) string {
+	if e == nil {
+		return ""
+	}
+	fix := e.Fix
+	switch {
+	case fix == "" && (e.Code == ipc.ErrNeedsOperator || e.Code == ipc.ErrNeedsRoot):
+		fix = "sudo skein set --operator=$USER"
+	case fix == "" && e.Code == ipc.ErrHelperUnreachable:
+		fix = "sudo systemctl start skeind"
+	}
+	if u := currentUser(); u != "" {
+		fix = strings.ReplaceAll(fix, "$USER", u)
+	}
+	return fix
+}
+
+// errorTitle is a short explanation of e for people.
+func errorTitle(e *ipc.Error) string {
+	switch e.Code {
+	case ipc.ErrHelperUnreachable:
+		return "The Skein helper (skeind) is not running"
+	case ipc.ErrNeedsOperator:
+		return "Permission denied: your user may not change Skein's settings"
+	case ipc.ErrNeedsRoot:
+		return "Permission denied: only root can do this"
+	case ipc.ErrServerUnreachable:
+		return "The login server cannot be reached"
+	case ipc.ErrCertUntrusted:
+		return "The login server's certificate is not trusted"
+	case ipc.ErrNeedsLogin:
+		return "Login needed"
+	case ipc.ErrLoginFailed:
+		return "Login failed"
+	}
+	return "Something went wrong"
+}
+
+// errorHint adds what to do when no single command fixes it.
+func errorHint(e *ipc.Error) string {
+	switch e.Code {
+	case ipc.ErrHelperUnreachable:
+		return "Start skeind (it runs as root) and the app reconnects by itself."
+	case ipc.ErrNeedsOperator:
+		return "Make your user skeind's operator once (needs sudo), then try again."
+	case ipc.ErrServerUnreachable:
+		return "Check the login server address and your network; skeind keeps retrying."
+	}
+	return ""
+}

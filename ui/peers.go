@@ -1,0 +1,346 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// peerPage is the Peers tab: a searchable list on the left, the selected peer on the right.
+type peerPage struct {
+	a       *App
+	content fyne.CanvasObject
+	search  *widget.Entry
+	list    *widget.List
+	empty   *widget.Label
+	shown   []ipc.Peer // the filtered, sorted peers the list shows
+	selKey  string     // NodeKey of the selected peer ("" = none)
+	detail  *peerDetail
+}
+
+func newPeerPage(a *App) *peerPage {
+	p := &peerPage{a: a}
+	p.search = widget.NewEntry()
+	p.search.SetPlaceHolder("Search name, IP, OS, online, direct, relay…")
+	p.search.OnChanged = func(string) { p.update(a) }
+	p.list = widget.NewList(
+		func() int { return len(p.shown) },
+		func() fyne.CanvasObject { return newPeerRow() },
+		func(i widget.ListItemID, o fyne.CanvasObject) {
+			if i < len(p.shown) {
+				o.(*peerRow).set(&p.a.v.st, &p.shown[i], p.a.now())
+			}
+		},
+	)
+	p.list.OnSelected = func(i widget.ListItemID) {
+		if i < len(p.shown) {
+			p.selKey = p.shown[i].NodeKey
+			p.detail.show(&p.shown[i])
+		}
+	}
+	p.empty = widget.NewLabel("")
+	p.empty.Alignment = fyne.TextAlignCenter
+	p.empty.Wrapping = fyne.TextWrapWord
+	p.detail = newPeerDetail(a)
+	left := container.NewBorder(p.search, nil, nil, nil, container.NewStack(p.list, container.NewVBox(p.empty)))
+	split := container.NewHSplit(left, p.detail.content)
+	split.SetOffset(0.5)
+	p.content = split
+	return p
+}
+
+func (p *peerPage) update(a *App) {
+	v := &a.v
+	p.shown = p.shown[:0]
+	if v.reachable {
+		for _, peer := range sortedPeers(v.st.Peers) {
+			if matches(&v.st, &peer, p.search.Text) {
+				p.shown = append(p.shown, peer)
+			}
+		}
+	}
+	switch {
+	case len(p.shown) > 0:
+		p.empty.Hide()
+	case !v.reachable:
+		p.empty.SetText("Not connected to skeind.")
+		p.empty.Show()
+	case len(v.st.Peers) > 0:
+		p.empty.SetText("No peer matches “" + p.search.Text + "”.")
+		p.empty.Show()
+	case v.st.State != ipc.StateRunning:
+		p.empty.SetText("Connect to see your tailnet's devices.")
+		p.empty.Show()
+	default:
+		p.empty.SetText("No other devices in your tailnet yet.")
+		p.empty.Show()
+	}
+	p.list.Refresh()
+	// Keep the selection on the same peer across updates; drop it when the peer is gone.
+	sel := -1
+	for i := range p.shown {
+		if p.shown[i].NodeKey == p.selKey {
+			sel = i
+		}
+	}
+	if sel >= 0 {
+		p.list.Select(sel) // the row may have moved
+		p.detail.show(&p.shown[sel])
+	} else {
+		p.selKey = ""
+		p.list.UnselectAll()
+		p.detail.show(nil)
+	}
+}
+
+// peerRow is one line of the list: name and OS, then address, online state, path, latency.
+type peerRow struct {
+	widget.BaseWidget
+	name, info *widget.Label
+	content    fyne.CanvasObject
+}
+
+func newPeerRow() *peerRow {
+	r := &peerRow{name: widget.NewLabel(""), info: widget.NewLabel("")}
+	r.name.TextStyle = fyne.TextStyle{Bold: true}
+	r.name.Truncation = fyne.TextTruncateEllipsis
+	r.info.Truncation = fyne.TextTruncateEllipsis
+	r.info.SizeName = theme.SizeNameCaptionText
+	r.content = container.NewVBox(r.name, r.info)
+	r.ExtendBaseWidget(r)
+	return r
+}
+
+func (r *peerRow) CreateRenderer() fyne.WidgetRenderer { return widget.NewSimpleRenderer(r.content) }
+
+func (r *peerRow) set(st *ipc.Status, p *ipc.Peer, now time.Time) {
+	name := shortName(p)
+	if p.OS != "" {
+		name += " · " + p.OS
+	}
+	r.name.SetText(name)
+	r.info.SetText(peerInfoLine(p, now))
+	if p.Online {
+		r.info.Importance = widget.MediumImportance
+	} else {
+		r.info.Importance = widget.LowImportance
+	}
+	r.info.Refresh()
+}
+
+// peerInfoLine is the list's second line: "100.64.0.2 · online · direct 1.2.3.4:41641 · 1.2 ms".
+func peerInfoLine(p *ipc.Peer, now time.Time) string {
+	parts := []string{}
+	if ip := firstIP(p); ip != "" {
+		parts = append(parts, ip)
+	}
+	parts = append(parts, onlineText(p))
+	if path := pathText(p); path != "offline" {
+		parts = append(parts, path)
+	}
+	if l := latencyText(p); l != "" {
+		parts = append(parts, l)
+	}
+	if ls := lastSeenText(p, now); ls != "" {
+		parts = append(parts, ls)
+	}
+	return strings.Join(parts, " · ")
+}
+
+// peerDetail is the right pane: everything about one peer, copy buttons and ping.
+type peerDetail struct {
+	a        *App
+	content  fyne.CanvasObject
+	none     *widget.Label
+	body     *fyne.Container
+	title    *widget.Label
+	form     *widget.Form
+	dnsName  *widget.Label
+	addrs    *widget.Label
+	osLabel  *widget.Label
+	owner    *widget.Label
+	state    *widget.Label
+	path     *widget.Label
+	latency  *widget.Label
+	lastSeen *widget.Label
+	traffic  *widget.Label
+	copyIP   *widget.Button
+	copyDNS  *widget.Button
+	ping     *widget.Button
+	pings    *widget.Label
+	peer     ipc.Peer
+	has      bool
+	pingRun  int // increases with every ping run, so that an old run stops writing
+}
+
+func newPeerDetail(a *App) *peerDetail {
+	d := &peerDetail{a: a, none: widget.NewLabel("Select a device to see its details.")}
+	d.none.Alignment = fyne.TextAlignCenter
+	lbl := func() *widget.Label {
+		l := widget.NewLabel("")
+		l.Selectable = true
+		l.Wrapping = fyne.TextWrapWord
+		return l
+	}
+	d.title = widget.NewLabel("")
+	d.title.TextStyle = fyne.TextStyle{Bold: true}
+	d.title.SizeName = theme.SizeNameSubHeadingText
+	d.dnsName, d.addrs, d.osLabel, d.owner = lbl(), lbl(), lbl(), lbl()
+	d.state, d.path, d.latency, d.lastSeen, d.traffic = lbl(), lbl(), lbl(), lbl(), lbl()
+	d.form = widget.NewForm(
+		widget.NewFormItem("DNS name", d.dnsName),
+		widget.NewFormItem("Addresses", d.addrs),
+		widget.NewFormItem("OS", d.osLabel),
+		widget.NewFormItem("Owner", d.owner),
+		widget.NewFormItem("State", d.state),
+		widget.NewFormItem("Path", d.path),
+		widget.NewFormItem("Latency", d.latency),
+		widget.NewFormItem("Last seen", d.lastSeen),
+		widget.NewFormItem("Traffic", d.traffic),
+	)
+	d.copyIP = widget.NewButtonWithIcon("Copy IP", theme.ContentCopyIcon(), func() { d.a.copyText(firstIP(&d.peer)) })
+	d.copyDNS = widget.NewButtonWithIcon("Copy DNS name", theme.ContentCopyIcon(), func() {
+		d.a.copyText(strings.TrimSuffix(d.peer.DNSName, "."))
+	})
+	d.ping = widget.NewButtonWithIcon("Ping", theme.MediaPlayIcon(), d.startPing)
+	d.pings = widget.NewLabel("")
+	d.pings.TextStyle = fyne.TextStyle{}
+	d.pings.Selectable = true
+	d.body = container.NewVBox(d.title, d.form, container.NewHBox(d.copyIP, d.copyDNS, d.ping), d.pings)
+	d.body.Hide()
+	d.content = container.NewVScroll(container.NewStack(container.NewCenter(d.none), d.body))
+	return d
+}
+
+// show displays p (nil: none selected).
+func (d *peerDetail) show(p *ipc.Peer) {
+	if p == nil {
+		if d.has {
+			d.pingRun++
+			d.pings.SetText("")
+		}
+		d.has = false
+		d.body.Hide()
+		d.none.Show()
+		return
+	}
+	if !d.has || d.peer.NodeKey != p.NodeKey {
+		d.pingRun++ // a different peer: stop showing the old one's pongs
+		d.pings.SetText("")
+		d.ping.Enable()
+	}
+	d.peer, d.has = *p, true
+	st := &d.a.v.st
+	d.title.SetText(shortName(p))
+	d.dnsName.SetText(orDash(strings.TrimSuffix(p.DNSName, ".")))
+	d.addrs.SetText(orDash(strings.Join(addrStrings(p.Addresses), "\n")))
+	d.osLabel.SetText(orDash(p.OS))
+	d.owner.SetText(orDash(owner(st, p)))
+	state := onlineText(p)
+	if p.Active {
+		state += ", active"
+	}
+	d.state.SetText(state)
+	d.path.SetText(pathText(p))
+	d.latency.SetText(orDash(latencyText(p)))
+	d.lastSeen.SetText(orDash(lastSeenText(p, d.a.now())))
+	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))
+	d.none.Hide()
+	d.body.Show()
+}
+
+// pingCount is how many pings one press sends at most; it stops at the first direct pong.
+const pingCount = 10
+
+func (d *peerDetail) startPing() {
+	if !d.has {
+		return
+	}
+	d.pingRun++
+	run := d.pingRun
+	target := firstIP(&d.peer)
+	if target == "" {
+		target = shortName(&d.peer)
+	}
+	d.pings.SetText("")
+	d.ping.Disable()
+	lines := []string{}
+	go func() {
+		defer d.a.do(func() {
+			if run == d.pingRun {
+				d.ping.Enable()
+			}
+		})
+		for i := 0; i < pingCount; i++ {
+			ctx, cancel := context.WithTimeout(d.a.ctx, 10*time.Second)
+			res, err := d.a.client.Ping(ctx, target)
+			cancel()
+			if d.a.ctx.Err() != nil {
+				return
+			}
+			line := pingLine(res, err)
+			lines = append(lines, line)
+			text := strings.Join(lines, "\n")
+			stop := err != nil || res.Endpoint != ""
+			d.a.do(func() {
+				if run == d.pingRun {
+					d.pings.SetText(text)
+				}
+			})
+			if stop {
+				return
+			}
+			select {
+			case <-d.a.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
+// pingLine is one result as `skein ping` prints it.
+func pingLine(res ipc.PingResult, err error) string {
+	if err != nil {
+		return "error: " + asError(err).Message
+	}
+	if res.Err != "" {
+		return res.Err
+	}
+	via := res.Endpoint
+	if via == "" {
+		code := res.DERPRegionCode
+		if code == "" {
+			code = fmt.Sprint(res.DERPRegionID)
+		}
+		via = "DERP(" + code + ")"
+	}
+	return fmt.Sprintf("pong from %s (%s) via %s in %s", res.NodeName, res.NodeIP, via, formatMs(res.LatencySeconds*1000))
+}
+
+func bytesText(n uint64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}

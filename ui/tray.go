@@ -1,0 +1,119 @@
+package ui
+
+import (
+	"strings"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/driver/desktop"
+
+	"github.com/skeinvpn/skein/assets"
+)
+
+// The tray menu, rebuilt from the view on every change that alters what it shows (the
+// StatusNotifierItem's dbusmenu is replaced wholesale, which every tray host handles; updating
+// items in place breaks submenus on several of them). Submenus are never empty: "No peers" is
+// a disabled item.
+
+// Labels of the fixed tray items.
+const (
+	TrayOpen    = "Open Skein"
+	TrayQuit    = "Quit"
+	TrayPeers   = "Peers"
+	TrayNoPeers = "No peers"
+)
+
+// buildTrayMenu returns the menu for the current view.
+func (a *App) buildTrayMenu() *fyne.Menu {
+	v := &a.v
+	items := []*fyne.MenuItem{}
+
+	status := fyne.NewMenuItem(v.stateText(), nil)
+	status.Disabled = true
+	items = append(items, status)
+
+	label, act := v.toggle()
+	toggle := fyne.NewMenuItem(label, a.toggleConnection)
+	toggle.Disabled = act == actNone || a.busy
+	items = append(items, toggle, fyne.NewMenuItemSeparator())
+
+	if line := v.selfLine(); line != "" {
+		ip := firstIP(v.st.Self)
+		items = append(items, fyne.NewMenuItem(line, func() { a.copyText(ip) }))
+	}
+
+	peerItems := []*fyne.MenuItem{}
+	if v.reachable {
+		for _, p := range sortedPeers(v.st.Peers) {
+			ip := firstIP(&p)
+			it := fyne.NewMenuItem(trayPeerLabel(&p), func() { a.copyText(ip) })
+			peerItems = append(peerItems, it)
+		}
+	}
+	if len(peerItems) == 0 {
+		none := fyne.NewMenuItem(TrayNoPeers, nil)
+		none.Disabled = true
+		peerItems = append(peerItems, none)
+	}
+	peers := fyne.NewMenuItem(TrayPeers, nil)
+	peers.ChildMenu = fyne.NewMenu(TrayPeers, peerItems...)
+	items = append(items, peers, fyne.NewMenuItemSeparator())
+
+	items = append(items, fyne.NewMenuItem(TrayOpen, a.ShowWindow))
+	quit := fyne.NewMenuItem(TrayQuit, a.quit)
+	quit.IsQuit = true
+	items = append(items, quit)
+	return fyne.NewMenu("Skein", items...)
+}
+
+// menuSignature identifies what a menu shows, to skip rebuilding an unchanged one.
+func menuSignature(m *fyne.Menu) string {
+	var b strings.Builder
+	var walk func(m *fyne.Menu, depth int)
+	walk = func(m *fyne.Menu, depth int) {
+		for _, it := range m.Items {
+			b.WriteString(strings.Repeat(">", depth))
+			if it.IsSeparator {
+				b.WriteString("---\n")
+				continue
+			}
+			b.WriteString(it.Label)
+			if it.Disabled {
+				b.WriteString(" [disabled]")
+			}
+			if it.Checked {
+				b.WriteString(" [checked]")
+			}
+			b.WriteString("\n")
+			if it.ChildMenu != nil {
+				walk(it.ChildMenu, depth+1)
+			}
+		}
+	}
+	walk(m, 0)
+	return b.String()
+}
+
+// updateTray rebuilds the tray menu and icon when what they show changed.
+func (a *App) updateTray() {
+	m := a.buildTrayMenu()
+	if sig := menuSignature(m); sig != a.traySig || a.trayMenu == nil {
+		a.traySig = sig
+		// One Menu value for the app's life, its items replaced: Fyne's tray, once its D-Bus
+		// side is ready, re-renders the Menu it was first given, which must then be current.
+		if a.trayMenu == nil {
+			a.trayMenu = m
+		} else {
+			a.trayMenu.Label, a.trayMenu.Items = m.Label, m.Items
+		}
+		if a.hasTray {
+			a.fa.(desktop.App).SetSystemTrayMenu(a.trayMenu)
+		}
+	}
+	icon := assets.Tray(a.v.iconState(), a.darkTray())
+	if a.trayIcon == nil || icon.Name() != a.trayIcon.Name() {
+		a.trayIcon = icon
+		if a.hasTray {
+			a.fa.(desktop.App).SetSystemTrayIcon(icon)
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package ui
+
+import (
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/canvas"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/skeinvpn/skein/assets"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// noTrayText explains a missing tray host.
+const noTrayText = "No system tray found on this desktop (on GNOME, install the AppIndicator extension). " +
+	"Skein keeps working from this window; closing it quits Skein."
+
+func (a *App) buildWindow() {
+	a.win = a.fa.NewWindow("Skein")
+	a.win.SetIcon(assets.AppIcon())
+	a.header = newHeader(a)
+	a.banner = newErrorBanner(a)
+	a.peers = newPeerPage(a)
+	a.settings = newSettingsPage(a)
+	a.account = newAccountPage(a)
+
+	tabs := container.NewAppTabs(
+		container.NewTabItemWithIcon("Peers", theme.ComputerIcon(), a.peers.content),
+		container.NewTabItemWithIcon("Account", theme.AccountIcon(), a.account.content),
+		container.NewTabItemWithIcon("Settings", theme.SettingsIcon(), a.settings.content),
+	)
+	a.tabs = tabsView{tabs}
+
+	top := []fyne.CanvasObject{a.header.content}
+	if a.opts.NoTrayHost {
+		l := widget.NewLabel(noTrayText)
+		l.Wrapping = fyne.TextWrapWord
+		l.Importance = widget.WarningImportance
+		top = append(top, l)
+	}
+	top = append(top, a.banner.content)
+	a.root = container.NewBorder(container.NewVBox(top...), nil, nil, nil, tabs)
+	a.win.SetContent(a.root)
+	a.win.Resize(fyne.NewSize(900, 600))
+	if a.hasTrayHost() {
+		// The window hides to the tray; "Quit" in the tray ends the app.
+		a.win.SetCloseIntercept(a.win.Hide)
+	} else {
+		a.win.SetCloseIntercept(a.quit)
+	}
+}
+
+func (a *App) hasTrayHost() bool { return !a.opts.NoTrayHost }
+
+type tabsView struct{ t *container.AppTabs }
+
+func (t tabsView) selectAccount() { t.t.SelectIndex(1) }
+
+// header: state icon, state in large type, a detail line, and the big toggle.
+type header struct {
+	content *fyne.Container
+	icon    *canvas.Image
+	title   *widget.Label
+	detail  *widget.Label
+	toggle  *widget.Button
+}
+
+func newHeader(a *App) *header {
+	h := &header{
+		icon:   canvas.NewImageFromResource(assets.Tray(assets.Disconnected, false)),
+		title:  widget.NewLabel(""),
+		detail: widget.NewLabel(""),
+		toggle: widget.NewButton("Connect", a.toggleConnection),
+	}
+	h.icon.FillMode = canvas.ImageFillContain
+	h.icon.SetMinSize(fyne.NewSize(48, 48))
+	h.title.TextStyle = fyne.TextStyle{Bold: true}
+	h.title.SizeName = theme.SizeNameHeadingText
+	h.detail.Truncation = fyne.TextTruncateEllipsis
+	h.toggle.Importance = widget.HighImportance
+	toggle := container.NewGridWrap(fyne.NewSize(160, 48), h.toggle)
+	text := container.NewVBox(h.title, h.detail)
+	h.content = container.NewBorder(nil, widget.NewSeparator(), container.NewCenter(h.icon), container.NewCenter(toggle), text)
+	return h
+}
+
+func (h *header) update(a *App) {
+	v := &a.v
+	h.icon.Resource = assets.Tray(v.iconState(), a.darkTray())
+	h.icon.Refresh()
+	h.title.SetText(v.stateText())
+	h.detail.SetText(headerDetail(v))
+	label, act := v.toggle()
+	if a.busy {
+		switch act {
+		case actDisconnect:
+			label = "Disconnecting…"
+		default:
+			label = "Connecting…"
+		}
+	}
+	h.toggle.SetText(label)
+	if act == actNone || a.busy {
+		h.toggle.Disable()
+	} else {
+		h.toggle.Enable()
+	}
+}
+
+// headerDetail is the line under the state: this device and the server, or what to do.
+func headerDetail(v *view) string {
+	if !v.reachable {
+		if v.connecting {
+			return ""
+		}
+		return "skeind is not reachable; see below."
+	}
+	switch v.st.State {
+	case ipc.StateRunning, ipc.StateStarting:
+		s := ""
+		if self := v.st.Self; self != nil {
+			s = "This device: " + shortName(self)
+			if ip := firstIP(self); ip != "" {
+				s += " (" + ip + ")"
+			}
+		}
+		if v.st.LoginServer != "" {
+			if s != "" {
+				s += " · "
+			}
+			s += v.st.LoginServer
+		}
+		return s
+	case ipc.StateNeedsLogin:
+		return "Log in to join your tailnet (Account tab)."
+	case ipc.StateStopped:
+		return "Skein is off; your tailnet is not reachable from this device."
+	}
+	return ""
+}
+
+// errorBanner shows the current error with a copyable fix command.
+type errorBanner struct {
+	content *fyne.Container
+	title   *widget.Label
+	message *widget.Label
+	hint    *widget.Label
+	fix     *widget.Entry
+	fixRow  *fyne.Container
+	copyFix *widget.Button
+	dismiss *widget.Button
+}
+
+func newErrorBanner(a *App) *errorBanner {
+	b := &errorBanner{
+		title:   widget.NewLabel(""),
+		message: widget.NewLabel(""),
+		hint:    widget.NewLabel(""),
+		fix:     widget.NewEntry(),
+	}
+	b.title.TextStyle = fyne.TextStyle{Bold: true}
+	b.title.Importance = widget.DangerImportance
+	b.message.Wrapping = fyne.TextWrapWord
+	b.hint.Wrapping = fyne.TextWrapWord
+	b.fix.TextStyle = fyne.TextStyle{}
+	b.copyFix = widget.NewButtonWithIcon("Copy", theme.ContentCopyIcon(), func() { a.copyText(b.fix.Text) })
+	b.dismiss = widget.NewButtonWithIcon("", theme.CancelIcon(), func() {
+		a.v.err, a.errAction = nil, false
+		a.refresh()
+	})
+	b.dismiss.Importance = widget.LowImportance
+	b.fixRow = container.NewBorder(nil, nil, widget.NewLabel("Fix:"), b.copyFix, b.fix)
+	b.content = container.NewVBox(
+		container.NewBorder(nil, nil, widget.NewIcon(theme.ErrorIcon()), b.dismiss, b.title),
+		b.message, b.hint, b.fixRow, widget.NewSeparator())
+	b.content.Hide()
+	return b
+}
+
+func (b *errorBanner) update(a *App) {
+	wasVisible := b.content.Visible()
+	defer func() {
+		// The banner's height changes the layout above the tabs: lay the window out again.
+		if b.content.Visible() != wasVisible && a.root != nil {
+			a.root.Refresh()
+		}
+	}()
+	e := a.v.err
+	if e == nil {
+		b.content.Hide()
+		return
+	}
+	b.title.SetText(errorTitle(e))
+	b.message.SetText(e.Message)
+	if h := errorHint(e); h != "" {
+		b.hint.SetText(h)
+		b.hint.Show()
+	} else {
+		b.hint.Hide()
+	}
+	if fix := fixCommand(e); fix != "" {
+		b.fix.SetText(fix)
+		b.fixRow.Show()
+	} else {
+		b.fixRow.Hide()
+	}
+	// The helper being down is not something to dismiss: it clears itself on reconnect.
+	if e.Code == ipc.ErrHelperUnreachable && !a.errAction {
+		b.dismiss.Hide()
+	} else {
+		b.dismiss.Show()
+	}
+	b.content.Show()
+}
