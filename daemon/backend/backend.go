@@ -68,6 +68,7 @@ type Backend struct {
 	watchers      map[*watcher]struct{}
 	closed        bool
 	dp            *dataplane.Dataplane // the tunnel, while a session has a netmap
+	stopPathWatch func()               // ends watchPaths
 	updatePending bool                 // an endpoint update is in flight
 	updateAgain   bool                 // and another is wanted after it
 }

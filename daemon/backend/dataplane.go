@@ -35,10 +35,57 @@ func (b *Backend) startDataplaneLocked() error {
 		return err
 	}
 	b.dp = dp
+	stop := make(chan struct{})
+	b.stopPathWatch = func() { close(stop) }
+	go b.watchPaths(stop)
 	return nil
 }
 
+// pathCheckInterval is how often the per-peer paths are compared for the watch stream: path
+// changes (direct/relay, active/idle) happen inside the transport, not in the netmap.
+const pathCheckInterval = 2 * time.Second
+
+// watchPaths tells watchers when a peer's path or activity changes, so the tray and window
+// follow direct↔relay without polling.
+func (b *Backend) watchPaths(stop <-chan struct{}) {
+	t := time.NewTicker(pathCheckInterval)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		d := b.pathDigestLocked()
+		if d != last && last != "" {
+			b.notifyLocked(ipc.EventNetmap, nil)
+		}
+		last = d
+		b.mu.Unlock()
+	}
+}
+
+func (b *Backend) pathDigestLocked() string {
+	if b.dp == nil {
+		return ""
+	}
+	var sb strings.Builder
+	now := time.Now()
+	for _, n := range b.nm.SortedPeers() {
+		var p ipc.Peer
+		b.addPathLocked(&p, n, now)
+		fmt.Fprintf(&sb, "%d %s %s %v;", n.ID, p.CurAddr, p.Relay, p.Active)
+	}
+	return sb.String()
+}
+
 func (b *Backend) stopDataplaneLocked() {
+	if b.stopPathWatch != nil {
+		b.stopPathWatch()
+		b.stopPathWatch = nil
+	}
 	if b.dp != nil {
 		b.dp.Close()
 		b.dp = nil
