@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skeinvpn/skein/internal/lab"
 )
 
 // Binaries under test, built by TestMain with a plain `go build` (no -race: it would slow the
@@ -60,27 +62,19 @@ func sourceRev() string {
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skein-bench-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
 	srcRev = sourceRev() // before building, in case the tree changes during the run
-	skeindBin, skeinBin, wgBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein"), filepath.Join(dir, "wireguard-go")
-	for _, b := range [][]string{
-		{"build", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
-		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
-		// The module root is upstream's main package: its standard Bind on a kernel TUN.
-		{"build", "-o", wgBin, "golang.zx2c4.com/wireguard"},
-	} {
-		cmd := exec.Command("go", b...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building binaries under test:", err)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	dir, err := lab.BuildForTest("skein-bench-bin-", func(dir string) [][]string {
+		skeindBin, skeinBin, wgBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein"), filepath.Join(dir, "wireguard-go")
+		return [][]string{
+			{"build", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
+			{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
+			// The module root is upstream's main package: its standard Bind on a kernel TUN.
+			{"build", "-o", wgBin, "golang.zx2c4.com/wireguard"},
 		}
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries under test:", err)
+		os.Exit(1)
 	}
 	if out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "golang.zx2c4.com/wireguard").Output(); err == nil {
 		wgVersion = strings.TrimSpace(string(out))

@@ -24,33 +24,26 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
+	"github.com/skeinvpn/skein/internal/lab"
 )
 
 // Binaries under test, built by TestMain.
 var skeindBin, skeinBin, guiBin, bareBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skein-gui-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
-	skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
-	guiBin, bareBin = filepath.Join(dir, "skein-gui"), filepath.Join(dir, "bare-fyne")
-	for _, b := range [][]string{
-		{"build", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
-		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
-		{"build", "-o", guiBin, "github.com/skeinvpn/skein"},
-		{"build", "-o", bareBin, "github.com/skeinvpn/skein/tests/gui/internal/barefyne"},
-	} {
-		cmd := exec.Command("go", b...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building binaries under test:", err)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	dir, err := lab.BuildForTest("skein-gui-bin-", func(dir string) [][]string {
+		skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
+		guiBin, bareBin = filepath.Join(dir, "skein-gui"), filepath.Join(dir, "bare-fyne")
+		return [][]string{
+			{"build", "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"},
+			{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
+			{"build", "-o", guiBin, "github.com/skeinvpn/skein"},
+			{"build", "-o", bareBin, "github.com/skeinvpn/skein/tests/gui/internal/barefyne"},
 		}
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries under test:", err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

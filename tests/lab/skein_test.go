@@ -27,30 +27,22 @@ import (
 var skeindBin, skeindFastBin, skeinBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skein-lab-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
-	skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
-	skeindFastBin = filepath.Join(dir, "skeind-fast")
 	race := []string{"-race"}
 	if os.Getenv("SKEIN_LAB_NORACE") == "1" {
 		race = nil // for measuring: the race detector slows the data plane several times
 	}
-	for _, b := range [][]string{
-		append(append([]string{"build"}, race...), "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"),
-		{"build", "-o", skeindFastBin, "github.com/skeinvpn/skein/cmd/skeind"},
-		{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
-	} {
-		cmd := exec.Command("go", b...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building binaries under test:", err)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	dir, err := lab.BuildForTest("skein-lab-bin-", func(dir string) [][]string {
+		skeindBin, skeinBin = filepath.Join(dir, "skeind"), filepath.Join(dir, "skein")
+		skeindFastBin = filepath.Join(dir, "skeind-fast")
+		return [][]string{
+			append(append([]string{"build"}, race...), "-o", skeindBin, "github.com/skeinvpn/skein/cmd/skeind"),
+			{"build", "-o", skeindFastBin, "github.com/skeinvpn/skein/cmd/skeind"},
+			{"build", "-o", skeinBin, "github.com/skeinvpn/skein/cmd/skein"},
 		}
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries under test:", err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
