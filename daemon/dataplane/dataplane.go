@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -112,7 +114,38 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
+	go d.releaseMemoryWhenIdle(ctx)
 	return d, nil
+}
+
+// idleCheck is how often the data plane looks whether a burst of traffic has ended.
+const idleCheck = 10 * time.Second
+
+// releaseMemoryWhenIdle hands memory back to the OS once a burst of traffic is over.
+// wireguard-go keeps a 64 KiB buffer per packet in flight in sync.Pools, so a full-speed
+// transfer grows the heap to a few hundred MB; Go would keep it mapped for minutes. Two
+// collections empty the pools (and their victim caches), then the scavenger returns the pages.
+func (d *Dataplane) releaseMemoryWhenIdle(ctx context.Context) {
+	t := time.NewTicker(idleCheck)
+	defer t.Stop()
+	last, busy := d.conn.Packets(), false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := d.conn.Packets()
+		switch {
+		case now-last > 1000:
+			busy = true
+		case busy:
+			busy = false
+			runtime.GC()
+			debug.FreeOSMemory()
+		}
+		last = now
+	}
 }
 
 // Conn returns the transport, for status, ping and netcheck.

@@ -76,6 +76,8 @@ type Conn struct {
 	addrGen atomic.Uint64
 	// Counters for status and tests.
 	derpDropped atomic.Uint64
+	// packets counts WireGuard packets both ways, so the data plane can tell busy from idle.
+	packets atomic.Uint64
 	// testHookDiscoDERP sees every disco message sent over DERP (tests only).
 	testHookDiscoDERP func(region int, m disco.Message)
 }
@@ -195,6 +197,9 @@ func (c *Conn) LocalPort() uint16 {
 	return 0
 }
 
+// Packets returns how many WireGuard packets went through, both ways, so far.
+func (c *Conn) Packets() uint64 { return c.packets.Load() }
+
 // Endpoints returns our current candidate endpoints.
 func (c *Conn) Endpoints() []Endpoint {
 	c.mu.Lock()
@@ -297,6 +302,7 @@ func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
+	c.packets.Add(uint64(len(bufs)))
 	return pe.send(bufs)
 }
 

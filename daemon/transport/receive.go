@@ -66,6 +66,7 @@ func (c *Conn) receiveFunc(s *udpSocket) conn.ReceiveFunc {
 				}
 			}
 			if wg > 0 {
+				c.packets.Add(uint64(wg))
 				return n, nil
 			}
 		}
@@ -95,6 +96,7 @@ func (c *Conn) receiveDERP(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 			n := copy(bufs[0], p.data)
 			putDERPBuf(p.buf)
 			pe.noteRecv(time.Now(), n)
+			c.packets.Add(1)
 			sizes[0] = n
 			eps[0] = pe
 			return 1, nil
