@@ -43,7 +43,7 @@ func (b *Backend) startDataplaneLocked() error {
 
 // pathCheckInterval is how often the per-peer paths are compared for the watch stream: path
 // changes (direct/relay, active/idle) happen inside the transport, not in the netmap.
-const pathCheckInterval = 2 * time.Second
+const pathCheckInterval = 5 * time.Second
 
 // watchPaths tells watchers when a peer's path or activity changes, so the tray and window
 // follow direct↔relay without polling.

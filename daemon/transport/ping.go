@@ -24,8 +24,46 @@ func (c *Conn) Ping(ctx context.Context, k key.NodePublic) PingResult {
 	if pe == nil {
 		return PingResult{Err: "unknown peer"}
 	}
-	now := time.Now()
-	results := make(chan PingResult, 32)
+	results := make(chan PingResult, 64)
+	// A round whose pings are all lost (DERP still connecting, the peer not yet told our disco
+	// key by control) is followed by another after a second, rather than waiting the full
+	// timeout; the first pong of any round wins.
+	var last PingResult
+	for round := 0; ; round++ {
+		sent := pe.pingAllPaths(time.Now(), results)
+		if sent == 0 {
+			return PingResult{Err: "no path to peer (no endpoints, no DERP home)"}
+		}
+		if round == 0 {
+			pe.discover(time.Now(), false) // also ask the peer to ping us (CallMeMaybe)
+		}
+		retry := time.NewTimer(pingRetryInterval)
+		for waiting := true; waiting; {
+			select {
+			case r := <-results:
+				if r.Err == "" {
+					retry.Stop()
+					return r
+				}
+				last = r
+			case <-retry.C:
+				waiting = false
+			case <-ctx.Done():
+				retry.Stop()
+				if last.Err == "" {
+					last.Err = "timeout"
+				}
+				return last
+			}
+		}
+	}
+}
+
+// pingRetryInterval is how long Ping waits for a pong before sending another round.
+const pingRetryInterval = time.Second
+
+// pingAllPaths sends one disco ping over every path to the peer and returns how many it sent.
+func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) int {
 	pe.mu.Lock()
 	var targets []netip.AddrPort
 	for a := range pe.candidates {
@@ -48,23 +86,7 @@ func (c *Conn) Ping(ctx context.Context, k key.NodePublic) PingResult {
 		pe.sendPing(netip.AddrPort{}, region, now, results)
 		sent++
 	}
-	pe.discover(now, false) // also ask the peer to ping us (CallMeMaybe)
-	if sent == 0 {
-		return PingResult{Err: "no path to peer (no endpoints, no DERP home)"}
-	}
-	var last PingResult
-	for i := 0; i < sent; i++ {
-		select {
-		case r := <-results:
-			if r.Err == "" {
-				return r
-			}
-			last = r
-		case <-ctx.Done():
-			return PingResult{Err: "timeout"}
-		}
-	}
-	return last
+	return sent
 }
 
 // PeerPath returns the path state towards a peer.
