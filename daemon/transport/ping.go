@@ -26,7 +26,7 @@ func (c *Conn) Ping(ctx context.Context, k key.NodePublic) PingResult {
 	}
 	results := make(chan PingResult, 64)
 	// A round whose pings are all lost (DERP still connecting, the peer not yet told our disco
-	// key by control) is followed by another after a second, rather than waiting the full
+	// key by control) is followed by another after 300 ms, rather than waiting the full
 	// timeout; the first pong of any round wins.
 	var last PingResult
 	for round := 0; ; round++ {
@@ -60,7 +60,7 @@ func (c *Conn) Ping(ctx context.Context, k key.NodePublic) PingResult {
 }
 
 // pingRetryInterval is how long Ping waits for a pong before sending another round.
-const pingRetryInterval = time.Second
+const pingRetryInterval = 300 * time.Millisecond
 
 // pingAllPaths sends one disco ping over every path to the peer and returns how many it sent.
 func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) int {
