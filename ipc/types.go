@@ -5,6 +5,7 @@ package ipc
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -202,3 +203,24 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// FirstIP is the address front ends show for a peer: its IPv4 one when there is one.
+func (p *Peer) FirstIP() string {
+	for _, a := range p.Addresses {
+		if a.Is4() {
+			return a.String()
+		}
+	}
+	if len(p.Addresses) > 0 {
+		return p.Addresses[0].String()
+	}
+	return ""
+}
+
+// ShortName is the first label of the MagicDNS name, or the host's own name without one.
+func (p *Peer) ShortName() string {
+	if n, _, _ := strings.Cut(strings.TrimSuffix(p.DNSName, "."), "."); n != "" {
+		return n
+	}
+	return p.HostName
+}

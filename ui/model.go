@@ -112,7 +112,7 @@ func (v *view) selfLine() string {
 		return ""
 	}
 	name := shortName(s)
-	if ip := firstIP(s); ip != "" {
+	if ip := s.FirstIP(); ip != "" {
 		return fmt.Sprintf("This device: %s (%s)", name, ip)
 	}
 	return "This device: " + name
@@ -128,7 +128,7 @@ func sortedPeers(peers []ipc.Peer) []ipc.Peer {
 			}
 			return 1
 		}
-		return cmp.Or(cmp.Compare(strings.ToLower(shortName(&a)), strings.ToLower(shortName(&b))), cmp.Compare(firstIP(&a), firstIP(&b)))
+		return cmp.Or(cmp.Compare(strings.ToLower(shortName(&a)), strings.ToLower(shortName(&b))), cmp.Compare((&a).FirstIP(), (&b).FirstIP()))
 	})
 	return out
 }
@@ -212,19 +212,6 @@ func ago(d time.Duration) string {
 	return fmt.Sprintf("%d days ago", int(d/(24*time.Hour)))
 }
 
-// firstIP is the address shown for a peer: its IPv4 one when there is one.
-func firstIP(p *ipc.Peer) string {
-	for _, a := range p.Addresses {
-		if a.Is4() {
-			return a.String()
-		}
-	}
-	if len(p.Addresses) > 0 {
-		return p.Addresses[0].String()
-	}
-	return ""
-}
-
 func addrStrings(as []netip.Addr) []string {
 	out := make([]string, len(as))
 	for i, a := range as {
@@ -233,16 +220,8 @@ func addrStrings(as []netip.Addr) []string {
 	return out
 }
 
-// shortName is the first label of the MagicDNS name, or the host's own name without one.
-func shortName(p *ipc.Peer) string {
-	if n, _, _ := strings.Cut(strings.TrimSuffix(p.DNSName, "."), "."); n != "" {
-		return n
-	}
-	if p.HostName != "" {
-		return p.HostName
-	}
-	return p.StableID
-}
+// shortName is the peer's short name, or its stable ID when it has no name at all.
+func shortName(p *ipc.Peer) string { return cmp.Or(p.ShortName(), p.StableID) }
 
 // owner is the login name of the peer's user, or "tagged" for a tagged node.
 func owner(st *ipc.Status, p *ipc.Peer) string {

@@ -122,7 +122,7 @@ func newPeerRow() *peerRow {
 func (r *peerRow) CreateRenderer() fyne.WidgetRenderer { return widget.NewSimpleRenderer(r.content) }
 
 func (r *peerRow) set(st *ipc.Status, p *ipc.Peer, now time.Time) {
-	name := shortName(p)
+	name := p.ShortName()
 	if p.OS != "" {
 		name += " · " + p.OS
 	}
@@ -139,7 +139,7 @@ func (r *peerRow) set(st *ipc.Status, p *ipc.Peer, now time.Time) {
 // peerInfoLine is the list's second line: "100.64.0.2 · online · direct 1.2.3.4:41641 · 1.2 ms".
 func peerInfoLine(p *ipc.Peer, now time.Time) string {
 	parts := []string{}
-	if ip := firstIP(p); ip != "" {
+	if ip := p.FirstIP(); ip != "" {
 		parts = append(parts, ip)
 	}
 	parts = append(parts, onlineText(p))
@@ -206,7 +206,7 @@ func newPeerDetail(a *App) *peerDetail {
 		widget.NewFormItem("Last seen", d.lastSeen),
 		widget.NewFormItem("Traffic", d.traffic),
 	)
-	d.copyIP = widget.NewButtonWithIcon("Copy IP", theme.ContentCopyIcon(), func() { d.a.copyText(firstIP(&d.peer)) })
+	d.copyIP = widget.NewButtonWithIcon("Copy IP", theme.ContentCopyIcon(), func() { d.a.copyText((&d.peer).FirstIP()) })
 	d.copyDNS = widget.NewButtonWithIcon("Copy DNS name", theme.ContentCopyIcon(), func() {
 		d.a.copyText(strings.TrimSuffix(d.peer.DNSName, "."))
 	})
@@ -239,7 +239,7 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	}
 	d.peer, d.has = *p, true
 	st := &d.a.v.st
-	d.title.SetText(shortName(p))
+	d.title.SetText(p.ShortName())
 	d.dnsName.SetText(orDash(strings.TrimSuffix(p.DNSName, ".")))
 	d.addrs.SetText(orDash(strings.Join(addrStrings(p.Addresses), "\n")))
 	d.osLabel.SetText(orDash(p.OS))
@@ -266,9 +266,9 @@ func (d *peerDetail) startPing() {
 	}
 	d.pingRun++
 	run := d.pingRun
-	target := firstIP(&d.peer)
+	target := (&d.peer).FirstIP()
 	if target == "" {
-		target = shortName(&d.peer)
+		target = (&d.peer).ShortName()
 	}
 	d.pings.SetText("")
 	d.ping.Disable()

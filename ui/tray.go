@@ -37,14 +37,14 @@ func (a *App) buildTrayMenu() *fyne.Menu {
 	items = append(items, toggle, fyne.NewMenuItemSeparator())
 
 	if line := v.selfLine(); line != "" {
-		ip := firstIP(v.st.Self)
+		ip := v.st.Self.FirstIP()
 		items = append(items, fyne.NewMenuItem(line, func() { a.copyText(ip) }))
 	}
 
 	peerItems := []*fyne.MenuItem{}
 	if v.reachable {
 		for _, p := range sortedPeers(v.st.Peers) {
-			ip := firstIP(&p)
+			ip := (&p).FirstIP()
 			it := fyne.NewMenuItem(trayPeerLabel(&p), func() { a.copyText(ip) })
 			peerItems = append(peerItems, it)
 		}

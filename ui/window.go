@@ -119,8 +119,8 @@ func headerDetail(v *view) string {
 	case ipc.StateRunning, ipc.StateStarting:
 		s := ""
 		if self := v.st.Self; self != nil {
-			s = "This device: " + shortName(self)
-			if ip := firstIP(self); ip != "" {
+			s = "This device: " + self.ShortName()
+			if ip := self.FirstIP(); ip != "" {
 				s += " (" + ip + ")"
 			}
 		}

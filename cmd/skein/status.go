@@ -50,7 +50,7 @@ OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct
 	if *showPeers {
 		peers := slices.Clone(st.Peers)
 		slices.SortStableFunc(peers, func(a, b ipc.Peer) int {
-			return cmp.Or(cmp.Compare(shortName(&a), shortName(&b)), cmp.Compare(firstIP(&a), firstIP(&b)))
+			return cmp.Or(cmp.Compare((&a).ShortName(), (&b).ShortName()), cmp.Compare((&a).FirstIP(), (&b).FirstIP()))
 		})
 		for i := range peers {
 			printPeerLine(c.stdout, st, &peers[i], false)
@@ -80,7 +80,7 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 }
 
 func printPeerLine(w io.Writer, st ipc.Status, p *ipc.Peer, self bool) {
-	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(firstIP(p)), orDash(shortName(p)), owner(st, p), orDash(p.OS), peerState(p, self))
+	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(p.FirstIP()), orDash(p.ShortName()), owner(st, p), orDash(p.OS), peerState(p, self))
 }
 
 // peerState is the last column, worded as the official client words it: "-", "idle",
@@ -126,27 +126,6 @@ func printHealth(w io.Writer, st ipc.Status) {
 	for _, h := range st.Health {
 		fmt.Fprintf(w, "#     - %s\n", h.Message)
 	}
-}
-
-// firstIP is the address shown in the table: the IPv4 one when there is one.
-func firstIP(p *ipc.Peer) string {
-	for _, a := range p.Addresses {
-		if a.Is4() {
-			return a.String()
-		}
-	}
-	if len(p.Addresses) > 0 {
-		return p.Addresses[0].String()
-	}
-	return ""
-}
-
-// shortName is the first label of the MagicDNS name, or the host's own name without one.
-func shortName(p *ipc.Peer) string {
-	if n, _, _ := strings.Cut(strings.TrimSuffix(p.DNSName, "."), "."); n != "" {
-		return n
-	}
-	return p.HostName
 }
 
 // owner is the login name cut after its "@" ("alice@"), as the official client shows it.
@@ -212,7 +191,7 @@ name, MagicDNS name, host name or one of its addresses.`)
 		if *only6 {
 			family = "IPv6"
 		}
-		return c.fail(&ipc.Error{Message: fmt.Sprintf("%s has no %s address", orDash(shortName(p)), family)})
+		return c.fail(&ipc.Error{Message: fmt.Sprintf("%s has no %s address", orDash(p.ShortName()), family)})
 	}
 	return exitOK
 }
@@ -236,7 +215,7 @@ func findPeer(st ipc.Status, q string) *ipc.Peer {
 	}
 	q = strings.TrimSuffix(q, ".")
 	for _, p := range cands {
-		if strings.EqualFold(q, shortName(p)) || strings.EqualFold(q, strings.TrimSuffix(p.DNSName, ".")) {
+		if strings.EqualFold(q, p.ShortName()) || strings.EqualFold(q, strings.TrimSuffix(p.DNSName, ".")) {
 			return p
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/dataplane"
-	"github.com/skeinvpn/skein/daemon/transport"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -313,5 +312,3 @@ func shortName(n *wire.Node) string {
 	}
 	return name
 }
-
-var _ = transport.PingResult{}

@@ -20,14 +20,7 @@ import (
 // the node, the same command reports success and the helper is Running, with no restart.
 func TestInteractiveLogin(t *testing.T) {
 	t.Parallel()
-	l := lab.New(t)
-	c, err := l.StartControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateUser("lab"); err != nil {
-		t.Fatal(err)
-	}
+	l, c := labWithUser(t)
 	n := startNode(t, l, "skein-i")
 	pid := n.proc.Pid()
 
@@ -127,14 +120,7 @@ func TestInteractiveLogin(t *testing.T) {
 // certificate each give one clear line, a non-zero exit, and no half-logged-in state.
 func TestLoginErrors(t *testing.T) {
 	t.Parallel()
-	l := lab.New(t)
-	c, err := l.StartControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateUser("lab"); err != nil {
-		t.Fatal(err)
-	}
+	l, c := labWithUser(t)
 	n := startNode(t, l, "skein-e")
 	nodesBefore, err := c.Nodes()
 	if err != nil {

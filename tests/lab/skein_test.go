@@ -261,3 +261,17 @@ func joinedNode(t testing.TB, name string, peers ...string) (*lab.Lab, *lab.Tail
 	})
 	return l, tn, n
 }
+
+// labWithUser starts a lab with Headscale and its user "lab", and no nodes yet.
+func labWithUser(t testing.TB) (*lab.Lab, *lab.Control) {
+	t.Helper()
+	l := lab.New(t)
+	c, err := l.StartControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateUser("lab"); err != nil {
+		t.Fatal(err)
+	}
+	return l, c
+}

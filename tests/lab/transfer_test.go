@@ -126,5 +126,3 @@ func pingICMP(t testing.TB, from *lab.Host, to netip.Addr) {
 		t.Fatalf("ping %s from %s: %v\n%s", to, from.Name(), err, out)
 	}
 }
-
-var _ = fmt.Sprintf

@@ -65,14 +65,7 @@ type trio struct {
 
 func newTrio(t testing.TB, sideA, sideB place) *trio {
 	t.Helper()
-	l := lab.New(t)
-	c, err := l.StartControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateUser("lab"); err != nil {
-		t.Fatal(err)
-	}
+	l, c := labWithUser(t)
 	key, err := c.PreAuthKey("lab", true, false)
 	if err != nil {
 		t.Fatal(err)
