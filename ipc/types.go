@@ -51,12 +51,47 @@ type Prefs struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Operator is the local user name that may change state besides root.
 	Operator string `json:"operator,omitempty"`
+
+	// ExitNodeID is the StableID of the peer used as exit node; empty = none.
+	ExitNodeID string `json:"exitNodeID,omitempty"`
+	// ExitNodeAllowLANAccess keeps directly connected LANs on the host's own routing while an
+	// exit node is in use.
+	ExitNodeAllowLANAccess bool `json:"exitNodeAllowLANAccess,omitempty"`
+	// ExitNodeBypass are destinations that keep using the main table while an exit node is in
+	// use (ip rules ahead of table 52).
+	ExitNodeBypass []netip.Prefix `json:"exitNodeBypass,omitempty"`
+	// BypassVPNRoutes adds exit-node exceptions for the routes the main table sends to other
+	// tunnel-like interfaces (another company VPN), kept up to date while they change.
+	BypassVPNRoutes bool `json:"bypassVPNRoutes,omitempty"`
+	// AdvertiseExitNode offers this host as exit node (0.0.0.0/0 and ::/0 in Hostinfo).
+	AdvertiseExitNode bool `json:"advertiseExitNode,omitempty"`
+	// AdvertiseRoutes are subnet routes offered to the tailnet.
+	AdvertiseRoutes []netip.Prefix `json:"advertiseRoutes,omitempty"`
+	// NoSNAT keeps tailnet source addresses on forwarded subnet traffic (--snat-subnet-routes=false).
+	NoSNAT bool `json:"noSNAT,omitempty"`
+	// AcceptRoutes installs the subnet routes peers offer (off by default on Linux).
+	AcceptRoutes bool `json:"acceptRoutes,omitempty"`
+	// PersistForwarding: the user agreed to make IP forwarding permanent in /etc/sysctl.d;
+	// otherwise forwarding is switched on at run time only and restored when no longer needed.
+	PersistForwarding bool `json:"persistForwarding,omitempty"`
 }
 
 // PrefsPatch changes only the fields that are set.
 type PrefsPatch struct {
 	Hostname *string `json:"hostname,omitempty"`
 	Operator *string `json:"operator,omitempty"`
+
+	// ExitNode selects the exit node by name, FQDN, Tailscale IP or StableID; "" clears it.
+	ExitNode               *string `json:"exitNode,omitempty"`
+	ExitNodeAllowLANAccess *bool   `json:"exitNodeAllowLANAccess,omitempty"`
+	// ExitNodeBypass and AdvertiseRoutes are CIDR strings so the helper can name a bad one.
+	ExitNodeBypass    *[]string `json:"exitNodeBypass,omitempty"`
+	BypassVPNRoutes   *bool     `json:"bypassVPNRoutes,omitempty"`
+	AdvertiseExitNode *bool     `json:"advertiseExitNode,omitempty"`
+	AdvertiseRoutes   *[]string `json:"advertiseRoutes,omitempty"`
+	SNATSubnetRoutes  *bool     `json:"snatSubnetRoutes,omitempty"`
+	AcceptRoutes      *bool     `json:"acceptRoutes,omitempty"`
+	PersistForwarding *bool     `json:"persistForwarding,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -91,6 +126,44 @@ type Status struct {
 	Health      []Issue `json:"health,omitempty"`
 	// ControlConnected is true while the map long-poll is up.
 	ControlConnected bool `json:"controlConnected"`
+	// ExitNode is the exit node in use (nil when none is selected). Online false means the
+	// selected node is gone or offline: internet traffic is then dropped, never sent in clear.
+	ExitNode *ExitNodeStatus `json:"exitNode,omitempty"`
+	// Filter is the inbound packet filter's state (nil while the tunnel is down).
+	Filter *FilterStatus `json:"filter,omitempty"`
+	// Routing describes what the helper changed on the host for routes and forwarding.
+	Routing *RoutingStatus `json:"routing,omitempty"`
+}
+
+// ExitNodeStatus is the selected exit node.
+type ExitNodeStatus struct {
+	ID     string     `json:"id"` // StableID
+	Name   string     `json:"name"`
+	IP     netip.Addr `json:"ip,omitzero"`
+	Online bool       `json:"online"`
+}
+
+// FilterStatus are the counters of the inbound packet filter (ACLs from the control server).
+type FilterStatus struct {
+	Rules    int    `json:"rules"`
+	Accepted uint64 `json:"accepted"`
+	Dropped  uint64 `json:"dropped"`
+	// DroppedBy counts drops per reason ("no rule", "not for us", ...).
+	DroppedBy map[string]uint64 `json:"droppedBy,omitempty"`
+}
+
+// RoutingStatus is the host routing state the helper keeps.
+type RoutingStatus struct {
+	// Bypass are the destinations currently kept on the main table (exceptions, other VPNs).
+	Bypass []netip.Prefix `json:"bypass,omitempty"`
+	// LANRoutes are the directly connected LANs kept local (exit node with LAN access).
+	LANRoutes []netip.Prefix `json:"lanRoutes,omitempty"`
+	// Forwarding is true while IP forwarding is on for an exit node or subnet router.
+	Forwarding bool `json:"forwarding,omitempty"`
+	// Masquerade is true while tailnet traffic leaving other interfaces is masqueraded.
+	Masquerade bool `json:"masquerade,omitempty"`
+	// AcceptedRoutes are peers' subnet routes installed in table 52.
+	AcceptedRoutes []netip.Prefix `json:"acceptedRoutes,omitempty"`
 }
 
 // Peer is one node of the tailnet as the helper sees it (also used for Self).
@@ -108,6 +181,15 @@ type Peer struct {
 	KeyExpiry *time.Time   `json:"keyExpiry,omitempty"`
 	Expired   bool         `json:"expired,omitempty"`
 	Tags      []string     `json:"tags,omitempty"`
+
+	// ExitNodeOption: the peer offers itself as exit node (its AllowedIPs hold a /0).
+	ExitNodeOption bool `json:"exitNodeOption,omitempty"`
+	// ExitNode: this peer is our exit node now.
+	ExitNode bool `json:"exitNode,omitempty"`
+	// PrimaryRoutes are the subnet routes this peer serves (installed only with AcceptRoutes).
+	PrimaryRoutes []netip.Prefix `json:"primaryRoutes,omitempty"`
+	// Location is "City, Country" when the peer reports one.
+	Location string `json:"location,omitempty"`
 
 	// Path data (the data plane's view). Active: traffic in the last two minutes. CurAddr is the
 	// direct ip:port in use ("" when relayed); Relay is the DERP region code used otherwise (for

@@ -71,6 +71,18 @@ type Hostinfo struct {
 	RequestTags   []string       `json:",omitempty"`
 	Services      []Service      `json:",omitempty"`
 	NetInfo       *NetInfo       `json:",omitempty"`
+	Location      *Location      `json:",omitempty"`
+	// ExitNodeID is the StableID of the exit node this host uses (informational).
+	ExitNodeID string `json:",omitempty"`
+}
+
+// Location is where a node says it is (exit-node pickers show it).
+type Location struct {
+	Country     string `json:",omitempty"`
+	CountryCode string `json:",omitempty"`
+	City        string `json:",omitempty"`
+	CityCode    string `json:",omitempty"`
+	Priority    int    `json:",omitempty"`
 }
 
 // Service is a port the host offers (peerapi and friends).

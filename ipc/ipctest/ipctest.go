@@ -4,7 +4,9 @@ package ipctest
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -124,16 +126,30 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 		b.mu.Unlock()
 		return f(ctx, p)
 	}
-	if p.Hostname != nil {
-		b.prefs.Hostname = *p.Hostname
+	next, err := b.prefs.ApplyPatch(p, b.resolveExitNodeLocked)
+	if err != nil {
+		b.mu.Unlock()
+		return b.prefs, err
 	}
-	if p.Operator != nil {
-		b.prefs.Operator = *p.Operator
-	}
+	b.prefs = next
 	prefs := b.prefs
 	b.mu.Unlock()
 	b.Emit(ipc.Event{Kind: ipc.EventPrefs, Prefs: &prefs})
 	return prefs, nil
+}
+
+// resolveExitNodeLocked finds an exit node among the status's peers by short name, FQDN, first
+// address or StableID, like the helper does.
+func (b *Backend) resolveExitNodeLocked(q string) (string, error) {
+	for _, p := range b.status.Peers {
+		if q == p.StableID || q == p.ShortName() || q == strings.TrimSuffix(p.DNSName, ".") || q == p.FirstIP() {
+			if !p.ExitNodeOption {
+				return "", &ipc.Error{Code: ipc.ErrBadRequest, Message: fmt.Sprintf("%s does not offer to be an exit node", p.ShortName())}
+			}
+			return p.StableID, nil
+		}
+	}
+	return "", &ipc.Error{Code: ipc.ErrNotFound, Message: fmt.Sprintf("no peer named %q", q)}
 }
 
 // Ping implements ipc.Backend: it answers from the hook set with OnPing, else "unknown peer".

@@ -1,0 +1,114 @@
+package ipc
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Tailnet address ranges: never an exception or an advertised route, since sending them anywhere
+// but the tunnel would break the tailnet itself.
+var (
+	tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
+	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+)
+
+// ParseCIDRList parses "10.0.0.0/16,192.168.50.0/24" (commas and/or spaces; "" = none) into
+// canonical prefixes, naming the first bad entry. what names the list in errors.
+func ParseCIDRList(what string, items []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, it := range items {
+		for _, s := range strings.FieldsFunc(it, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %q is not a CIDR like 10.0.0.0/16", what, s)}
+			}
+			if p.Addr().Zone() != "" {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %q has a zone", what, s)}
+			}
+			if p.Masked() != p {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s has host bits set; did you mean %s?", what, p, p.Masked())}
+			}
+			if p.Bits() == 0 {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s covers every address", what, p)}
+			}
+			if p.Overlaps(tailnetV4) || p.Overlaps(tailnetV6) {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s overlaps the tailnet's own addresses (%s, %s)", what, p, tailnetV4, tailnetV6)}
+			}
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out, nil
+}
+
+// ApplyPatch returns p with patch applied, or an *Error naming the first bad field; p itself is
+// never changed, so a bad patch leaves the prefs as they were. resolveExitNode maps the
+// user's exit-node argument (name, IP, StableID) to a StableID, or returns an *Error; it is only
+// called for a non-empty ExitNode. Hostname and Operator are checked by the helper, which knows
+// the system's users.
+func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string, error)) (Prefs, error) {
+	next := p
+	next.ExitNodeBypass = slices.Clone(p.ExitNodeBypass)
+	next.AdvertiseRoutes = slices.Clone(p.AdvertiseRoutes)
+	if patch.Hostname != nil {
+		next.Hostname = *patch.Hostname
+	}
+	if patch.Operator != nil {
+		next.Operator = *patch.Operator
+	}
+	if patch.ExitNodeBypass != nil {
+		l, err := ParseCIDRList("exit-node bypass", *patch.ExitNodeBypass)
+		if err != nil {
+			return p, err
+		}
+		next.ExitNodeBypass = l
+	}
+	if patch.AdvertiseRoutes != nil {
+		l, err := ParseCIDRList("advertised routes", *patch.AdvertiseRoutes)
+		if err != nil {
+			return p, err
+		}
+		next.AdvertiseRoutes = l
+	}
+	if patch.ExitNode != nil {
+		switch q := strings.TrimSpace(*patch.ExitNode); q {
+		case "":
+			next.ExitNodeID = ""
+		default:
+			if resolveExitNode == nil {
+				return p, &Error{Code: ErrBadRequest, Message: "exit nodes cannot be resolved here"}
+			}
+			id, err := resolveExitNode(q)
+			if err != nil {
+				return p, err
+			}
+			next.ExitNodeID = id
+		}
+	}
+	setBool := func(dst *bool, v *bool) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setBool(&next.ExitNodeAllowLANAccess, patch.ExitNodeAllowLANAccess)
+	setBool(&next.BypassVPNRoutes, patch.BypassVPNRoutes)
+	setBool(&next.AdvertiseExitNode, patch.AdvertiseExitNode)
+	setBool(&next.AcceptRoutes, patch.AcceptRoutes)
+	setBool(&next.PersistForwarding, patch.PersistForwarding)
+	if patch.SNATSubnetRoutes != nil {
+		next.NoSNAT = !*patch.SNATSubnetRoutes
+	}
+	if next.ExitNodeID != "" && next.AdvertiseExitNode {
+		return p, &Error{Code: ErrBadRequest, Message: "cannot use an exit node while offering to be one", Fix: "skein set --exit-node= (or --advertise-exit-node=false)"}
+	}
+	return next, nil
+}
