@@ -45,7 +45,8 @@ var commands = []command{
 	{"ip", "Show this machine's (or a peer's) tailnet addresses", cmdIP},
 	{"ping", "Ping a peer at the disco layer and show the path (direct or DERP)", cmdPing},
 	{"netcheck", "Show UDP, public address, NAT type and DERP latencies", cmdNetcheck},
-	{"set", "Change preferences (operator, hostname)", cmdSet},
+	{"set", "Change preferences (exit node, routes, operator, hostname, ...)", cmdSet},
+	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
 	{"version", "Print the version", cmdVersion},
 }
 
@@ -101,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func mainUsage(w io.Writer, global *flag.FlagSet) {
 	fmt.Fprintf(w, "usage: skein [--socket PATH] COMMAND [flags] [args]\n\nCommands:\n")
 	for _, cmd := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, "\nGlobal flags:\n")
 	printDefaults(w, global)

@@ -11,17 +11,24 @@ import (
 
 func cmdSet(c *cli, args []string) int {
 	f := c.newFlagSet("set", "", `
-Change preferences; only the flags given are changed. Setting the operator needs root:
-the operator may then run up, down, login, logout and set without sudo.`)
+Change preferences; only the flags given are changed, the others keep their values. Setting
+the operator needs root: the operator may then run up, down, login, logout and set without sudo.
+--exit-node takes a name or tailnet IP from 'skein exit-node list'; --exit-node= (empty) stops
+using one. Lists (--advertise-routes, --exit-node-bypass) replace the old list; empty clears it.`)
 	operator := f.String("operator", "", "local user allowed to control skeind without sudo (empty: nobody)")
 	hostname := f.String("hostname", "", "name to register this machine under (empty: the OS hostname)")
+	var pf prefsFlags
+	pf.register(f)
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
 	if f.NArg() > 0 {
 		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
 	}
-	var patch ipc.PrefsPatch
+	patch, err := pf.patch(f)
+	if err != nil {
+		return c.usageError(f, "%v", err)
+	}
 	f.Visit(func(fl *flag.Flag) {
 		switch fl.Name {
 		case "operator":

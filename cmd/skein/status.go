@@ -17,7 +17,8 @@ func cmdStatus(c *cli, args []string) int {
 	f := c.newFlagSet("status", "", `
 Show the connection state and, when connected, one line per machine: tailnet IP, name, owner,
 OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct IP:PORT" /
-"active; relay "CODE"" with the bytes sent and received. Exits 1 when skein is not running.`)
+"active; relay "CODE"" with the bytes sent and received. Machines that offer to be an exit node
+say "offers exit node", the one in use "exit node". Exits 1 when skein is not running.`)
 	asJSON := f.Bool("json", false, "print the full status as JSON (exit status 0 in every state)")
 	showPeers := f.Bool("peers", true, "show the other machines of the tailnet")
 	showSelf := f.Bool("self", true, "show this machine")
@@ -56,6 +57,7 @@ OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct
 			printPeerLine(c.stdout, st, &peers[i], false)
 		}
 	}
+	printExitNodeWarning(c.stdout, st)
 	printHealth(c.stdout, st)
 	return exitOK
 }
@@ -80,12 +82,13 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 }
 
 func printPeerLine(w io.Writer, st ipc.Status, p *ipc.Peer, self bool) {
-	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(p.FirstIP()), orDash(p.ShortName()), owner(st, p), orDash(p.OS), peerState(p, self))
+	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(p.FirstIP()), orDash(p.ShortName()), owner(st, p), orDash(p.OS), peerState(st, p, self))
 }
 
 // peerState is the last column, worded as the official client words it: "-", "idle",
-// "offline", or "active; direct IP:PORT" / "active; relay \"code\"", then the byte counts.
-func peerState(p *ipc.Peer, self bool) string {
+// "offline", or "active; direct IP:PORT" / "active; relay \"code\"", then the byte counts;
+// exit nodes are marked "exit node" (the one in use) or "offers exit node".
+func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 	if self {
 		return "-"
 	}
@@ -93,8 +96,17 @@ func peerState(p *ipc.Peer, self bool) string {
 		return "expired"
 	}
 	traffic := p.TxBytes > 0 || p.RxBytes > 0
+	exitNode, offersExit := isExitNode(st, p), p.ExitNodeOption
+	offline := ""
+	if !p.Online {
+		offline = "; offline"
+	}
 	var b strings.Builder
 	switch {
+	case !p.Active && exitNode:
+		b.WriteString("idle; exit node" + offline)
+	case !p.Active && offersExit:
+		b.WriteString("idle; offers exit node" + offline)
 	case !p.Active && traffic && p.Online:
 		b.WriteString("idle")
 	case !p.Active && !p.Online:
@@ -103,19 +115,61 @@ func peerState(p *ipc.Peer, self bool) string {
 		b.WriteString("-")
 	default:
 		b.WriteString("active; ")
+		if exitNode {
+			b.WriteString("exit node; ")
+		} else if offersExit {
+			b.WriteString("offers exit node; ")
+		}
 		if p.CurAddr != "" {
 			b.WriteString("direct " + p.CurAddr)
 		} else if p.Relay != "" {
 			fmt.Fprintf(&b, "relay %q", p.Relay)
 		}
-		if !p.Online {
-			b.WriteString("; offline")
-		}
+		b.WriteString(offline)
 	}
 	if traffic {
 		fmt.Fprintf(&b, ", tx %d rx %d", p.TxBytes, p.RxBytes)
 	}
 	return b.String()
+}
+
+// printExitNodeWarning says, in the style of the official client's "#" notes, that the exit
+// node in use is gone or offline, since skeind then blocks internet traffic rather than let it
+// out unprotected.
+func printExitNodeWarning(w io.Writer, st ipc.Status) {
+	name, offline := "", false
+	if en := st.ExitNode; en != nil {
+		offline = !en.Online
+		name = strings.TrimSuffix(en.Name, ".")
+		if en.IP.IsValid() {
+			if name == "" {
+				name = en.IP.String()
+			} else {
+				name += " (" + en.IP.String() + ")"
+			}
+		}
+		if name == "" {
+			name = en.ID
+		}
+	}
+	for i := range st.Peers {
+		p := &st.Peers[i]
+		if !isExitNode(st, p) {
+			continue
+		}
+		offline = offline || !p.Online
+		if st.ExitNode == nil || strings.TrimSuffix(st.ExitNode.Name, ".") == "" {
+			name = p.ShortName()
+			if ip := p.FirstIP(); ip != "" {
+				name += " (" + ip + ")"
+			}
+		}
+	}
+	if !offline {
+		return
+	}
+	fmt.Fprintf(w, "\n# Exit node %s is offline: internet traffic is blocked until it is back.\n", orDash(name))
+	fmt.Fprintf(w, "# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n")
 }
 
 func printHealth(w io.Writer, st ipc.Status) {

@@ -14,7 +14,8 @@ func cmdUp(c *cli, args []string) int {
 	return upOrLogin(c, args, "up", `
 Connect to the tailnet. When this machine is not logged in yet, log in first: with --auth-key
 without asking anyone, otherwise by printing a URL to visit, then waiting until the login is
-done (see --timeout).`)
+done (see --timeout). The preference flags work as in 'skein set': only those given change
+anything; the exit node is chosen once connected, since skeind needs the tailnet's map for it.`)
 }
 
 func cmdLogin(c *cli, args []string) int {
@@ -36,11 +37,24 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		req.ForceReauth = true
 	}
 	timeout := f.Duration("timeout", 0, "give up after this long (e.g. 2m); 0 waits forever for an interactive login")
+	var pf prefsFlags
+	pf.register(f)
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
 	if f.NArg() > 0 {
 		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	patch, err := pf.patch(f)
+	if err != nil {
+		return c.usageError(f, "%v", err)
+	}
+	// Choosing an exit node needs the netmap, so it waits until skeind is Running. Everything
+	// else (clearing the exit node included) is sent before connecting, so that a bad value
+	// stops here and the new settings are in force from the first packet.
+	var after ipc.PrefsPatch
+	if patch.ExitNode != nil && strings.TrimSpace(*patch.ExitNode) != "" {
+		after.ExitNode, patch.ExitNode = patch.ExitNode, nil
 	}
 	if *timeout < 0 {
 		return c.usageError(f, "--timeout must not be negative")
@@ -69,6 +83,21 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	}
 
 	cl := c.client()
+	if patch != (ipc.PrefsPatch{}) {
+		if _, err := cl.SetPrefs(ctx, patch); err != nil {
+			return timedOut(err, "waiting for skeind to change the preferences")
+		}
+	}
+	// connected runs once skeind is Running.
+	connected := func() int {
+		if after == (ipc.PrefsPatch{}) {
+			return exitOK
+		}
+		if _, err := cl.SetPrefs(ctx, after); err != nil {
+			return timedOut(err, "waiting for skeind to set the exit node")
+		}
+		return exitOK
+	}
 	resp, err := cl.Up(ctx, req)
 	if err != nil {
 		return timedOut(err, "waiting for skeind to connect")
@@ -83,7 +112,7 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	}
 	printURL(resp.AuthURL)
 	if resp.State == ipc.StateRunning && resp.AuthURL == "" {
-		return exitOK
+		return connected()
 	}
 
 	// Wait for the login to finish. The stream's first event is the current status, so a
@@ -108,7 +137,7 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		if printed != "" {
 			fmt.Fprintln(c.stderr, "Success.")
 		}
-		return exitOK
+		return connected()
 	}
 	if printed != "" {
 		return timedOut(err, "waiting for the login to complete")

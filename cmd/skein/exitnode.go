@@ -1,0 +1,156 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+func cmdExitNode(c *cli, args []string) int {
+	f := c.newFlagSet("exit-node", "list [--filter=COUNTRY]", `
+Show the machines of the tailnet that offer to be an exit node.
+
+  list   one line per exit node: tailnet IP, host name, country, city and status
+         ("selected", "selected but offline", "offline" or "-"); --filter=COUNTRY keeps
+         the exit nodes of one country
+
+To use an exit node: skein set --exit-node=NAME|IP; to stop using one: skein set --exit-node=`)
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() == 0 {
+		return c.usageError(f, "missing subcommand: list")
+	}
+	switch sub := f.Arg(0); sub {
+	case "list":
+		return cmdExitNodeList(c, f.Args()[1:])
+	default:
+		return c.usageError(f, "unknown subcommand %q", sub)
+	}
+}
+
+func cmdExitNodeList(c *cli, args []string) int {
+	f := c.newFlagSet("exit-node list", "", `
+List the machines of the tailnet that offer to be an exit node, sorted by country, city and
+name: tailnet IP, host name, country and city ("-" when the machine does not say), and status:
+"selected" for the exit node in use, "selected but offline", "offline", or "-".`)
+	filter := f.String("filter", "", "only show the exit nodes of this country (case does not matter)")
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	st, err := c.client().Status(c.ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	rows := exitNodeRows(st)
+	if len(rows) == 0 {
+		return c.fail(&ipc.Error{Message: "no exit nodes found"})
+	}
+	if want := strings.TrimSpace(*filter); want != "" {
+		rows = slices.DeleteFunc(rows, func(r exitNodeRow) bool { return !strings.EqualFold(r.country, want) })
+		if len(rows) == 0 {
+			return c.fail(&ipc.Error{Message: fmt.Sprintf("no exit nodes found for %q", *filter)})
+		}
+	}
+
+	// The official client's layout: a blank line, then tab-aligned cells each followed by a
+	// tab, every line indented by one space; then a blank line and the hints.
+	tw := tabwriter.NewWriter(c.stdout, 10, 5, 5, ' ', 0)
+	fmt.Fprint(tw, "\n IP\tHOSTNAME\tCOUNTRY\tCITY\tSTATUS\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "\n %s\t%s\t%s\t%s\t%s\t", orDash(r.ip), orDash(r.host), orDash(r.country), orDash(r.city), r.status)
+	}
+	fmt.Fprint(tw, "\n\n")
+	fmt.Fprintln(tw, "# To view the complete list of exit nodes for a country, use `skein exit-node list --filter=` followed by the country name.")
+	fmt.Fprintln(tw, "# To use an exit node, use `skein set --exit-node=` followed by the hostname or IP.")
+	if err := tw.Flush(); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+type exitNodeRow struct {
+	ip, host, country, city, status string
+}
+
+// exitNodeRows are the peers that offer to be an exit node (and the selected one, should it
+// have stopped offering), ordered as the official client orders them: by country, then city,
+// then MagicDNS name, machines without a location first.
+func exitNodeRows(st ipc.Status) []exitNodeRow {
+	type row struct {
+		exitNodeRow
+		dns string
+	}
+	var rows []row
+	for i := range st.Peers {
+		p := &st.Peers[i]
+		selected := isExitNode(st, p)
+		if !p.ExitNodeOption && !selected {
+			continue
+		}
+		city, country := splitLocation(p.Location)
+		host := strings.Trim(p.DNSName, ".")
+		if host == "" {
+			host = p.HostName
+		}
+		rows = append(rows, row{
+			exitNodeRow: exitNodeRow{ip: p.FirstIP(), host: host, country: country, city: city, status: exitNodeState(st, p)},
+			dns:         p.DNSName,
+		})
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		return cmp.Or(strings.Compare(a.country, b.country), strings.Compare(a.city, b.city),
+			strings.Compare(a.dns, b.dns), strings.Compare(a.host, b.host))
+	})
+	out := make([]exitNodeRow, len(rows))
+	for i, r := range rows {
+		out[i] = r.exitNodeRow
+	}
+	return out
+}
+
+// exitNodeState is the STATUS column of exit-node list.
+func exitNodeState(st ipc.Status, p *ipc.Peer) string {
+	selected := isExitNode(st, p)
+	switch {
+	case selected && !exitNodeOnline(st, p):
+		return "selected but offline"
+	case !p.Online:
+		return "offline"
+	case selected:
+		return "selected"
+	}
+	return "-"
+}
+
+// isExitNode reports whether p is the exit node in use, by the peer's flag or by the ID in
+// the status's exit-node record.
+func isExitNode(st ipc.Status, p *ipc.Peer) bool {
+	if p.ExitNode {
+		return true
+	}
+	return st.ExitNode != nil && st.ExitNode.ID != "" && st.ExitNode.ID == p.StableID
+}
+
+func exitNodeOnline(st ipc.Status, p *ipc.Peer) bool {
+	if st.ExitNode != nil && st.ExitNode.ID != "" && st.ExitNode.ID == p.StableID && !st.ExitNode.Online {
+		return false
+	}
+	return p.Online
+}
+
+// splitLocation splits skeind's "City, Country" into its parts; a lone name is the country.
+func splitLocation(loc string) (city, country string) {
+	loc = strings.TrimSpace(loc)
+	if c, co, ok := strings.Cut(loc, ", "); ok {
+		return strings.TrimSpace(c), strings.TrimSpace(co)
+	}
+	return "", loc
+}

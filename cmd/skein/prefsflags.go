@@ -1,0 +1,112 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// prefsFlags are the preference flags that both set and up accept. Like the official client,
+// only the flags the user actually typed change anything: the rest never reach the patch, so
+// the flag defaults mean nothing (a bare bool flag is true) and the help shows none.
+type prefsFlags struct {
+	exitNode          string
+	exitNodeLAN       bool
+	exitNodeBypass    string
+	bypassVPNRoutes   bool
+	advertiseExitNode bool
+	advertiseRoutes   string
+	snat              bool
+	acceptRoutes      bool
+	persistForwarding bool
+}
+
+// Default routes: the official client takes both of them in --advertise-routes as another way
+// to say --advertise-exit-node.
+const (
+	allIPv4 = "0.0.0.0/0"
+	allIPv6 = "::/0"
+)
+
+func (pf *prefsFlags) register(f *flagSet) {
+	f.StringVar(&pf.exitNode, "exit-node", "", "exit node (name, FQDN, tailnet IP or ID) for internet traffic; empty to stop using one")
+	f.BoolVar(&pf.exitNodeLAN, "exit-node-allow-lan-access", false, "keep direct access to the local network while using an exit node")
+	f.StringVar(&pf.exitNodeBypass, "exit-node-bypass", "", "comma-separated CIDRs that skip the exit node, e.g. \"10.0.0.0/8,192.168.0.0/24\"; empty for none (Skein only)")
+	f.BoolVar(&pf.bypassVPNRoutes, "bypass-vpn-routes", false, "let routes of other VPN interfaces skip the exit node, following them as they change (Skein only)")
+	f.BoolVar(&pf.advertiseExitNode, "advertise-exit-node", false, "offer this machine as an exit node for the tailnet's internet traffic")
+	f.StringVar(&pf.advertiseRoutes, "advertise-routes", "", "comma-separated subnet routes to offer to the tailnet, e.g. \"10.0.0.0/8,192.168.0.0/24\"; empty for none")
+	f.BoolVar(&pf.snat, "snat-subnet-routes", false, "source-NAT traffic to the subnet routes advertised with --advertise-routes (on unless set to false)")
+	f.BoolVar(&pf.acceptRoutes, "accept-routes", false, "use the subnet routes other machines advertise")
+	f.BoolVar(&pf.persistForwarding, "persist-forwarding", false, "allow writing IP forwarding to /etc/sysctl.d so it survives reboots (otherwise it is switched on at run time only)")
+}
+
+// patch builds the patch from the flags the user gave; a usage problem comes back as an error
+// for usageError. Values are checked by skeind, which names the bad one.
+func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
+	var p ipc.PrefsPatch
+	var routes []string
+	var defaultRoutes []string
+	f.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "exit-node":
+			p.ExitNode = &pf.exitNode
+		case "exit-node-allow-lan-access":
+			p.ExitNodeAllowLANAccess = &pf.exitNodeLAN
+		case "exit-node-bypass":
+			l := splitList(pf.exitNodeBypass)
+			p.ExitNodeBypass = &l
+		case "bypass-vpn-routes":
+			p.BypassVPNRoutes = &pf.bypassVPNRoutes
+		case "advertise-exit-node":
+			p.AdvertiseExitNode = &pf.advertiseExitNode
+		case "advertise-routes":
+			routes = []string{}
+			for _, r := range splitList(pf.advertiseRoutes) {
+				if r == allIPv4 || r == allIPv6 {
+					defaultRoutes = append(defaultRoutes, r)
+				} else {
+					routes = append(routes, r)
+				}
+			}
+			p.AdvertiseRoutes = &routes
+		case "snat-subnet-routes":
+			p.SNATSubnetRoutes = &pf.snat
+		case "accept-routes":
+			p.AcceptRoutes = &pf.acceptRoutes
+		case "persist-forwarding":
+			p.PersistForwarding = &pf.persistForwarding
+		}
+	})
+	if p.ExitNode != nil && strings.HasPrefix(strings.TrimSpace(*p.ExitNode), "auto:") {
+		return p, fmt.Errorf("--exit-node=%s: automatic exit node selection is not supported; pick one from 'skein exit-node list'", strings.TrimSpace(*p.ExitNode))
+	}
+	if len(defaultRoutes) > 0 {
+		switch {
+		case !slices.Contains(defaultRoutes, allIPv6):
+			return p, fmt.Errorf("%s advertised without its IPv6 counterpart, please also advertise %s", allIPv4, allIPv6)
+		case !slices.Contains(defaultRoutes, allIPv4):
+			return p, fmt.Errorf("%s advertised without its IPv4 counterpart, please also advertise %s", allIPv6, allIPv4)
+		case p.AdvertiseExitNode != nil && !*p.AdvertiseExitNode:
+			return p, fmt.Errorf("--advertise-routes=%s,%s offers an exit node, but --advertise-exit-node=false says not to", allIPv4, allIPv6)
+		}
+		// Both default routes: the same as --advertise-exit-node.
+		yes := true
+		p.AdvertiseExitNode = &yes
+	}
+	return p, nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks. The result is never nil, so
+// that an empty value is sent as an empty list ("clear") rather than as "unchanged".
+func splitList(s string) []string {
+	out := []string{}
+	for _, it := range strings.Split(s, ",") {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out
+}
