@@ -78,7 +78,14 @@ type App struct {
 	traySig   string
 	trayIcon  fyne.Resource
 	hasTray   bool
-	authURL   string // the login URL from our own Up call, until Running
+	// trayStarted: the tray menu was handed to Fyne (which then starts the tray).
+	trayStarted bool
+	trayTitle   string // the tray item's title and tooltip as last computed
+	trayTip     string
+	// trayTextLive: the tray item is on the bus, so a new title goes out at once.
+	trayTextLive bool
+	exit         *exitPage
+	authURL      string // the login URL from our own Up call, until Running
 }
 
 // New builds the app's window and tray on fa; Start connects to skeind.
@@ -139,6 +146,12 @@ func (a *App) TrayMenu() *fyne.Menu { return a.trayMenu }
 
 // TrayIcon is the tray icon as last set.
 func (a *App) TrayIcon() fyne.Resource { return a.trayIcon }
+
+// TrayTitle is the tray item's title (it names the exit node while one carries the traffic).
+func (a *App) TrayTitle() string { return a.trayTitle }
+
+// TrayTooltip is the tray item's tooltip.
+func (a *App) TrayTooltip() string { return a.trayTip }
 
 func (a *App) watchLoop() {
 	wait := 100 * time.Millisecond
@@ -241,6 +254,7 @@ func (a *App) refresh() {
 	a.header.update(a)
 	a.banner.update(a)
 	a.peers.update(a)
+	a.exit.update(a)
 	a.settings.update(a)
 	a.account.update(a)
 	a.updateTray()

@@ -70,6 +70,9 @@ func (v *view) iconState() assets.State {
 		if v.err != nil && v.err.Code == ipc.ErrServerUnreachable {
 			return assets.Error
 		}
+		if n, ok := v.exitNode(); ok && !n.online {
+			return assets.Error // internet traffic is blocked until the exit node is back
+		}
 		return assets.Connected
 	case ipc.StateNeedsLogin:
 		return assets.NeedsLogin
@@ -243,9 +246,17 @@ func matches(st *ipc.Status, p *ipc.Peer, q string) bool {
 	if q == "" {
 		return true
 	}
-	hay := strings.ToLower(strings.Join(append([]string{
-		shortName(p), p.HostName, p.DNSName, p.OS, owner(st, p), onlineText(p), pathText(p),
-	}, addrStrings(p.Addresses)...), " "))
+	words := append([]string{
+		shortName(p), p.HostName, p.DNSName, p.OS, owner(st, p), onlineText(p), pathText(p), p.Location,
+	}, addrStrings(p.Addresses)...)
+	if p.ExitNodeOption || p.ExitNode {
+		words = append(words, "exit node")
+	}
+	if len(p.PrimaryRoutes) > 0 {
+		words = append(words, "routes subnet")
+		words = append(words, prefixStrings(p.PrimaryRoutes)...)
+	}
+	hay := strings.ToLower(strings.Join(words, " "))
 	for _, w := range strings.Fields(q) {
 		if !strings.Contains(hay, w) {
 			return false

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -36,7 +37,7 @@ func newPeerPage(a *App) *peerPage {
 		func() fyne.CanvasObject { return newPeerRow() },
 		func(i widget.ListItemID, o fyne.CanvasObject) {
 			if i < len(p.shown) {
-				o.(*peerRow).set(&p.a.v.st, &p.shown[i], p.a.now())
+				o.(*peerRow).set(&p.shown[i], p.a.v.exitNodeID(), p.a.now())
 			}
 		},
 	)
@@ -121,10 +122,13 @@ func newPeerRow() *peerRow {
 
 func (r *peerRow) CreateRenderer() fyne.WidgetRenderer { return widget.NewSimpleRenderer(r.content) }
 
-func (r *peerRow) set(st *ipc.Status, p *ipc.Peer, now time.Time) {
+func (r *peerRow) set(p *ipc.Peer, exitID string, now time.Time) {
 	name := p.ShortName()
 	if p.OS != "" {
 		name += " · " + p.OS
+	}
+	if m := exitNodeMark(p, exitID); m != "" {
+		name += " · " + m
 	}
 	r.name.SetText(name)
 	r.info.SetText(peerInfoLine(p, now))
@@ -136,7 +140,8 @@ func (r *peerRow) set(st *ipc.Status, p *ipc.Peer, now time.Time) {
 	r.info.Refresh()
 }
 
-// peerInfoLine is the list's second line: "100.64.0.2 · online · direct 1.2.3.4:41641 · 1.2 ms".
+// peerInfoLine is the list's second line: "100.64.0.2 · online · direct 1.2.3.4:41641 · 1.2 ms",
+// then the subnet routes the peer serves.
 func peerInfoLine(p *ipc.Peer, now time.Time) string {
 	parts := []string{}
 	if ip := p.FirstIP(); ip != "" {
@@ -151,6 +156,9 @@ func peerInfoLine(p *ipc.Peer, now time.Time) string {
 	}
 	if ls := lastSeenText(p, now); ls != "" {
 		parts = append(parts, ls)
+	}
+	if len(p.PrimaryRoutes) > 0 {
+		parts = append(parts, "routes "+routesText(p.PrimaryRoutes, 2))
 	}
 	return strings.Join(parts, " · ")
 }
@@ -172,6 +180,9 @@ type peerDetail struct {
 	latency  *widget.Label
 	lastSeen *widget.Label
 	traffic  *widget.Label
+	exitNode *widget.Label
+	routes   *widget.Label
+	useExit  *widget.Button
 	copyIP   *widget.Button
 	copyDNS  *widget.Button
 	ping     *widget.Button
@@ -195,6 +206,7 @@ func newPeerDetail(a *App) *peerDetail {
 	d.title.SizeName = theme.SizeNameSubHeadingText
 	d.dnsName, d.addrs, d.osLabel, d.owner = lbl(), lbl(), lbl(), lbl()
 	d.state, d.path, d.latency, d.lastSeen, d.traffic = lbl(), lbl(), lbl(), lbl(), lbl()
+	d.exitNode, d.routes = lbl(), lbl()
 	d.form = widget.NewForm(
 		widget.NewFormItem("DNS name", d.dnsName),
 		widget.NewFormItem("Addresses", d.addrs),
@@ -205,16 +217,25 @@ func newPeerDetail(a *App) *peerDetail {
 		widget.NewFormItem("Latency", d.latency),
 		widget.NewFormItem("Last seen", d.lastSeen),
 		widget.NewFormItem("Traffic", d.traffic),
+		widget.NewFormItem("Exit node", d.exitNode),
+		widget.NewFormItem("Subnet routes", d.routes),
 	)
 	d.copyIP = widget.NewButtonWithIcon("Copy IP", theme.ContentCopyIcon(), func() { d.a.copyText((&d.peer).FirstIP()) })
 	d.copyDNS = widget.NewButtonWithIcon("Copy DNS name", theme.ContentCopyIcon(), func() {
 		d.a.copyText(strings.TrimSuffix(d.peer.DNSName, "."))
 	})
 	d.ping = widget.NewButtonWithIcon("Ping", theme.MediaPlayIcon(), d.startPing)
+	d.useExit = widget.NewButtonWithIcon(peerUseExit, theme.MailForwardIcon(), func() {
+		id := cmp.Or(d.peer.StableID, (&d.peer).FirstIP())
+		if sel := d.a.v.exitNodeID(); sel != "" && sel == d.peer.StableID {
+			id = ""
+		}
+		d.a.setExitNode(id, false)
+	})
 	d.pings = widget.NewLabel("")
 	d.pings.TextStyle = fyne.TextStyle{}
 	d.pings.Selectable = true
-	d.body = container.NewVBox(d.title, d.form, container.NewHBox(d.copyIP, d.copyDNS, d.ping), d.pings)
+	d.body = container.NewVBox(d.title, d.form, container.NewHBox(d.copyIP, d.copyDNS, d.ping), container.NewHBox(d.useExit), d.pings)
 	d.body.Hide()
 	d.content = container.NewVScroll(container.NewStack(container.NewCenter(d.none), d.body))
 	return d
@@ -253,8 +274,55 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.latency.SetText(orDash(latencyText(p)))
 	d.lastSeen.SetText(orDash(lastSeenText(p, d.a.now())))
 	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))
+	d.showExitNode(p)
 	d.none.Hide()
 	d.body.Show()
+}
+
+// Labels of the detail pane's exit-node button.
+const (
+	peerUseExit     = "Use as exit node"
+	peerStopUseExit = "Stop using as exit node"
+)
+
+// showExitNode fills the exit-node and route rows and the exit-node button.
+func (d *peerDetail) showExitNode(p *ipc.Peer) {
+	v := &d.a.v
+	inUse := v.exitNodeID() != "" && v.exitNodeID() == p.StableID
+	switch {
+	case inUse && p.Online:
+		d.exitNode.SetText("in use: this device's internet traffic goes through it")
+	case inUse:
+		d.exitNode.SetText("chosen, but offline: internet traffic is blocked")
+	case p.ExitNodeOption:
+		d.exitNode.SetText("offered")
+	default:
+		d.exitNode.SetText("—")
+	}
+	routes := "—"
+	if len(p.PrimaryRoutes) > 0 {
+		routes = strings.Join(prefixStrings(p.PrimaryRoutes), "\n")
+		if !v.prefs.AcceptRoutes && v.havePrefs {
+			routes += "\n(not used: \"" + settingsAcceptRoutes + "\" is off in Settings)"
+		}
+	}
+	d.routes.SetText(routes)
+	editable := v.reachable && v.havePrefs && !v.prefs.AdvertiseExitNode
+	switch {
+	case inUse:
+		d.useExit.SetText(peerStopUseExit)
+		d.useExit.Show()
+	case p.ExitNodeOption:
+		d.useExit.SetText(peerUseExit)
+		d.useExit.Show()
+	default:
+		d.useExit.Hide()
+	}
+	if editable {
+		d.useExit.Enable()
+	} else {
+		d.useExit.Disable()
+	}
 }
 
 // pingCount is how many pings one press sends at most; it stops at the first direct pong.

@@ -2,11 +2,14 @@ package ui
 
 import (
 	"context"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/skeinvpn/skein/ipc"
@@ -22,6 +25,12 @@ type settingsPage struct {
 	operatorFix *widget.Label
 	server      *widget.Label
 	autostart   *widget.Check
+	offerExit   *widget.Check
+	offerNote   *widget.Label
+	accept      *widget.Check
+	acceptNote  *widget.Label
+	advertised  *cidrList
+	routesNote  *widget.Label
 	saved       string // the hostname as skeind last reported it
 	edited      bool
 	autostartOn bool // whether the autostart entry exists, read once and then kept
@@ -67,10 +76,37 @@ func newSettingsPage(a *App) *settingsPage {
 		}
 		a.refresh()
 	})
+	caption := func() *widget.Label {
+		l := widget.NewLabel("")
+		l.Wrapping = fyne.TextWrapWord
+		l.SizeName = theme.SizeNameCaptionText
+		return l
+	}
+	s.offerExit = widget.NewCheck(settingsOfferExit, func(on bool) {
+		if !s.loading {
+			a.patchPrefs(ipc.PrefsPatch{AdvertiseExitNode: &on}, patchOpts{})
+		}
+	})
+	s.offerNote = caption()
+	s.accept = widget.NewCheck(settingsAcceptRoutes, func(on bool) {
+		if !s.loading {
+			a.patchPrefs(ipc.PrefsPatch{AcceptRoutes: &on}, patchOpts{})
+		}
+	})
+	s.acceptNote = caption()
+	s.advertised = newCIDRList(a, "192.168.1.0/24 (a network this computer reaches)",
+		func(p *ipc.Prefs) []netip.Prefix { return p.AdvertiseRoutes },
+		func(list []string) ipc.PrefsPatch { return ipc.PrefsPatch{AdvertiseRoutes: &list} })
+	s.routesNote = caption()
+	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
+		"The control server may have to approve routes and exit nodes (Headscale: headscale nodes approve-routes).")
 	form := widget.NewForm(
 		widget.NewFormItem("Device name", container.NewBorder(nil, nil, nil, s.save, s.hostname)),
 		widget.NewFormItem("Login server", s.server),
 		widget.NewFormItem("Operator", container.NewVBox(s.operator, s.operatorFix)),
+		widget.NewFormItem("Exit node", container.NewVBox(s.offerExit, s.offerNote)),
+		widget.NewFormItem("Subnet routes", container.NewVBox(s.accept, s.acceptNote)),
+		widget.NewFormItem("Advertised routes", container.NewVBox(s.advertised.content, s.routesNote)),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
 	s.content = container.NewVScroll(container.NewPadded(form))
@@ -116,4 +152,63 @@ func (s *settingsPage) update(a *App) {
 	if s.autostart.Checked != s.autostartOn {
 		s.autostart.SetChecked(s.autostartOn)
 	}
+
+	if s.offerExit.Checked != v.prefs.AdvertiseExitNode {
+		s.offerExit.SetChecked(v.prefs.AdvertiseExitNode)
+	}
+	// The helper refuses to offer an exit node while using one: say so instead.
+	usingExit := v.prefs.ExitNodeID != ""
+	if editable && (!usingExit || v.prefs.AdvertiseExitNode) {
+		s.offerExit.Enable()
+	} else {
+		s.offerExit.Disable()
+	}
+	s.offerNote.SetText(offerExitNote(v))
+	if s.accept.Checked != v.prefs.AcceptRoutes {
+		s.accept.SetChecked(v.prefs.AcceptRoutes)
+	}
+	if editable {
+		s.accept.Enable()
+	} else {
+		s.accept.Disable()
+	}
+	s.acceptNote.SetText(acceptRoutesNote(v))
+	s.advertised.update(a)
+}
+
+// Labels of the Settings tab's routing checks.
+const (
+	settingsOfferExit    = "Offer this device as exit node"
+	settingsAcceptRoutes = "Use subnet routes from peers"
+)
+
+// offerExitNote explains the exit-node offer and its state.
+func offerExitNote(v *view) string {
+	switch {
+	case v.prefs.ExitNodeID != "" && !v.prefs.AdvertiseExitNode:
+		return "This device uses an exit node; choose None on the Exit node tab to offer this device as one."
+	case v.prefs.AdvertiseExitNode && v.st.Routing != nil && v.st.Routing.Forwarding:
+		return "Peers may send their internet traffic through this device. IP forwarding is on."
+	case v.prefs.AdvertiseExitNode:
+		return "Peers may send their internet traffic through this device."
+	}
+	return "Lets peers send their internet traffic through this device."
+}
+
+// acceptRoutesNote lists the peers' routes in use, or explains the switch.
+func acceptRoutesNote(v *view) string {
+	if v.prefs.AcceptRoutes && v.st.Routing != nil && len(v.st.Routing.AcceptedRoutes) > 0 {
+		return "In use: " + routesText(v.st.Routing.AcceptedRoutes, 6)
+	}
+	n := 0
+	for i := range v.st.Peers {
+		n += len(v.st.Peers[i].PrimaryRoutes)
+	}
+	switch {
+	case n == 0:
+		return "Reach the networks that peers offer (no peer offers one now)."
+	case v.prefs.AcceptRoutes:
+		return "Reach the networks that peers offer."
+	}
+	return "Reach the networks that peers offer (" + strconv.Itoa(n) + " offered now; see the Peers tab)."
 }

@@ -56,7 +56,7 @@ func (a *App) buildTrayMenu() *fyne.Menu {
 	}
 	peers := fyne.NewMenuItem(TrayPeers, nil)
 	peers.ChildMenu = fyne.NewMenu(TrayPeers, peerItems...)
-	items = append(items, peers, fyne.NewMenuItemSeparator())
+	items = append(items, peers, a.exitNodeMenu(), fyne.NewMenuItemSeparator())
 
 	items = append(items, fyne.NewMenuItem(TrayOpen, a.ShowWindow))
 	quit := fyne.NewMenuItem(TrayQuit, a.quit)
@@ -106,9 +106,15 @@ func (a *App) updateTray() {
 			a.trayMenu.Label, a.trayMenu.Items = m.Label, m.Items
 		}
 		if a.hasTray {
+			first := !a.trayStarted
+			a.trayStarted = true
 			a.fa.(desktop.App).SetSystemTrayMenu(a.trayMenu)
+			if first {
+				a.startTrayText()
+			}
 		}
 	}
+	a.updateTrayText()
 	icon := assets.Tray(a.v.iconState(), a.darkTray())
 	if a.trayIcon == nil || icon.Name() != a.trayIcon.Name() {
 		a.trayIcon = icon

@@ -456,7 +456,7 @@ func TestPeerDetailCopyAndPing(t *testing.T) {
 }
 
 // menuLines renders a tray menu as a person reads it, one item per line, submenu items
-// indented, disabled items marked.
+// indented, checked and disabled items marked.
 func menuLines(m *fyne.Menu) string {
 	var b strings.Builder
 	var walk func(m *fyne.Menu, indent string)
@@ -467,6 +467,9 @@ func menuLines(m *fyne.Menu) string {
 				continue
 			}
 			b.WriteString(indent + it.Label)
+			if it.Checked {
+				b.WriteString(" ✓")
+			}
 			if it.Disabled {
 				b.WriteString(" (disabled)")
 			}
@@ -525,6 +528,12 @@ Peers ▸
     beta — active, direct 198.51.100.7:41641 (1.2 ms)
     gamma — active, relay (lab)
     delta — offline
+Exit node ▸
+    None ✓
+    No peer offers an exit node (disabled)
+    ---
+    Allow LAN access
+    Exit node settings…
 ---
 Open Skein
 Quit
@@ -561,7 +570,7 @@ Quit
 	st.Peers = st.Peers[:1]
 	h.be.SetStatus(st)
 	h.eventually("live menu", func() string {
-		want := "Peers ▸\n    beta — active, relay (lab)\n---\n"
+		want := "Peers ▸\n    beta — active, relay (lab)\nExit node ▸\n"
 		if got := menuLines(h.a.TrayMenu()); !strings.Contains(got, want) {
 			return "menu:\n" + got
 		}
@@ -606,6 +615,12 @@ Connect (disabled)
 ---
 Peers ▸
     No peers (disabled)
+Exit node ▸
+    None ✓ (disabled)
+    No peer offers an exit node (disabled)
+    ---
+    Allow LAN access (disabled)
+    Exit node settings…
 ---
 Open Skein
 Quit
@@ -652,7 +667,7 @@ func TestLoginShowsAuthURLAndLogout(t *testing.T) {
 
 func TestSettingsHostnameAndOperator(t *testing.T) {
 	h := newHarness(t, running(), ipc.Prefs{LoginServer: "https://control.example.test", Hostname: "old-name"})
-	h.ui(func() { h.a.tabs.t.SelectIndex(2) })
+	h.ui(func() { h.a.tabs.selectSettings() })
 	h.eventually("settings", func() string {
 		return h.expect("old-name", "https://control.example.test", "none (only root can change Skein's state)")
 	})
@@ -707,7 +722,7 @@ func TestAutostartEntry(t *testing.T) {
 func TestStartAtLoginCheckbox(t *testing.T) {
 	h := newHarness(t, running(), ipc.Prefs{})
 	h.ui(func() {
-		h.a.tabs.t.SelectIndex(2)
+		h.a.tabs.selectSettings()
 		test.Tap(h.a.settings.autostart)
 	})
 	b, err := os.ReadFile(autostartFile(h.a.opts.AutostartDir))

@@ -21,15 +21,18 @@ func (a *App) buildWindow() {
 	a.header = newHeader(a)
 	a.banner = newErrorBanner(a)
 	a.peers = newPeerPage(a)
+	a.exit = newExitPage(a)
 	a.settings = newSettingsPage(a)
 	a.account = newAccountPage(a)
 
-	tabs := container.NewAppTabs(
-		container.NewTabItemWithIcon("Peers", theme.ComputerIcon(), a.peers.content),
-		container.NewTabItemWithIcon("Account", theme.AccountIcon(), a.account.content),
-		container.NewTabItemWithIcon("Settings", theme.SettingsIcon(), a.settings.content),
-	)
-	a.tabs = tabsView{tabs}
+	a.tabs = tabsView{
+		peers:    container.NewTabItemWithIcon("Peers", theme.ComputerIcon(), a.peers.content),
+		exit:     container.NewTabItemWithIcon("Exit node", theme.MailForwardIcon(), a.exit.content),
+		account:  container.NewTabItemWithIcon("Account", theme.AccountIcon(), a.account.content),
+		settings: container.NewTabItemWithIcon("Settings", theme.SettingsIcon(), a.settings.content),
+	}
+	tabs := container.NewAppTabs(a.tabs.peers, a.tabs.exit, a.tabs.account, a.tabs.settings)
+	a.tabs.t = tabs
 
 	top := []fyne.CanvasObject{a.header.content}
 	if a.opts.NoTrayHost {
@@ -52,9 +55,14 @@ func (a *App) buildWindow() {
 
 func (a *App) hasTrayHost() bool { return !a.opts.NoTrayHost }
 
-type tabsView struct{ t *container.AppTabs }
+type tabsView struct {
+	t                              *container.AppTabs
+	peers, exit, account, settings *container.TabItem
+}
 
-func (t tabsView) selectAccount() { t.t.SelectIndex(1) }
+func (t tabsView) selectAccount()  { t.t.Select(t.account) }
+func (t tabsView) selectExitNode() { t.t.Select(t.exit) }
+func (t tabsView) selectSettings() { t.t.Select(t.settings) }
 
 // header: state icon, state in large type, a detail line, and the big toggle.
 type header struct {
@@ -129,6 +137,13 @@ func headerDetail(v *view) string {
 				s += " · "
 			}
 			s += v.st.LoginServer
+		}
+		if n, ok := v.exitNode(); ok && v.st.State == ipc.StateRunning {
+			if n.online {
+				s += " · via exit node " + n.name
+			} else {
+				s += " · exit node " + n.name + " offline"
+			}
 		}
 		return s
 	case ipc.StateNeedsLogin:

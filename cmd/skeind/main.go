@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/skeinvpn/skein/daemon/backend"
+	"github.com/skeinvpn/skein/daemon/forwarding"
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/internal/version"
@@ -35,6 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	port := fs.Int("port", 41641, "UDP port for WireGuard and disco (0 = random)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	verbose := fs.Bool("verbose", false, "log more")
+	cleanup := fs.Bool("cleanup", false, "undo what a crashed skeind left on the system (routes, rules, TUN device, nftables, forwarding) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: skeind [flags]\n\nSkein's privileged helper. Flags:\n")
 		fs.PrintDefaults()
@@ -66,8 +68,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	// A crashed earlier run may have left its routes, rules and TUN device behind: remove
 	// them before anything else.
+	cleanFailed := false
 	if err := router.Cleanup(*tun, logf); err != nil {
 		logger.Printf("removing leftovers of an earlier run: %v", err)
+		cleanFailed = true
+	}
+	if err := forwarding.Cleanup(*statedir, logf); err != nil {
+		logger.Printf("undoing forwarding changes of an earlier run: %v", err)
+		cleanFailed = true
+	}
+	if *cleanup {
+		if cleanFailed {
+			return 1
+		}
+		return 0
 	}
 	store, err := state.Open(*statedir)
 	if err != nil {

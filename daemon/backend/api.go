@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/url"
 	"os/user"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
@@ -53,6 +55,7 @@ func (b *Backend) statusLocked() ipc.Status {
 	}
 	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
+	b.addRoutingStatusLocked(&st)
 	return st
 }
 
@@ -80,6 +83,16 @@ func (b *Backend) peerLocked(n *wire.Node, now time.Time) ipc.Peer {
 	if n.Hostinfo != nil {
 		p.HostName = n.Hostinfo.Hostname
 		p.OS = n.Hostinfo.OS
+		if l := n.Hostinfo.Location; l != nil {
+			p.Location = strings.Trim(l.City+", "+l.Country, ", ")
+		}
+	}
+	p.ExitNodeOption = dataplane.OffersExit(n)
+	p.ExitNode = p.ExitNodeOption && n.StableID != "" && n.StableID == b.data.Prefs.ExitNodeID
+	for _, r := range n.PrimaryRoutes {
+		if r.Bits() != 0 {
+			p.PrimaryRoutes = append(p.PrimaryRoutes, r)
+		}
 	}
 	if !n.KeyExpiry.IsZero() {
 		t := n.KeyExpiry
@@ -104,31 +117,33 @@ func (b *Backend) Prefs() ipc.Prefs {
 func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	next := b.data
 	if p.Operator != nil {
 		if name := *p.Operator; name != "" {
 			if _, err := user.Lookup(name); err != nil {
 				return b.data.Prefs, &ipc.Error{Code: ipc.ErrBadRequest, Message: "unknown user " + quote(name)}
 			}
 		}
-		next.Prefs.Operator = *p.Operator
 	}
-	hostnameChanged := false
 	if p.Hostname != nil {
 		if err := validHostname(*p.Hostname); err != nil {
 			return b.data.Prefs, err
 		}
-		hostnameChanged = next.Prefs.Hostname != *p.Hostname
-		next.Prefs.Hostname = *p.Hostname
+	}
+	nextPrefs, err := b.data.Prefs.ApplyPatch(p, b.resolveExitNodeLocked)
+	if err != nil {
+		return b.data.Prefs, err
 	}
 	old := b.data
+	next := b.data
+	next.Prefs = nextPrefs
 	b.data = next
 	if err := b.saveLocked(); err != nil {
 		b.data = old
 		return old.Prefs, err
 	}
 	b.notifyLocked(ipc.EventPrefs, nil)
-	if hostnameChanged && b.state == ipc.StateRunning && b.client != nil {
+	b.applyDataplaneLocked()
+	if !reflect.DeepEqual(b.hostinfoOf(old.Prefs), b.hostinfoOf(next.Prefs)) && b.state == ipc.StateRunning && b.client != nil {
 		c, req := b.client, b.mapRequestLocked()
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -138,7 +153,15 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 			}
 		}()
 	}
+	if b.dp != nil {
+		b.notifyLocked(ipc.EventNetmap, nil)
+	}
 	return b.data.Prefs, nil
+}
+
+// hostinfoOf is what of the prefs reaches control in Hostinfo, to tell whether a change must be sent.
+func (b *Backend) hostinfoOf(p ipc.Prefs) [4]any {
+	return [4]any{p.Hostname, p.ExitNodeID, p.AdvertiseExitNode, slices.Clone(p.AdvertiseRoutes)}
 }
 
 func quote(s string) string { return "\"" + s + "\"" }

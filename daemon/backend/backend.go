@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"net/netip"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/skeinvpn/skein/daemon/control"
@@ -179,6 +181,11 @@ func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 		Hostname:     name,
 		GoArch:       runtime.GOARCH,
 		GoVersion:    runtime.Version(),
+		ExitNodeID:   b.data.Prefs.ExitNodeID,
+	}
+	hi.RoutableIPs = append(hi.RoutableIPs, b.data.Prefs.AdvertiseRoutes...)
+	if b.data.Prefs.AdvertiseExitNode {
+		hi.RoutableIPs = append(hi.RoutableIPs, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
 	}
 	return hi
 }
@@ -422,11 +429,7 @@ func (b *Backend) pollOnce(ctx context.Context, c *control.Client, onMap func())
 				b.notifyLocked(ipc.EventState, b.lastErr)
 				return err
 			}
-			if b.dp != nil {
-				if err := b.dp.SetNetmap(b.nm); err != nil {
-					b.logf("dataplane: %v", err)
-				}
-			}
+			b.applyDataplaneLocked()
 		}
 		if b.nm.Self != nil && b.nm.Expired(b.nm.Self, time.Now()) {
 			b.data.LoggedIn = false

@@ -28,6 +28,7 @@ func (b *Backend) startDataplaneLocked() error {
 		DiscoKey:           b.discoKey,
 		Logf:               b.logf,
 		Verbose:            b.opts.Verbose,
+		StateDir:           b.opts.Store.Dir(),
 		OnEndpointsChanged: b.onEndpointsChanged,
 	})
 	if err != nil {
@@ -311,4 +312,85 @@ func shortName(n *wire.Node) string {
 		return n.Hostinfo.Hostname
 	}
 	return name
+}
+
+// routePrefsLocked are the prefs the data plane applies with each netmap.
+func (b *Backend) routePrefsLocked() dataplane.Prefs {
+	p := b.data.Prefs
+	return dataplane.Prefs{
+		ExitNodeID:        p.ExitNodeID,
+		AllowLANAccess:    p.ExitNodeAllowLANAccess,
+		Bypass:            p.ExitNodeBypass,
+		BypassVPNRoutes:   p.BypassVPNRoutes,
+		AdvertiseExitNode: p.AdvertiseExitNode,
+		AdvertiseRoutes:   p.AdvertiseRoutes,
+		SNAT:              !p.NoSNAT,
+		AcceptRoutes:      p.AcceptRoutes,
+		PersistForwarding: p.PersistForwarding,
+	}
+}
+
+// applyDataplaneLocked gives the data plane the current netmap and prefs.
+func (b *Backend) applyDataplaneLocked() {
+	if b.dp == nil {
+		return
+	}
+	if err := b.dp.SetNetmap(b.nm, b.routePrefsLocked()); err != nil {
+		b.logf("dataplane: %v", err)
+	}
+}
+
+// resolveExitNodeLocked maps the user's exit-node argument (short name, FQDN, host name, Tailscale
+// IP or StableID) to the StableID of a peer that offers to be an exit node.
+func (b *Backend) resolveExitNodeLocked(q string) (string, error) {
+	n := b.findPeerLocked(q)
+	if n == nil {
+		for _, p := range b.nm.SortedPeers() {
+			if p.StableID == q {
+				n = p
+				break
+			}
+		}
+	}
+	if n == nil {
+		msg := fmt.Sprintf("no peer named %q", q)
+		if b.nm.Self == nil {
+			msg += " (not connected: exit nodes are chosen from the tailnet's peers)"
+		}
+		return "", &ipc.Error{Code: ipc.ErrNotFound, Message: msg, Fix: "skein exit-node list"}
+	}
+	if !dataplane.OffersExit(n) {
+		return "", &ipc.Error{Code: ipc.ErrBadRequest, Message: fmt.Sprintf("%s does not offer to be an exit node (it must advertise 0.0.0.0/0 and ::/0 and have them approved by the control server)", shortName(n)), Fix: "skein exit-node list"}
+	}
+	return n.StableID, nil
+}
+
+// addRoutingStatusLocked fills the exit node, packet filter and routing parts of a status.
+func (b *Backend) addRoutingStatusLocked(st *ipc.Status) {
+	if id := b.data.Prefs.ExitNodeID; id != "" {
+		es := &ipc.ExitNodeStatus{ID: id, Name: id}
+		for _, p := range st.Peers {
+			if p.StableID == id {
+				es.Name = p.ShortName()
+				if ip, err := netip.ParseAddr(p.FirstIP()); err == nil {
+					es.IP = ip
+				}
+				es.Online = p.Online && p.ExitNodeOption
+			}
+		}
+		st.ExitNode = es
+		if !es.Online {
+			st.Health = append(st.Health, ipc.Issue{Code: "exit_node_offline", Message: fmt.Sprintf("exit node %s is offline or no longer offers to be one; internet traffic is blocked until it is back or another is chosen", es.Name)})
+		}
+	}
+	if b.dp == nil {
+		return
+	}
+	fs := b.dp.FilterStats()
+	st.Filter = &ipc.FilterStatus{Rules: fs.Rules, Accepted: fs.Accepted, Dropped: fs.Dropped, DroppedBy: fs.DroppedBy}
+	rs := b.dp.Routing()
+	st.Routing = &ipc.RoutingStatus{Bypass: rs.Bypass, LANRoutes: rs.LAN, Forwarding: rs.Forwarding, Masquerade: rs.Masquerade, AcceptedRoutes: rs.Accepted}
+	for _, w := range rs.Warnings {
+		st.Health = append(st.Health, ipc.Issue{Code: "forwarding_blocked", Message: w})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -18,6 +19,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/skeinvpn/skein/daemon/filter"
+	"github.com/skeinvpn/skein/daemon/forwarding"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/router"
@@ -38,6 +41,8 @@ type Options struct {
 	DiscoKey key.DiscoPrivate
 	Logf     func(format string, args ...any)
 	Verbose  bool
+	// StateDir holds the journal of host changes (forwarding), so a crash can be undone.
+	StateDir string
 	// OnEndpointsChanged is called when our endpoints or home DERP change.
 	OnEndpointsChanged func()
 }
@@ -53,10 +58,18 @@ type Dataplane struct {
 
 	stopWatch context.CancelFunc
 
-	mu      sync.Mutex
-	nodeKey key.NodePrivate
-	wgPeers map[key.NodePublic]string // peer → its UAPI block, to send only changes
-	closed  bool
+	filter *filter.Engine
+	fwd    *forwarding.Manager
+
+	mu           sync.Mutex
+	nodeKey      key.NodePrivate
+	wgPeers      map[key.NodePublic]string // peer → its UAPI block, to send only changes
+	closed       bool
+	plan         netPlan // last netmap's plan and prefs, re-applied on host changes
+	prefs        Prefs
+	havePlan     bool
+	routing      RoutingState
+	filterWarned map[string]bool
 }
 
 // Start creates the TUN device, brings up WireGuard and the transport, and installs the base
@@ -66,7 +79,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey}
+	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey, filterWarned: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -76,10 +89,15 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if err := router.Cleanup(opts.TunName, logf); err != nil {
 		logf("dataplane: cleanup of leftovers: %v", err)
 	}
+	if err := forwarding.Cleanup(opts.StateDir, logf); err != nil {
+		logf("dataplane: cleanup of forwarding leftovers: %v", err)
+	}
 	d.tun, err = tun.CreateTUN(opts.TunName, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w", opts.TunName, err)
 	}
+	d.filter = filter.NewEngine()
+	d.fwd = forwarding.New(opts.StateDir, logf)
 	d.conn = transport.New(transport.Options{
 		Port:               opts.Port,
 		Mark:               router.FwmarkBypass,
@@ -95,7 +113,8 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if opts.Verbose {
 		wgLog.Verbosef = func(format string, args ...any) { logf("wireguard: "+format, args...) }
 	}
-	d.dev = device.NewDevice(d.tun, d.conn, wgLog)
+	// Inbound packets pass the control server's packet filter before the kernel sees them.
+	d.dev = device.NewDevice(filter.Wrap(d.tun, d.filter), d.conn, wgLog)
 	// The endpoint we give each peer is the peer itself and the transport picks the path;
 	// wireguard-go must not replace it with whatever endpoint a packet came in on.
 	d.dev.DisableSomeRoamingForBrokenMobileSemantics()
@@ -114,6 +133,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
+	go d.watchHost(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
 	return d, nil
 }
@@ -163,6 +183,11 @@ func (d *Dataplane) Close() {
 	if d.stopWatch != nil {
 		d.stopWatch()
 	}
+	if d.fwd != nil {
+		if err := d.fwd.Close(); err != nil {
+			d.logf("dataplane: undoing forwarding: %v", err)
+		}
+	}
 	if d.rt != nil {
 		if err := d.rt.Close(); err != nil {
 			d.logf("dataplane: removing routes: %v", err)
@@ -200,60 +225,47 @@ func usablePeer(nm *netmap.NetworkMap, p *wire.Node, now time.Time) bool {
 	return !p.DiscoKey.IsZero() || p.HomeDERP != 0
 }
 
-// peerAllowedIPs are the prefixes routed to a peer: its own addresses; exit routes (/0) and
-// subnet routes come with later features (exit nodes, --accept-routes).
-func peerAllowedIPs(p *wire.Node) []netip.Prefix {
-	var out []netip.Prefix
-	for _, pfx := range p.AllowedIPs {
-		if pfx.Bits() == 0 {
-			continue
-		}
-		if slices.Contains(p.Addresses, pfx) {
-			out = append(out, pfx)
-		}
+func hexKey(b []byte) string { return hex.EncodeToString(b) }
+
+// filterRules concatenates the named packet filters in name order, as the protocol defines.
+func filterRules(nm *netmap.NetworkMap) []wire.FilterRule {
+	names := make([]string, 0, len(nm.PacketFilters))
+	for n := range nm.PacketFilters {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var out []wire.FilterRule
+	for _, n := range names {
+		out = append(out, nm.PacketFilters[n]...)
 	}
 	return out
 }
 
-// SetNetmap applies a netmap: transport peers, WireGuard peers (only what changed, so live
-// sessions are kept) and routes.
-func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap) error {
+// SetNetmap applies a netmap with the user's routing prefs: transport peers, WireGuard peers
+// (only what changed, so live sessions are kept), the packet filter, forwarding and routes.
+func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || nm.Self == nil {
 		return nil
 	}
-	now := time.Now()
-	var cfgs []transport.PeerConfig
-	var routes []netip.Prefix
-	want := map[key.NodePublic]string{}
-	hasULA := false
-	for _, p := range nm.SortedPeers() {
-		if !usablePeer(nm, p, now) {
-			continue
+	np := computePlan(nm, prefs, time.Now())
+
+	rules, warns := filter.Compile(filterRules(nm), np.localNets)
+	for _, w := range warns {
+		if !d.filterWarned[w] {
+			d.filterWarned[w] = true
+			d.logf("filter: %s", w)
 		}
-		name := p.Name
-		if p.Hostinfo != nil && p.Hostinfo.Hostname != "" {
-			name = p.Hostinfo.Hostname
-		}
-		cfgs = append(cfgs, transport.PeerConfig{NodeKey: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Name: name})
-		allowed := peerAllowedIPs(p)
-		var b bytes.Buffer
-		r := p.Key.Raw()
-		hk := hex.EncodeToString(r[:])
-		fmt.Fprintf(&b, "public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\n", hk, hk)
-		for _, a := range allowed {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
-			if a.Addr().Is6() && tsULA.Contains(a.Addr()) {
-				hasULA = true
-			} else {
-				routes = append(routes, a)
-			}
-		}
-		want[p.Key] = b.String()
 	}
-	if hasULA {
-		routes = append(routes, tsULA)
+	d.filter.SetSelfAddrs(np.local)
+	d.filter.SetRules(rules)
+
+	var cfgs []transport.PeerConfig
+	want := map[key.NodePublic]string{}
+	for _, pp := range np.peers {
+		cfgs = append(cfgs, pp.cfg)
+		want[pp.cfg.NodeKey] = wgBlock(pp.cfg.NodeKey, pp.allowed)
 	}
 	d.conn.SetDERPMap(nm.DERPMap)
 	d.conn.SetPeers(cfgs)
@@ -270,18 +282,149 @@ func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap) error {
 			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", hex.EncodeToString(r[:]))
 		}
 	}
+	var errs []error
 	if uapi.Len() > 0 {
 		if err := d.dev.IpcSet(uapi.String()); err != nil {
-			return fmt.Errorf("configuring WireGuard peers: %w", err)
+			errs = append(errs, fmt.Errorf("configuring WireGuard peers: %w", err))
 		}
 	}
 	d.wgPeers = want
 
-	var local []netip.Prefix
-	for _, a := range nm.Self.Addresses {
-		if a.IsSingleIP() {
-			local = append(local, a)
+	d.plan, d.prefs, d.havePlan = np, prefs.clone(), true
+	if err := d.applyHostLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// applyHostLocked installs routes, rules and forwarding for the current plan plus the host's
+// own facts (its LANs, other VPNs' routes), which change without a netmap: it runs again when
+// links or routes change.
+func (d *Dataplane) applyHostLocked() error {
+	if !d.havePlan || d.closed {
+		return nil
+	}
+	np, prefs := d.plan, d.prefs
+	cfg := router.Config{LocalAddrs: np.local, Routes: np.routes, MTU: MTU}
+	var rs RoutingState
+	rs.Accepted = np.accepted
+	if np.exit {
+		if prefs.AllowLANAccess {
+			lans, err := router.LANRoutes(d.opts.TunName)
+			if err != nil {
+				d.logf("dataplane: listing LAN routes: %v", err)
+			}
+			cfg.LocalRoutes = lans
+		}
+		cfg.Bypass = slices.Clone(prefs.Bypass)
+		if prefs.BypassVPNRoutes {
+			vpn, err := router.VPNRoutes(d.opts.TunName)
+			if err != nil {
+				d.logf("dataplane: listing other VPNs' routes: %v", err)
+			}
+			for _, p := range vpn {
+				if !slices.Contains(cfg.Bypass, p) && !p.Overlaps(cgnat) && !p.Overlaps(tsULA) {
+					cfg.Bypass = append(cfg.Bypass, p)
+				}
+			}
+		}
+		rs.LAN, rs.Bypass = cfg.LocalRoutes, cfg.Bypass
+	}
+	var errs []error
+	if err := d.rt.Set(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	fc := forwarding.Config{
+		TunName:    d.opts.TunName,
+		Forward:    len(np.forwardTo) > 0,
+		IPv6:       d.rt.IPv6(),
+		Masquerade: prefs.AdvertiseExitNode || (len(prefs.AdvertiseRoutes) > 0 && prefs.SNAT),
+		Routes:     np.forwardTo,
+		Persist:    prefs.PersistForwarding,
+	}
+	if prefs.AdvertiseExitNode {
+		// Like the official client, an exit node gives its users the internet, not its own
+		// LANs: those need to be advertised as subnet routes to be reachable.
+		lans, err := router.LANRoutes(d.opts.TunName)
+		if err != nil {
+			d.logf("dataplane: listing LAN routes: %v", err)
+		}
+		for _, lan := range lans {
+			if !slices.ContainsFunc(prefs.AdvertiseRoutes, func(r netip.Prefix) bool { return r.Overlaps(lan) }) {
+				fc.Deny = append(fc.Deny, lan)
+			}
 		}
 	}
-	return d.rt.Set(router.Config{LocalAddrs: local, Routes: routes, MTU: MTU})
+	if !fc.Forward {
+		fc = forwarding.Config{}
+	}
+	if err := d.fwd.Set(fc); err != nil {
+		errs = append(errs, fmt.Errorf("forwarding: %w", err))
+	}
+	rs.Forwarding, rs.Masquerade = fc.Forward, fc.Masquerade
+	d.routing = rs
+	return errors.Join(errs...)
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// RoutingState is what the data plane installed for routes and forwarding, for status.
+type RoutingState struct {
+	Bypass, LAN, Accepted  []netip.Prefix
+	Forwarding, Masquerade bool
+	ExitPeer               *wire.Node
+	Warnings               []string
+}
+
+// Routing reports the installed routing state.
+func (d *Dataplane) Routing() RoutingState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rs := d.routing
+	rs.ExitPeer = d.plan.exitPeer
+	rs.Warnings = d.fwd.Warnings()
+	return rs
+}
+
+// FilterStats are the packet filter's counters.
+func (d *Dataplane) FilterStats() filter.Stats { return d.filter.Stats() }
+
+// watchHost re-applies the host part when links, addresses or routes change (a LAN appears,
+// another VPN connects) and repairs forwarding state someone removed.
+func (d *Dataplane) watchHost(ctx context.Context) {
+	changed := make(chan struct{}, 1)
+	go d.rt.WatchLinks(ctx, func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+			if len(d.fwdMissing()) == 0 {
+				continue
+			}
+			d.logf("dataplane: forwarding state was changed behind our back; restoring")
+		}
+		d.mu.Lock()
+		if err := d.applyHostLocked(); err != nil {
+			d.logf("dataplane: %v", err)
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *Dataplane) fwdMissing() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	return d.fwd.Check()
 }

@@ -10,7 +10,7 @@ import (
 
 // Cleanup removes what a previous skeind that did not Close left behind, in
 // the calling thread's network namespace: our rules at prefs 5210/5230/5250/
-// 5270 (IPv4 and IPv6), the table-52 routes via tunName and the throw routes
+// 5260/5270 (IPv4 and IPv6), the table-52 routes via tunName and the throw routes
 // (all of table 52 if tunName no longer exists), and the tunName link itself.
 // Call it at start, before creating the TUN device.
 func Cleanup(tunName string, logf func(string, ...any)) error {

@@ -73,14 +73,19 @@ type kRule struct {
 	hasMark bool
 	mark    uint32
 	mask    uint32
-	plain   bool // from all, to all, and no selector other than fwmark
+	dst     netip.Prefix // "to" selector; invalid for "to all"
+	sel     bool         // selectors other than fwmark and "to"
 }
+
+// plain reports whether k is "from all to all" with no selector other than
+// fwmark.
+func (k kRule) plain() bool { return !k.sel && !k.dst.IsValid() }
 
 // shaped reports whether k sits at a layout pref with that pref's action:
 // ours, possibly with a stale fwmark. Rules of other shapes at our prefs
 // belong to someone else and are left alone.
 func (k kRule) shaped(s ruleSpec) bool {
-	return k.pref == s.pref && k.action == s.action && k.table == s.table && k.plain
+	return k.pref == s.pref && k.action == s.action && k.table == s.table && k.plain()
 }
 
 func (k kRule) exact(s ruleSpec) bool {
@@ -93,14 +98,65 @@ func (k kRule) exact(s ruleSpec) bool {
 	return k.hasMark && k.mark == FwmarkBypass && k.mask == FwmarkMask
 }
 
+// bypass reports whether k is one of our exit-node exceptions: at
+// PrefBypassTo, from all, to a prefix, lookup main, and no other selector
+// (not even a fwmark). Anything else at that pref is someone else's.
+func (k kRule) bypass() bool {
+	return k.pref == PrefBypassTo && k.action == unix.FR_ACT_TO_TBL && k.table == unix.RT_TABLE_MAIN &&
+		!k.sel && !k.hasMark && k.dst.IsValid() && k.dst.Bits() > 0
+}
+
+// bypassDesc describes the bypass rule for p.
+func bypassDesc(p netip.Prefix) string {
+	return fmt.Sprintf("rule %s %d: from all to %v lookup main", famName(famOf(p)), PrefBypassTo, p)
+}
+
+func bypassRule(p netip.Prefix) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = famOf(p)
+	r.Priority = PrefBypassTo
+	r.Table = unix.RT_TABLE_MAIN
+	r.Type = unix.FR_ACT_TO_TBL
+	r.Dst = prefixIPNet(p)
+	return r
+}
+
 // ours reports whether k is a rule this package owns.
 func (k kRule) ours() bool {
+	if k.bypass() {
+		return true
+	}
 	for _, s := range layout {
 		if k.shaped(s) {
 			return true
 		}
 	}
 	return false
+}
+
+// shadow returns the foreign rule the kernel would delete instead of
+// rules[i] (rules in dump order, one family). A delete request only names
+// the selectors our rule has, and the kernel removes the first rule at that
+// pref that matches them, whatever else it selects: "to 10.0.0.0/8 fwmark
+// 0x1 lookup main" goes before "to 10.0.0.0/8 lookup main" if it comes first.
+// An earlier rule of ours is not a shadow: losing it instead is repaired by
+// the next Set, and Close deletes it first anyway.
+func shadow(rules []kRule, i int) (kRule, bool) {
+	k := rules[i]
+	for _, j := range rules[:i] {
+		switch {
+		case j.pref != k.pref, j.action != k.action,
+			k.table != 0 && j.table != k.table,
+			k.hasMark && k.mark != 0 && j.mark != k.mark,
+			k.hasMark && k.mask != 0 && j.mask != k.mask,
+			k.dst.IsValid() && j.dst != k.dst:
+			continue
+		}
+		if !j.ours() {
+			return j, true
+		}
+	}
+	return kRule{}, false
 }
 
 func (k kRule) nlRule() *netlink.Rule {
@@ -113,13 +169,21 @@ func (k kRule) nlRule() *netlink.Rule {
 		m := k.mask
 		r.Mark, r.Mask = k.mark, &m
 	}
+	if k.dst.IsValid() {
+		// Without it the kernel deletes the first rule at the pref with
+		// the same action, whatever its destination.
+		r.Dst = prefixIPNet(k.dst)
+	}
 	return r
 }
 
 func (k kRule) describe() string {
 	d := fmt.Sprintf("rule %s %d:", famName(k.family), k.pref)
-	if !k.plain {
+	if k.sel {
 		d += " (with selectors)"
+	}
+	if k.dst.IsValid() {
+		d += fmt.Sprintf(" to %v", k.dst)
 	}
 	if k.hasMark {
 		d += fmt.Sprintf(" fwmark %#x/%#x", k.mark, k.mask)
@@ -131,6 +195,52 @@ func (k kRule) describe() string {
 		return d + " unreachable"
 	}
 	return d + fmt.Sprintf(" action %d", k.action)
+}
+
+// addRule adds r (family, pref, table, action, fwmark and destination are
+// used) without NLM_F_EXCL. With it the kernel refuses a rule when one at the
+// same pref matches it the way a delete request matches (see shadow): a
+// foreign "to 10.0.0.0/8 lookup 52" would make our "lookup 52" fail with
+// EEXIST. plan only adds rules of ours it did not find, so this makes no
+// duplicates.
+func (k *kernel) addRule(r *netlink.Rule) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_ACK)
+	hdr := nl.NewRtMsg() // same layout as fib_rule_hdr
+	hdr.Family = uint8(r.Family)
+	hdr.Protocol, hdr.Scope = 0, 0 // res1, res2
+	hdr.Type = r.Type              // action
+	hdr.Table = unix.RT_TABLE_UNSPEC
+	if r.Table > 0 && r.Table < 256 {
+		hdr.Table = uint8(r.Table)
+	}
+	u32 := func(v uint32) []byte {
+		b := make([]byte, 4)
+		nl.NativeEndian().PutUint32(b, v)
+		return b
+	}
+	var attrs []*nl.RtAttr
+	if r.Dst != nil {
+		p := ipNetPrefix(r.Dst)
+		hdr.Dst_len = uint8(p.Bits())
+		attrs = append(attrs, nl.NewRtAttr(unix.FRA_DST, p.Addr().AsSlice()))
+	}
+	attrs = append(attrs, nl.NewRtAttr(unix.FRA_PRIORITY, u32(uint32(r.Priority))))
+	if r.Table > 0 {
+		attrs = append(attrs, nl.NewRtAttr(unix.FRA_TABLE, u32(uint32(r.Table))))
+	}
+	if r.Mark != 0 || r.Mask != nil {
+		attrs = append(attrs, nl.NewRtAttr(unix.FRA_FWMARK, u32(r.Mark)))
+	}
+	if r.Mask != nil {
+		attrs = append(attrs, nl.NewRtAttr(unix.FRA_FWMASK, u32(*r.Mask)))
+	}
+	req.AddData(hdr)
+	for _, a := range attrs {
+		req.AddData(a)
+	}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: k.rsock}
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // listRules dumps the rules of one family.
@@ -168,11 +278,12 @@ func parseRule(m []byte) (kRule, error) {
 		return kRule{}, errors.New("short rule message")
 	}
 	ne := nl.NativeEndian()
+	dstLen := int(m[1])
 	r := kRule{
 		family: int(m[0]),
 		table:  uint32(m[4]),
 		action: m[7],
-		plain:  m[1] == 0 && m[2] == 0 && m[3] == 0 && ne.Uint32(m[8:12])&unix.FIB_RULE_INVERT == 0,
+		sel:    m[2] != 0 || m[3] != 0 || ne.Uint32(m[8:12])&unix.FIB_RULE_INVERT != 0,
 	}
 	attrs, err := nl.ParseRouteAttr(m[hdrLen:])
 	if err != nil {
@@ -194,14 +305,21 @@ func parseRule(m []byte) (kRule, error) {
 			r.hasMark, r.mark = true, u32(a.Value)
 		case unix.FRA_FWMASK:
 			r.hasMark, r.mask = true, u32(a.Value)
+		case unix.FRA_DST:
+			if a, ok := netip.AddrFromSlice(a.Value); ok && dstLen > 0 && dstLen <= a.BitLen() {
+				r.dst = netip.PrefixFrom(a, dstLen).Masked()
+			}
 		case unix.FRA_SUPPRESS_PREFIXLEN, unix.FRA_SUPPRESS_IFGROUP:
 			if u32(a.Value) != 0xffffffff {
-				r.plain = false
+				r.sel = true
 			}
 		case unix.FRA_PROTOCOL, unix.FRA_PAD, unix.FRA_UNSPEC:
 		default:
-			r.plain = false
+			r.sel = true
 		}
+	}
+	if dstLen > 0 && !r.dst.IsValid() {
+		r.sel = true // a destination we could not read: not ours
 	}
 	if r.hasMark && r.mark == 0 && r.mask == 0 {
 		r.hasMark = false
@@ -250,6 +368,13 @@ func defaultMetric(fam int) int {
 
 func routePrefix(rt netlink.Route) netip.Prefix {
 	if rt.Dst == nil {
+		// The kernel reports a default route without a destination.
+		switch rt.Family {
+		case netlink.FAMILY_V4:
+			return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		case netlink.FAMILY_V6:
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
 		return netip.Prefix{}
 	}
 	return ipNetPrefix(rt.Dst).Masked()
@@ -326,8 +451,12 @@ func (k *kernel) removeOwned(fams []int, link netlink.Link, wholeTable bool) (in
 		if err != nil {
 			errs = append(errs, err)
 		}
-		for _, kr := range rules {
+		for i, kr := range rules {
 			if !kr.ours() {
+				continue
+			}
+			if f, ok := shadow(rules, i); ok {
+				errs = append(errs, fmt.Errorf("left %s: deleting it would delete foreign %s", kr.describe(), f.describe()))
 				continue
 			}
 			if err := k.h.RuleDel(kr.nlRule()); err != nil && !errors.Is(err, unix.ENOENT) {

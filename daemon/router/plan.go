@@ -166,15 +166,71 @@ func (r *Router) plan(cfg Config) (*plan, error) {
 		}
 	}
 
+	// Bypass rules, one per prefix.
+	wantBypass := map[netip.Prefix]bool{}
+	for _, b := range cfg.Bypass {
+		if b.IsValid() && b.Addr().Is4In6() && b.Bits() >= 96 {
+			b = netip.PrefixFrom(b.Addr().Unmap(), b.Bits()-96)
+		}
+		if !usable(b) {
+			continue
+		}
+		if b.Bits() == 0 {
+			p.notes = append(p.notes, fmt.Sprintf("ignoring bypass %v: it would take all traffic off the tunnel", b))
+			continue
+		}
+		wantBypass[b.Masked()] = true
+	}
+
+	// delRule removes rules[i], one of ours, unless the kernel would take a
+	// foreign rule instead (see shadow).
+	delRule := func(rules []kRule, i int) {
+		kr := rules[i]
+		if f, ok := shadow(rules, i); ok {
+			p.notes = append(p.notes, fmt.Sprintf("keeping extra %s: deleting it would delete foreign %s", kr.describe(), f.describe()))
+			return
+		}
+		del(kr.describe(), func() error {
+			err := h.RuleDel(kr.nlRule())
+			if errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return err
+		})
+	}
+
 	// Rules, last: they switch traffic to table 52, which is complete by now.
 	for _, fam := range r.families() {
 		rules, err := r.k.listRules(fam)
 		if err != nil {
 			return nil, err
 		}
+		// The exceptions go in before the layout so that a new "lookup 52"
+		// never catches their traffic.
+		haveBypass := map[netip.Prefix]bool{}
+		for i, kr := range rules {
+			if kr.pref != PrefBypassTo {
+				continue
+			}
+			switch {
+			case kr.bypass() && wantBypass[kr.dst] && !haveBypass[kr.dst]:
+				haveBypass[kr.dst] = true
+			case kr.bypass():
+				delRule(rules, i)
+			default:
+				p.notes = append(p.notes, fmt.Sprintf("leaving foreign %s alone", kr.describe()))
+			}
+		}
+		for _, b := range sortedKeys(wantBypass) {
+			if famOf(b) == fam && !haveBypass[b] {
+				add(bypassDesc(b), func() error {
+					return r.k.addRule(bypassRule(b))
+				})
+			}
+		}
 		for _, s := range layout {
 			found := false
-			for _, kr := range rules {
+			for i, kr := range rules {
 				if kr.pref != s.pref {
 					continue
 				}
@@ -182,24 +238,14 @@ func (r *Router) plan(cfg Config) (*plan, error) {
 				case kr.exact(s) && !found:
 					found = true
 				case kr.shaped(s):
-					del(kr.describe(), func() error {
-						err := h.RuleDel(kr.nlRule())
-						if errors.Is(err, unix.ENOENT) {
-							return nil
-						}
-						return err
-					})
+					delRule(rules, i)
 				default:
 					p.notes = append(p.notes, fmt.Sprintf("leaving foreign %s alone", kr.describe()))
 				}
 			}
 			if !found {
 				add(s.describe(fam), func() error {
-					err := h.RuleAdd(s.nlRule(fam))
-					if errors.Is(err, unix.EEXIST) {
-						return nil
-					}
-					return err
+					return r.k.addRule(s.nlRule(fam))
 				})
 			}
 		}

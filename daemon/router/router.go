@@ -4,12 +4,15 @@
 // tailscaled keep working with skeind.
 //
 // Everything goes through netlink on a handle bound to the network namespace
-// New was called in, so goroutines on other OS threads (Watch) act on the same
-// namespace.
+// New was called in, so goroutines on other OS threads (Watch, WatchLinks)
+// act on the same namespace. LANRoutes and VPNRoutes, which need no Router,
+// read the namespace of the thread that calls them.
 //
 // What the package owns (see owned.go), and nothing else is ever removed:
 //   - ip rules (IPv4 and IPv6) at prefs 5210, 5230, 5250 and 5270 whose action
 //     is the one the layout puts there (the fwmark may differ: stale variants);
+//   - ip rules at pref 5260 of exactly the shape "from all to <prefix> lookup
+//     main" (no fwmark, no other selector): the Config.Bypass exceptions;
 //   - routes in table 52 that leave via the TUN device, and throw routes in
 //     table 52;
 //   - every address on the TUN device except IPv6 link-local ones.
@@ -45,6 +48,7 @@ const (
 	PrefBypassMain        = 5210 // fwmark 0x80000/0xff0000 lookup main
 	PrefBypassDefault     = 5230 // fwmark 0x80000/0xff0000 lookup default
 	PrefBypassUnreachable = 5250 // fwmark 0x80000/0xff0000 unreachable
+	PrefBypassTo          = 5260 // to <prefix> lookup main, one per Config.Bypass entry
 	PrefTable             = 5270 // lookup 52
 )
 
@@ -60,6 +64,15 @@ type Config struct {
 	// (an exit node's 0.0.0.0/0) covers them. The official client fills it
 	// only when an exit node is in use (LAN access); normally empty.
 	LocalRoutes []netip.Prefix
+	// Bypass are destinations that keep using the main routing table even
+	// when Routes send everything to the tunnel (an intranet behind another
+	// VPN, exceptions the user chose): one rule "to <prefix> lookup main" at
+	// PrefBypassTo each, ahead of the table-52 rule. Unlike LocalRoutes they
+	// win over any route of table 52, however specific (one covering a
+	// peer's address takes that peer off the tunnel). A /0 entry is
+	// ignored (it would turn the exit node off), as are IPv6 entries when
+	// the router manages IPv4 only.
+	Bypass []netip.Prefix
 	// MTU of the TUN device; 0 leaves it as it is.
 	MTU int
 }
@@ -221,6 +234,7 @@ func cloneConfig(c Config) Config {
 		LocalAddrs:  append([]netip.Prefix(nil), c.LocalAddrs...),
 		Routes:      append([]netip.Prefix(nil), c.Routes...),
 		LocalRoutes: append([]netip.Prefix(nil), c.LocalRoutes...),
+		Bypass:      append([]netip.Prefix(nil), c.Bypass...),
 		MTU:         c.MTU,
 	}
 }

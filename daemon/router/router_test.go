@@ -479,3 +479,24 @@ func TestControlBypass(t *testing.T) {
 		t.Errorf("MarkSocket: SO_MARK = %#x, %v", v, err)
 	}
 }
+
+// TestDefaultRoutesStay: an exit node's 0.0.0.0/0 and ::/0 in table 52 are recognised as ours
+// (the kernel reports default routes without a destination), so a repeated Set keeps them.
+func TestDefaultRoutesStay(t *testing.T) {
+	e := newEnv(t)
+	e.createTUN()
+	r := e.newRouter()
+	defer r.Close()
+	cfg := baseConfig()
+	cfg.Routes = append(cfg.Routes, pfx("0.0.0.0/0"), pfx("::/0"))
+	for range 3 {
+		mustSet(t, r, cfg)
+		if got := e.ip("route", "show", "table", "52"); !strings.Contains(got, "default dev") {
+			t.Fatalf("v4 default route missing after Set:\n%s", got)
+		}
+		if got := e.ip("-6", "route", "show", "table", "52"); !strings.Contains(got, "default dev") {
+			t.Fatalf("v6 default route missing after Set:\n%s", got)
+		}
+	}
+	assertInSync(t, r)
+}

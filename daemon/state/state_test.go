@@ -3,6 +3,7 @@ package state
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -28,7 +29,7 @@ func TestRoundTripAndModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d2.MachineKey != d.MachineKey || d2.Prefs != d.Prefs || !d2.LoggedIn {
+	if d2.MachineKey != d.MachineKey || !reflect.DeepEqual(d2.Prefs, d.Prefs) || !d2.LoggedIn {
 		t.Fatalf("reloaded %+v, want %+v", d2, d)
 	}
 	fi, err := os.Stat(filepath.Join(dir, fileName))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -465,4 +466,40 @@ func (c *Control) NodeByName(name string) (*Node, error) {
 		}
 	}
 	return nil, fmt.Errorf("no node named %q", name)
+}
+
+// ApproveRoutes approves routes (CIDRs; "0.0.0.0/0" and "::/0" for an exit node) announced
+// by the node with the given hostname, and waits until Headscale lists them as approved.
+func (c *Control) ApproveRoutes(name string, routes ...string) error {
+	var n *Node
+	err := WaitFor(30*time.Second, func() error {
+		var err error
+		if n, err = c.NodeByName(name); err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if !slices.Contains(n.AvailableRoutes, r) {
+				return fmt.Errorf("%s does not announce %s yet (announces %v)", name, r, n.AvailableRoutes)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := c.Headscale("nodes", "approve-routes", "--identifier", strconv.FormatUint(n.ID, 10), "--routes", strings.Join(routes, ",")); err != nil {
+		return err
+	}
+	return WaitFor(10*time.Second, func() error {
+		n, err := c.NodeByName(name)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if !slices.Contains(n.ApprovedRoutes, r) {
+				return fmt.Errorf("%s: %s not approved yet", name, r)
+			}
+		}
+		return nil
+	})
 }

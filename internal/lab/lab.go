@@ -85,6 +85,7 @@ type Lab struct {
 	nextLAN  int          // NAT LANs are 192.168.<nextLAN>.0/24
 	control  *Control
 	closed   bool
+	cleanups []func() // in-process servers to stop before the namespaces go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -331,7 +332,11 @@ func (l *Lab) close(keep bool) error {
 		l.closed = true
 		procs := append([]*Process(nil), l.procs...)
 		nsList := append([]string(nil), l.nsList...)
+		cleanups := l.cleanups
 		l.mu.Unlock()
+		for _, f := range cleanups {
+			f()
+		}
 
 		var errs []error
 		// Stop processes, politely and in parallel.
@@ -450,4 +455,11 @@ func ipCmds(cmds ...[]string) error {
 		}
 	}
 	return nil
+}
+
+// addCleanup registers f to run when the lab closes.
+func (l *Lab) addCleanup(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, f)
 }

@@ -105,6 +105,12 @@ func (n *NAT) setup(last int) error {
 	); err != nil {
 		return err
 	}
+	// With br_netfilter loaded (Docker loads it), traffic between two LAN hosts would cross
+	// the router's forward chain below and be dropped; on a real home router it is plain
+	// switching. Absent module: nothing to switch off.
+	for _, k := range []string{"net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0"} {
+		ipCmds([]string{"netns", "exec", r.netns, "sysctl", "-qw", k})
+	}
 	flags := ""
 	if n.kind == HardNAT {
 		flags = " random,fully-random"

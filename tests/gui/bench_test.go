@@ -24,7 +24,12 @@ const (
 // TestBenchApp measures the desktop app (make bench): RSS with 100 peers against a bare Fyne
 // window, and launch → tray menu (with every peer) on the session bus.
 func TestBenchApp(t *testing.T) {
-	be := ipctest.NewBackend(bigTailnet(100), ipc.Prefs{})
+	// Every tenth peer offers an exit node, so that the tray's Exit node submenu is filled too.
+	st := bigTailnet(100)
+	for i := 0; i < len(st.Peers); i += 10 {
+		st.Peers[i].ExitNodeOption, st.Peers[i].Location = true, "Frankfurt, Germany"
+	}
+	be := ipctest.NewBackend(st, ipc.Prefs{})
 	sock, _ := ipctest.Serve(t, be, ipc.ServerOptions{})
 
 	// Baseline: a bare Fyne window on its own desktop.

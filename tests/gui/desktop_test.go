@@ -262,6 +262,7 @@ type menuNode struct {
 	Label    string
 	Enabled  bool
 	Visible  bool
+	Checked  bool   // a checkmark item that is on
 	Type     string // "separator" or ""
 	Submenu  bool
 	Children []*menuNode
@@ -319,6 +320,14 @@ func toNode(id int32, props map[string]dbus.Variant, children []dbus.Variant) (*
 	if v, ok := props["type"]; ok {
 		n.Type, _ = v.Value().(string)
 	}
+	if v, ok := props["toggle-state"]; ok {
+		switch s := v.Value().(type) {
+		case int32:
+			n.Checked = s == 1
+		case int:
+			n.Checked = s == 1
+		}
+	}
 	if v, ok := props["children-display"]; ok {
 		s, _ := v.Value().(string)
 		n.Submenu = s == "submenu"
@@ -375,6 +384,9 @@ func (n *menuNode) String() string {
 				continue
 			}
 			b.WriteString(indent + c.Label)
+			if c.Checked {
+				b.WriteString(" ✓")
+			}
 			if !c.Enabled {
 				b.WriteString(" (disabled)")
 			}

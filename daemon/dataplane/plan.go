@@ -1,0 +1,163 @@
+package dataplane
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/key"
+	"github.com/skeinvpn/skein/daemon/netmap"
+	"github.com/skeinvpn/skein/daemon/transport"
+	"github.com/skeinvpn/skein/daemon/wire"
+)
+
+// Prefs are the user's routing wishes the data plane applies with each netmap.
+type Prefs struct {
+	// ExitNodeID is the StableID of the exit node; "" = none. While set, all internet traffic
+	// goes into the tunnel, and is dropped (never sent in clear) when that node is unusable.
+	ExitNodeID string
+	// AllowLANAccess keeps directly connected LANs on the host's routing while an exit node is on.
+	AllowLANAccess bool
+	// Bypass destinations keep using the main table while an exit node is on.
+	Bypass []netip.Prefix
+	// BypassVPNRoutes adds the main table's routes via other tunnel interfaces to Bypass.
+	BypassVPNRoutes bool
+	// AdvertiseExitNode and AdvertiseRoutes make this host forward tailnet traffic.
+	AdvertiseExitNode bool
+	AdvertiseRoutes   []netip.Prefix
+	// SNAT masquerades forwarded subnet traffic (exit traffic is always masqueraded).
+	SNAT bool
+	// AcceptRoutes installs peers' subnet routes.
+	AcceptRoutes bool
+	// PersistForwarding writes the forwarding sysctls to /etc/sysctl.d (user consent).
+	PersistForwarding bool
+}
+
+func (p Prefs) clone() Prefs {
+	p.Bypass = slices.Clone(p.Bypass)
+	p.AdvertiseRoutes = slices.Clone(p.AdvertiseRoutes)
+	return p
+}
+
+var (
+	exitV4 = netip.MustParsePrefix("0.0.0.0/0")
+	exitV6 = netip.MustParsePrefix("::/0")
+)
+
+// peerPlan is what one peer gets: its transport config and its WireGuard AllowedIPs.
+type peerPlan struct {
+	cfg     transport.PeerConfig
+	allowed []netip.Prefix
+}
+
+// netPlan is the data plane's target for one netmap and prefs, before host facts (LAN routes,
+// other VPNs) are added. Pure: computed without touching the system.
+type netPlan struct {
+	peers []peerPlan
+	// routes go into table 52 via the TUN.
+	routes []netip.Prefix
+	// accepted are peers' subnet routes among routes.
+	accepted []netip.Prefix
+	// exit is true while an exit node is selected (found or not).
+	exit bool
+	// exitPeer is the selected exit node when it is in the netmap and usable.
+	exitPeer *wire.Node
+	// local are the node's own single addresses.
+	local []netip.Prefix
+	// localNets are the destinations inbound peer traffic may have (for the packet filter).
+	localNets []netip.Prefix
+	// forwardTo are the destinations this host forwards tailnet traffic to (exit/subnet router).
+	forwardTo []netip.Prefix
+}
+
+// offersExit reports whether a peer offers itself as exit node (an approved /0 in AllowedIPs).
+func offersExit(n *wire.Node) bool {
+	for _, p := range n.AllowedIPs {
+		if p.Bits() == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// OffersExit is offersExit for the backend (status, exit-node resolution).
+func OffersExit(n *wire.Node) bool { return offersExit(n) }
+
+func isOwnAddr(n *wire.Node, p netip.Prefix) bool { return slices.Contains(n.Addresses, p) }
+
+// computePlan follows the official client: a peer's /0 prefixes are used only for the chosen
+// exit node, its other non-own prefixes (subnet routes) only with AcceptRoutes; peer addresses
+// in the Tailscale ULA collapse into one /48 route.
+func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
+	var np netPlan
+	np.exit = prefs.ExitNodeID != ""
+	hasULA := false
+	for _, p := range nm.SortedPeers() {
+		if !usablePeer(nm, p, now) {
+			continue
+		}
+		name := p.Name
+		if p.Hostinfo != nil && p.Hostinfo.Hostname != "" {
+			name = p.Hostinfo.Hostname
+		}
+		pp := peerPlan{cfg: transport.PeerConfig{NodeKey: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Name: name}}
+		isExit := np.exit && p.StableID == prefs.ExitNodeID
+		if isExit {
+			np.exitPeer = p
+		}
+		for _, a := range p.AllowedIPs {
+			switch {
+			case a.Bits() == 0:
+				if !isExit {
+					continue
+				}
+			case isOwnAddr(p, a):
+				if a.Addr().Is6() && tsULA.Contains(a.Addr()) {
+					hasULA = true
+				} else {
+					np.routes = append(np.routes, a)
+				}
+			default:
+				if !prefs.AcceptRoutes {
+					continue
+				}
+				np.routes = append(np.routes, a.Masked())
+				np.accepted = append(np.accepted, a.Masked())
+			}
+			pp.allowed = append(pp.allowed, a)
+		}
+		np.peers = append(np.peers, pp)
+	}
+	if hasULA {
+		np.routes = append(np.routes, tsULA)
+	}
+	if np.exit {
+		// Even without a usable exit peer: WireGuard then has no peer for these and drops them.
+		np.routes = append(np.routes, exitV4, exitV6)
+	}
+	if nm.Self != nil {
+		for _, a := range nm.Self.Addresses {
+			if a.IsSingleIP() {
+				np.local = append(np.local, a)
+			}
+		}
+	}
+	np.localNets = slices.Clone(np.local)
+	np.forwardTo = slices.Clone(prefs.AdvertiseRoutes)
+	if prefs.AdvertiseExitNode {
+		np.forwardTo = append(np.forwardTo, exitV4, exitV6)
+	}
+	np.localNets = append(np.localNets, np.forwardTo...)
+	return np
+}
+
+// wgBlock is the UAPI text for one peer (the endpoint is the peer's key: the transport maps it).
+func wgBlock(k key.NodePublic, allowed []netip.Prefix) string {
+	r := k.Raw()
+	hk := hexKey(r[:])
+	s := "public_key=" + hk + "\nendpoint=" + hk + "\nreplace_allowed_ips=true\n"
+	for _, a := range allowed {
+		s += "allowed_ip=" + a.String() + "\n"
+	}
+	return s
+}
