@@ -220,6 +220,33 @@ func TestUseOfficialExitNode(t *testing.T) {
 		t.Errorf("no exception rule:\n%s", out)
 	}
 
+	// "Bypass routes of other VPN interfaces": a company VPN comes up later (a tun device with
+	// a route); its route gets an exception by itself, and loses it when the VPN goes.
+	mustOK(t, n.cli("set", "--bypass-vpn-routes"), "set --bypass-vpn-routes")
+	for _, c := range [][]string{{"tuntap", "add", "dev", "wg7", "mode", "tun"}, {"addr", "add", "10.77.0.1/16", "dev", "wg7"}, {"link", "set", "wg7", "up"}} {
+		if out, err := skHost.Run("ip", c...); err != nil {
+			t.Fatalf("ip %v: %v %s", c, err, out)
+		}
+	}
+	hasRule := func(want bool) func() error {
+		return func() error {
+			out, err := skHost.Run("ip", "rule", "show")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, "to 10.77.0.0/16 lookup main") != want {
+				return fmt.Errorf("exception rule for the other VPN present=%v, want %v:\n%s", !want, want, out)
+			}
+			return nil
+		}
+	}
+	lab.Eventually(t, 10*time.Second, hasRule(true))
+	if out, err := skHost.Run("ip", "link", "del", "wg7"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	lab.Eventually(t, 10*time.Second, hasRule(false))
+	mustOK(t, n.cli("set", "--bypass-vpn-routes=false"), "set --bypass-vpn-routes=false")
+
 	// Crash while the exit node is on, restart: one copy of everything, and still working.
 	during, err := skHost.HostState()
 	if err != nil {
