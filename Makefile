@@ -49,7 +49,7 @@ lab-test: lab-peers
 gui-test: lab-peers
 	mkdir -p lab-artifacts && $(GO) test -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/lab-artifacts ./tests/gui/
 
-test: vet unit lab-test gui-test
+test: vet unit lab-test gui-test package-test
 
 demo: deps lab-peers build
 	./scripts/demo.sh
@@ -65,3 +65,58 @@ bench: lab-peers
 
 clean:
 	rm -rf $(BIN) lab-test.log
+
+# Packaging and installation (packaging/): Debian packages, `make install`, the Flatpak.
+PREFIX ?= /usr/local
+DESTDIR ?=
+PKGDIR ?= $(BIN)/packages
+# With SYSTEMD_ENABLE=0, `make install` leaves skeind.service disabled and stopped.
+SYSTEMD_ENABLE ?= 1
+
+.PHONY: package package-test install install-helper install-desktop uninstall flatpak flatpak-prepare
+
+# The .deb packages skein and skein-desktop, built reproducibly with nfpm into $(PKGDIR).
+package:
+	OUT=$(PKGDIR) VERSION=$(VERSION) GO=$(GO) packaging/build-packages.sh
+
+# Checks of the packages, unit, desktop file, metainfo and Flatpak manifest; installs the
+# packages into a clean Debian root made by debootstrap (cached in /var/cache/skein-pkgtest;
+# root; the first run fetches about 40 MB and takes a few minutes).
+package-test: package
+	$(GO) test -count=1 -timeout 30m -v ./tests/packaging/ -args -package-test -packages $(CURDIR)/$(PKGDIR)
+
+# Install on a host without packages (root, Go on PATH): `make install` or, for a machine
+# without a desktop, `make install-helper`. DESTDIR and PREFIX work as usual.
+install: install-helper install-desktop
+
+install-helper: build
+	$(GO) run ./packaging/gen docs -skein $(BIN)/skein -skeind $(BIN)/skeind -version $(VERSION) -out $(BIN)/gen
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh helper
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && systemd-tmpfiles --create skein.conf; \
+		if [ "$(SYSTEMD_ENABLE)" = 1 ]; then systemctl enable skeind.service && systemctl restart skeind.service && echo "skeind is running: next, sudo skein set --operator=\$$USER"; \
+		else echo "start the helper with: sudo systemctl enable --now skeind"; fi; \
+	fi
+
+install-desktop: build-gui
+	$(GO) run ./packaging/gen icons -src assets/skein.png -out $(BIN)/gen/icons
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh desktop
+	@if [ -z "$(DESTDIR)" ]; then \
+		command -v update-desktop-database >/dev/null && update-desktop-database -q $(PREFIX)/share/applications || true; \
+		command -v gtk-update-icon-cache >/dev/null && gtk-update-icon-cache -q -t $(PREFIX)/share/icons/hicolor || true; \
+	fi
+
+# Removes what `make install` put in place; /var/lib/skein (this machine's keys) stays.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now skeind.service || true; fi
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) packaging/install.sh --uninstall helper desktop
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# The Flatpak of the desktop app (bin/skein.flatpak): needs flatpak-builder and the
+# freedesktop 25.08 runtime, SDK and Go extension from Flathub (see packaging/flatpak/build.sh).
+flatpak:
+	VERSION=$(VERSION) GO=$(GO) packaging/flatpak/build.sh
+
+# Only the offline build directory for flatpak-builder (bin/flatpak): sources + vendor/.
+flatpak-prepare:
+	VERSION=$(VERSION) GO=$(GO) packaging/flatpak/prepare.sh $(BIN)/flatpak

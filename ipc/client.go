@@ -80,6 +80,13 @@ func (c *Client) Netcheck(ctx context.Context) (NetcheckReport, error) {
 	return rep, err
 }
 
+// DNSQuery asks the helper's MagicDNS resolver for name (qtype "" = A).
+func (c *Client) DNSQuery(ctx context.Context, name, qtype string) (DNSQueryResult, error) {
+	var res DNSQueryResult
+	err := c.do(ctx, http.MethodGet, PathDNSQuery+"?name="+url.QueryEscape(name)+"&type="+url.QueryEscape(qtype), nil, &res)
+	return res, err
+}
+
 // Prefs returns the daemon's stored preferences.
 func (c *Client) Prefs(ctx context.Context) (Prefs, error) {
 	var p Prefs

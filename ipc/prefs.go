@@ -104,6 +104,9 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	setBool(&next.AdvertiseExitNode, patch.AdvertiseExitNode)
 	setBool(&next.AcceptRoutes, patch.AcceptRoutes)
 	setBool(&next.PersistForwarding, patch.PersistForwarding)
+	if patch.AcceptDNS != nil {
+		next.NoAcceptDNS = !*patch.AcceptDNS
+	}
 	if patch.SNATSubnetRoutes != nil {
 		next.NoSNAT = !*patch.SNATSubnetRoutes
 	}

@@ -45,6 +45,8 @@ type Backend interface {
 	Ping(ctx context.Context, peer string) (PingResult, error)
 	// Netcheck runs a netcheck now.
 	Netcheck(ctx context.Context) (NetcheckReport, error)
+	// DNSQuery asks the helper's MagicDNS resolver (name, record type such as "A").
+	DNSQuery(ctx context.Context, name, qtype string) (DNSQueryResult, error)
 	// Watch returns a channel of events, starting with one carrying a full Status, and a
 	// cancel func. The channel may be closed by the backend (e.g. at shutdown).
 	Watch() (<-chan Event, func())
@@ -226,6 +228,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.method(w, r, http.MethodGet) {
 			rep, err := s.b.Netcheck(r.Context())
 			s.reply(w, rep, err)
+		}
+	case PathDNSQuery:
+		if s.method(w, r, http.MethodGet) {
+			q := r.URL.Query()
+			name, qtype := q.Get("name"), q.Get("type")
+			if name == "" || len(name) > 255 || len(qtype) > 16 {
+				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "dns query: want a name (at most 255 bytes) and an optional record type"})
+				return
+			}
+			if qtype == "" {
+				qtype = "A"
+			}
+			res, err := s.b.DNSQuery(r.Context(), name, qtype)
+			s.reply(w, res, err)
 		}
 	default:
 		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "no such API endpoint: " + r.URL.Path})

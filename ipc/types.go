@@ -27,6 +27,9 @@ const (
 	PathPing = "/" + APIVersion + "/ping"
 	// PathNetcheck runs a netcheck now: GET → NetcheckReport.
 	PathNetcheck = "/" + APIVersion + "/netcheck"
+	// PathDNSQuery asks the helper's MagicDNS resolver directly: GET ?name=NAME&type=A →
+	// DNSQueryResult. Reading, so anyone may.
+	PathDNSQuery = "/" + APIVersion + "/dns/query"
 )
 
 // State is the helper's connection state, named as the official client names it so that
@@ -71,6 +74,9 @@ type Prefs struct {
 	NoSNAT bool `json:"noSNAT,omitempty"`
 	// AcceptRoutes installs the subnet routes peers offer (off by default on Linux).
 	AcceptRoutes bool `json:"acceptRoutes,omitempty"`
+	// NoAcceptDNS leaves the system resolver alone (`skein set --accept-dns=false`); the
+	// resolver at 100.100.100.100 still answers.
+	NoAcceptDNS bool `json:"noAcceptDNS,omitempty"`
 	// PersistForwarding: the user agreed to make IP forwarding permanent in /etc/sysctl.d;
 	// otherwise forwarding is switched on at run time only and restored when no longer needed.
 	PersistForwarding bool `json:"persistForwarding,omitempty"`
@@ -92,6 +98,7 @@ type PrefsPatch struct {
 	SNATSubnetRoutes  *bool     `json:"snatSubnetRoutes,omitempty"`
 	AcceptRoutes      *bool     `json:"acceptRoutes,omitempty"`
 	PersistForwarding *bool     `json:"persistForwarding,omitempty"`
+	AcceptDNS         *bool     `json:"acceptDNS,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -133,6 +140,48 @@ type Status struct {
 	Filter *FilterStatus `json:"filter,omitempty"`
 	// Routing describes what the helper changed on the host for routes and forwarding.
 	Routing *RoutingStatus `json:"routing,omitempty"`
+	// DNS is the MagicDNS resolver's and the system resolver's configuration.
+	DNS *DNSStatus `json:"dns,omitempty"`
+}
+
+// DNSStatus says what the helper configured for DNS, and why.
+type DNSStatus struct {
+	// AcceptDNS mirrors the pref: false means the system resolver is left alone.
+	AcceptDNS bool `json:"acceptDNS"`
+	// MagicDNS is true when the tailnet has MagicDNS on (names of peers are answered).
+	MagicDNS bool `json:"magicDNS"`
+	// Resolver is the address the helper answers on (100.100.100.100).
+	Resolver []netip.Addr `json:"resolver,omitempty"`
+	// Mode is how the system resolver is configured: "systemd-resolved", "resolv.conf" or
+	// "" when not touched; ModeReason says why.
+	Mode       string `json:"mode,omitempty"`
+	ModeReason string `json:"modeReason,omitempty"`
+	// Applied is true while the system resolver points at the helper.
+	Applied bool `json:"applied"`
+	// SearchDomains are added to the system's search list.
+	SearchDomains []string `json:"searchDomains,omitempty"`
+	// SplitRoutes map a DNS suffix to its resolvers ("" = answered locally).
+	SplitRoutes map[string][]string `json:"splitRoutes,omitempty"`
+	// Upstreams answer everything else: the tailnet's global resolvers, or the system's own.
+	Upstreams []string `json:"upstreams,omitempty"`
+	// UpstreamsFrom says where Upstreams come from ("tailnet" or "system").
+	UpstreamsFrom string `json:"upstreamsFrom,omitempty"`
+	// ExtraRecords counts the tailnet's extra records; Hosts the names answered locally.
+	Hosts        int      `json:"hosts"`
+	ExtraRecords int      `json:"extraRecords,omitempty"`
+	Warnings     []string `json:"warnings,omitempty"`
+}
+
+// DNSQueryResult is the helper resolver's answer to one query.
+type DNSQueryResult struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Rcode string `json:"rcode"` // NOERROR, NXDOMAIN, SERVFAIL, ...
+	// Answers are the answer records in presentation format.
+	Answers []string `json:"answers,omitempty"`
+	// Via is "local" (answered from the tailnet's names) or the upstream used ("split:corp.example" / "upstream").
+	Via       string  `json:"via,omitempty"`
+	LatencyMs float64 `json:"latencyMs"`
 }
 
 // ExitNodeStatus is the selected exit node.

@@ -10,6 +10,11 @@ done
 for pkg in libgl1-mesa-dev libgl1-mesa-dri xorg-dev xvfb dbus-daemon x11-apps; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Packaging (make package-test): debootstrap for a clean Debian root, the validators of the
+# unit, desktop file and metainfo, flatpak-builder to parse the manifest, objdump.
+for pkg in debootstrap desktop-file-utils appstream flatpak-builder systemd binutils xz-utils; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26)"; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "deps: run as root to install: ${need[*]}"; exit 1; fi

@@ -22,6 +22,7 @@ type Backend struct {
 	logout   func(ctx context.Context) error
 	setPrefs func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error)
 	onPing   func(ctx context.Context, peer string) (ipc.PingResult, error)
+	onDNS    func(ctx context.Context, name, qtype string) (ipc.DNSQueryResult, error)
 	status   ipc.Status
 	prefs    ipc.Prefs
 	watchers map[chan ipc.Event]struct{}
@@ -168,6 +169,24 @@ func (b *Backend) OnPing(f func(ctx context.Context, peer string) (ipc.PingResul
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.onPing = f
+}
+
+// OnDNSQuery sets how DNSQuery answers.
+func (b *Backend) OnDNSQuery(f func(ctx context.Context, name, qtype string) (ipc.DNSQueryResult, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onDNS = f
+}
+
+// DNSQuery implements ipc.Backend: it answers from the hook set with OnDNSQuery, else NXDOMAIN.
+func (b *Backend) DNSQuery(ctx context.Context, name, qtype string) (ipc.DNSQueryResult, error) {
+	b.mu.Lock()
+	f := b.onDNS
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx, name, qtype)
+	}
+	return ipc.DNSQueryResult{Name: name, Type: qtype, Rcode: "NXDOMAIN", Via: "local"}, nil
 }
 
 // Netcheck implements ipc.Backend with an empty report.
