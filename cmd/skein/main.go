@@ -47,6 +47,7 @@ var commands = []command{
 	{"netcheck", "Show UDP, public address, NAT type and DERP latencies", cmdNetcheck},
 	{"set", "Change preferences (exit node, routes, operator, hostname, ...)", cmdSet},
 	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
+	{"dns", "Show the DNS configuration (dns status) or ask the resolver (dns query)", cmdDNS},
 	{"version", "Print the version", cmdVersion},
 }
 

@@ -21,6 +21,7 @@ type prefsFlags struct {
 	advertiseRoutes   string
 	snat              bool
 	acceptRoutes      bool
+	acceptDNS         bool
 	persistForwarding bool
 }
 
@@ -40,6 +41,7 @@ func (pf *prefsFlags) register(f *flagSet) {
 	f.StringVar(&pf.advertiseRoutes, "advertise-routes", "", "comma-separated subnet routes to offer to the tailnet, e.g. \"10.0.0.0/8,192.168.0.0/24\"; empty for none")
 	f.BoolVar(&pf.snat, "snat-subnet-routes", false, "source-NAT traffic to the subnet routes advertised with --advertise-routes (on unless set to false)")
 	f.BoolVar(&pf.acceptRoutes, "accept-routes", false, "use the subnet routes other machines advertise")
+	f.BoolVar(&pf.acceptDNS, "accept-dns", false, "point this machine's resolver at skeind (100.100.100.100) and use the tailnet's DNS settings (on unless set to false)")
 	f.BoolVar(&pf.persistForwarding, "persist-forwarding", false, "allow writing IP forwarding to /etc/sysctl.d so it survives reboots (otherwise it is switched on at run time only)")
 }
 
@@ -76,6 +78,8 @@ func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
 			p.SNATSubnetRoutes = &pf.snat
 		case "accept-routes":
 			p.AcceptRoutes = &pf.acceptRoutes
+		case "accept-dns":
+			p.AcceptDNS = &pf.acceptDNS
 		case "persist-forwarding":
 			p.PersistForwarding = &pf.persistForwarding
 		}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/skeinvpn/skein/daemon/backend"
+	"github.com/skeinvpn/skein/daemon/dns/osdns"
 	"github.com/skeinvpn/skein/daemon/forwarding"
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/state"
@@ -75,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := forwarding.Cleanup(*statedir, logf); err != nil {
 		logger.Printf("undoing forwarding changes of an earlier run: %v", err)
+		cleanFailed = true
+	}
+	if err := osdns.Cleanup(osdns.Options{TunName: *tun, StateDir: *statedir, Logf: logf}); err != nil {
+		logger.Printf("restoring the system resolver after an earlier run: %v", err)
 		cleanFailed = true
 	}
 	if *cleanup {

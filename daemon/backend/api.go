@@ -56,6 +56,7 @@ func (b *Backend) statusLocked() ipc.Status {
 	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
 	b.addRoutingStatusLocked(&st)
+	b.addDNSStatusLocked(&st)
 	return st
 }
 

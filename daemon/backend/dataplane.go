@@ -327,6 +327,7 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		SNAT:              !p.NoSNAT,
 		AcceptRoutes:      p.AcceptRoutes,
 		PersistForwarding: p.PersistForwarding,
+		AcceptDNS:         !p.NoAcceptDNS,
 	}
 }
 

@@ -19,6 +19,9 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/skeinvpn/skein/daemon/dns"
+	"github.com/skeinvpn/skein/daemon/dns/intercept"
+	"github.com/skeinvpn/skein/daemon/dns/osdns"
 	"github.com/skeinvpn/skein/daemon/filter"
 	"github.com/skeinvpn/skein/daemon/forwarding"
 	"github.com/skeinvpn/skein/daemon/key"
@@ -58,8 +61,12 @@ type Dataplane struct {
 
 	stopWatch context.CancelFunc
 
-	filter *filter.Engine
-	fwd    *forwarding.Manager
+	filter   *filter.Engine
+	fwd      *forwarding.Manager
+	dnsSrv   *dns.Server
+	icpt     *intercept.Device
+	osdns    *osdns.Manager
+	osdnsErr string
 
 	mu           sync.Mutex
 	nodeKey      key.NodePrivate
@@ -69,6 +76,8 @@ type Dataplane struct {
 	prefs        Prefs
 	havePlan     bool
 	routing      RoutingState
+	dns          dnsPlan
+	dnsWarned    map[string]bool
 	filterWarned map[string]bool
 }
 
@@ -79,7 +88,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey, filterWarned: map[string]bool{}}
+	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -98,6 +107,13 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	}
 	d.filter = filter.NewEngine()
 	d.fwd = forwarding.New(opts.StateDir, logf)
+	d.dnsSrv = dns.NewServer(dns.Options{Logf: logf, SelfAddrs: []netip.Addr{MagicDNSv4, MagicDNSv6}})
+	// MagicDNS is answered here, below the packet filter: its replies are ours, not a peer's.
+	d.icpt = intercept.Wrap(d.tun, intercept.Options{
+		Addrs:   []netip.Addr{MagicDNSv4, MagicDNSv6},
+		Handler: d.dnsSrv.Handle,
+		Logf:    logf,
+	})
 	d.conn = transport.New(transport.Options{
 		Port:               opts.Port,
 		Mark:               router.FwmarkBypass,
@@ -114,7 +130,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		wgLog.Verbosef = func(format string, args ...any) { logf("wireguard: "+format, args...) }
 	}
 	// Inbound packets pass the control server's packet filter before the kernel sees them.
-	d.dev = device.NewDevice(filter.Wrap(d.tun, d.filter), d.conn, wgLog)
+	d.dev = device.NewDevice(filter.Wrap(d.icpt, d.filter), d.conn, wgLog)
 	// The endpoint we give each peer is the peer itself and the transport picks the path;
 	// wireguard-go must not replace it with whatever endpoint a packet came in on.
 	d.dev.DisableSomeRoamingForBrokenMobileSemantics()
@@ -129,6 +145,14 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("routing: %w", err)
 	}
+	d.osdns, err = osdns.New(osdns.Options{TunName: opts.TunName, StateDir: opts.StateDir, Logf: logf})
+	if err != nil {
+		// MagicDNS still answers at 100.100.100.100; only the system is not pointed at it.
+		logf("dataplane: system DNS cannot be managed: %v", err)
+		d.osdnsErr = err.Error()
+		d.osdns = nil
+	}
+	d.dnsSrv.SetStubLoops(d.osdns != nil && d.osdns.Mode() == osdns.ModeResolved)
 	// Restore rules and routes that another program (e.g. systemd-networkd) removes.
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopWatch = cancel
@@ -182,6 +206,11 @@ func (d *Dataplane) Close() {
 	d.mu.Unlock()
 	if d.stopWatch != nil {
 		d.stopWatch()
+	}
+	if d.osdns != nil {
+		if err := d.osdns.Close(); err != nil {
+			d.logf("dataplane: restoring system DNS: %v", err)
+		}
 	}
 	if d.fwd != nil {
 		if err := d.fwd.Close(); err != nil {
@@ -290,6 +319,7 @@ func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
 	}
 	d.wgPeers = want
 
+	d.applyDNSLocked(nm, prefs)
 	d.plan, d.prefs, d.havePlan = np, prefs.clone(), true
 	if err := d.applyHostLocked(); err != nil {
 		errs = append(errs, err)

@@ -31,6 +31,8 @@ type Prefs struct {
 	AcceptRoutes bool
 	// PersistForwarding writes the forwarding sysctls to /etc/sysctl.d (user consent).
 	PersistForwarding bool
+	// AcceptDNS points the system resolver at MagicDNS.
+	AcceptDNS bool
 }
 
 func (p Prefs) clone() Prefs {
@@ -131,6 +133,8 @@ func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
 	if hasULA {
 		np.routes = append(np.routes, tsULA)
 	}
+	// MagicDNS is answered from the TUN path, so its addresses always route into the tunnel.
+	np.routes = append(np.routes, netip.PrefixFrom(MagicDNSv4, 32), netip.PrefixFrom(MagicDNSv6, 128))
 	if np.exit {
 		// Even without a usable exit peer: WireGuard then has no peer for these and drops them.
 		np.routes = append(np.routes, exitV4, exitV6)

@@ -262,6 +262,9 @@ func keepPinging(t testing.TB, h *lab.Host, to ...netip.Addr) (stop func()) {
 func transferAsync(t testing.TB, from, to *lab.Host, toIP netip.Addr, size int64) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() { transfer(t, from, to, toIP, size, 3*time.Minute) })
+	// If the test fails first, its end still waits for the transfer, so that the transfer's
+	// own failure is reported in the test and not after it.
+	t.Cleanup(wg.Wait)
 	return wg.Wait
 }
 
