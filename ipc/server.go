@@ -169,6 +169,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, e)
 		return
 	}
+	if s.serveFiles(w, r) {
+		return
+	}
 	switch r.URL.Path {
 	case PathStatus:
 		if s.method(w, r, http.MethodGet) {

@@ -307,6 +307,8 @@ type Event struct {
 	Prefs  *Prefs    `json:"prefs,omitempty"`
 	// Error is set when a background step failed (e.g. login), for the front end to show.
 	Error *Error `json:"error,omitempty"`
+	// File is set for EventFile: a file arrived in the inbox.
+	File *WaitingFile `json:"file,omitempty"`
 }
 
 // ErrorCode classifies errors so that front ends can render fixes.

@@ -26,6 +26,7 @@ type Backend struct {
 	status   ipc.Status
 	prefs    ipc.Prefs
 	watchers map[chan ipc.Event]struct{}
+	fs       *files
 	upReqs   []ipc.UpRequest
 }
 
