@@ -270,6 +270,7 @@ type TSPeer struct {
 	InNetworkMap   bool
 	InMagicSock    bool
 	InEngine       bool
+	PeerAPIURL     []string
 }
 
 // PeerByHostName returns the peer with the given HostName, or nil.

@@ -275,3 +275,5 @@ func labWithUser(t testing.TB) (*lab.Lab, *lab.Control) {
 	}
 	return l, c
 }
+
+func ipcClient(n *node) *ipc.Client { return ipc.NewClient(n.socket) }
