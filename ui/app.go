@@ -86,6 +86,7 @@ type App struct {
 	trayTextLive bool
 	exit         *exitPage
 	authURL      string // the login URL from our own Up call, until Running
+	prefsPatches int    // prefs patches sent so far, to tell the latest answer from older ones
 }
 
 // New builds the app's window and tray on fa; Start connects to skeind.

@@ -260,8 +260,10 @@ type patchOpts struct {
 }
 
 // patchPrefs sends patch to the helper; its answer replaces the app's prefs at once (the
-// prefs event that follows says the same).
+// prefs event that follows says the same). It runs on the UI goroutine.
 func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
+	a.prefsPatches++
+	seq := a.prefsPatches
 	go func() {
 		ctx, cancel := context.WithTimeout(a.ctx, 15*time.Second)
 		defer cancel()
@@ -279,7 +281,11 @@ func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 			}
 			switch {
 			case e == nil:
-				a.v.prefs, a.v.havePrefs = p, true
+				// Answers to quick successive changes may come back out of order: only the
+				// latest one's prefs are current (the watch stream brings them too).
+				if seq == a.prefsPatches {
+					a.v.prefs, a.v.havePrefs = p, true
+				}
 				if a.errAction {
 					a.v.err, a.errAction = nil, false
 				}

@@ -16,7 +16,8 @@ import (
 )
 
 // settingsPage shows the prefs skeind has (hostname to change; operator and login server to
-// read) and the app's own settings (start at login).
+// read; routing and DNS switches with what the helper made of them) and the app's own settings
+// (start at login).
 type settingsPage struct {
 	content     fyne.CanvasObject
 	hostname    *widget.Entry
@@ -31,6 +32,7 @@ type settingsPage struct {
 	acceptNote  *widget.Label
 	advertised  *cidrList
 	routesNote  *widget.Label
+	dns         *dnsSection
 	saved       string // the hostname as skeind last reported it
 	edited      bool
 	autostartOn bool // whether the autostart entry exists, read once and then kept
@@ -98,6 +100,7 @@ func newSettingsPage(a *App) *settingsPage {
 		func(p *ipc.Prefs) []netip.Prefix { return p.AdvertiseRoutes },
 		func(list []string) ipc.PrefsPatch { return ipc.PrefsPatch{AdvertiseRoutes: &list} })
 	s.routesNote = caption()
+	s.dns = newDNSSection(a)
 	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
 		"The control server may have to approve routes and exit nodes (Headscale: headscale nodes approve-routes).")
 	form := widget.NewForm(
@@ -107,6 +110,7 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("Exit node", container.NewVBox(s.offerExit, s.offerNote)),
 		widget.NewFormItem("Subnet routes", container.NewVBox(s.accept, s.acceptNote)),
 		widget.NewFormItem("Advertised routes", container.NewVBox(s.advertised.content, s.routesNote)),
+		widget.NewFormItem("DNS", s.dns.content),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
 	s.content = container.NewVScroll(container.NewPadded(form))
@@ -174,6 +178,7 @@ func (s *settingsPage) update(a *App) {
 	}
 	s.acceptNote.SetText(acceptRoutesNote(v))
 	s.advertised.update(a)
+	s.dns.update(a)
 }
 
 // Labels of the Settings tab's routing checks.

@@ -4,6 +4,7 @@ package gui_test
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -29,6 +30,13 @@ func TestBenchApp(t *testing.T) {
 	for i := 0; i < len(st.Peers); i += 10 {
 		st.Peers[i].ExitNodeOption, st.Peers[i].Location = true, "Frankfurt, Germany"
 	}
+	// The DNS summary in Settings is filled as well, warning included.
+	st.MagicDNS = "lab.ts.net"
+	st.DNS = &ipc.DNSStatus{AcceptDNS: true, MagicDNS: true, Resolver: []netip.Addr{netip.MustParseAddr("100.100.100.100")},
+		Mode: "systemd-resolved", ModeReason: "systemd-resolved is on the system bus", Applied: true,
+		SearchDomains: []string{"lab.ts.net"}, SplitRoutes: map[string][]string{"lab.ts.net.": nil, "corp.example": {"10.0.0.53"}},
+		Upstreams: []string{"1.1.1.1"}, UpstreamsFrom: "tailnet", Hosts: len(st.Peers) + 1,
+		Warnings: []string{"NetworkManager rewrote /etc/resolv.conf at 12:00:00; re-applied"}}
 	be := ipctest.NewBackend(st, ipc.Prefs{})
 	sock, _ := ipctest.Serve(t, be, ipc.ServerOptions{})
 
