@@ -83,7 +83,7 @@ package:
 # packages into a clean Debian root made by debootstrap (cached in /var/cache/skein-pkgtest;
 # root; the first run fetches about 40 MB and takes a few minutes).
 package-test: package
-	$(GO) test -count=1 -timeout 30m -v ./tests/packaging/ -args -package-test -packages $(CURDIR)/$(PKGDIR)
+	VERSION=$(VERSION) $(GO) test -count=1 -timeout 30m -v ./tests/packaging/ -args -package-test -packages $(CURDIR)/$(PKGDIR)
 
 # Install on a host without packages (root, Go on PATH): `make install` or, for a machine
 # without a desktop, `make install-helper`. DESTDIR and PREFIX work as usual.

@@ -84,6 +84,16 @@ func TestDocsCoverTheCLI(t *testing.T) {
 			t.Errorf("bash completion of 'skein exit-node ': %v %q", err, out)
 		}
 	}
+	for shell, text := range map[string]string{"zsh": zsh, "fish": fish, "bash": bash} {
+		if _, err := exec.LookPath(shell); err != nil {
+			continue
+		}
+		p := filepath.Join(t.TempDir(), "completion")
+		os.WriteFile(p, []byte(text), 0o644)
+		if out, err := exec.Command(shell, "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("%s -n on the %s completion: %v\n%s", shell, shell, err, out)
+		}
+	}
 	if _, err := exec.LookPath("groff"); err == nil {
 		for name, text := range map[string]string{"skein.1": man, "skeind.8": dman} {
 			cmd := exec.Command("groff", "-man", "-ww", "-z")

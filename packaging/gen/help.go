@@ -93,7 +93,7 @@ func loadCommand(bin string, cmd *Command, depth int) error {
 		if err := loadCommand(bin, sc, depth+1); err != nil {
 			return err
 		}
-		sc.Summary = firstSentence(sc.Desc)
+		sc.Summary = shortSummary(firstSentence(sc.Desc))
 		cmd.Subs = append(cmd.Subs, sc)
 	}
 	return nil
@@ -273,6 +273,19 @@ func firstSentence(s string) string {
 		s = s[:i]
 	}
 	return strings.TrimSuffix(s, ".")
+}
+
+// shortSummary cuts a long sentence at its first clause, for completion menus.
+func shortSummary(s string) string {
+	if i := strings.IndexAny(s, ":;("); i > 0 {
+		s = strings.TrimSpace(s[:i])
+	}
+	if len(s) > 60 {
+		if i := strings.Index(s, ", "); i > 0 {
+			s = s[:i]
+		}
+	}
+	return s
 }
 
 // AllFlagNames lists a command's flag names including its subcommands', for tests.

@@ -112,7 +112,7 @@ func ManSkeind(d *Daemon, date, version, statedir string) string {
 
 skeind joins the machine to the tailnet: it runs the control client, the WireGuard data plane on a TUN device, NAT traversal and routing, and serves the local socket that skein(1) and the desktop app use. It runs as root, normally as the systemd service skeind.service, which keeps only the capabilities CAP_NET_ADMIN and CAP_NET_RAW.
 
-At start, and with --cleanup, it removes what an earlier run that crashed left behind: routes, rules, the TUN device, nftables rules and forwarding changes.`)
+At start, and with --cleanup, it undoes what an earlier run that crashed left on the system (see --cleanup below); the service runs skeind --cleanup after every stop.`)
 	b.WriteString(".SH OPTIONS\n")
 	flagItems(&b, d.Flags)
 	b.WriteString(".SH FILES\n")
