@@ -221,7 +221,11 @@ func (c *Client) PutFile(ctx context.Context, peer, name string, size int64, bod
 	if progress != nil {
 		body = &countingReader{r: body, f: progress}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+HTTPHost+PathFilePut+"/"+url.PathEscape(peer)+"/"+url.PathEscape(name), io.NopCloser(body))
+	var rb io.Reader = io.NopCloser(body)
+	if size == 0 {
+		rb = http.NoBody // else net/http sends an empty body as "length unknown"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+HTTPHost+PathFilePut+"/"+url.PathEscape(peer)+"/"+url.PathEscape(name), rb)
 	if err != nil {
 		return res, &Error{Code: ErrInternal, Message: err.Error()}
 	}

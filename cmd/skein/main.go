@@ -48,22 +48,26 @@ var commands = []command{
 	{"set", "Change preferences (exit node, routes, operator, hostname, ...)", cmdSet},
 	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
 	{"dns", "Show the DNS configuration (dns status) or ask the resolver (dns query)", cmdDNS},
+	{"file", "Send files to peers (file cp) or take the files they sent (file get)", cmdFile},
 	{"version", "Print the version", cmdVersion},
 }
 
 // cli is what every command gets: where to write and how to reach skeind.
 type cli struct {
 	ctx    context.Context
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	socket string
+	// isTTY, when set, replaces the terminal check of isTerminal (tests).
+	isTTY func(io.Writer) bool
 }
 
 func (c *cli) client() *ipc.Client { return ipc.NewClient(c.socket) }
 
 // run is main without the process: it returns the exit code, so tests can call it.
 func run(args []string, stdout, stderr io.Writer) int {
-	c := &cli{ctx: context.Background(), stdout: stdout, stderr: stderr}
+	c := &cli{ctx: context.Background(), stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	fs := flag.NewFlagSet("skein", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
