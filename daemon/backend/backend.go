@@ -28,6 +28,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/state"
+	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -73,6 +74,9 @@ type Backend struct {
 	stopPathWatch func()               // ends watchPaths
 	updatePending bool                 // an endpoint update is in flight
 	updateAgain   bool                 // and another is wanted after it
+	inbox         *taildrop.Inbox      // Taildrop inbox, opened on first use
+	inboxErr      error
+	papi          *peerAPI // the peer API while the tunnel is up
 }
 
 // New loads the state and returns a backend; Start begins work.
@@ -182,6 +186,7 @@ func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 		GoArch:       runtime.GOARCH,
 		GoVersion:    runtime.Version(),
 		ExitNodeID:   b.data.Prefs.ExitNodeID,
+		Services:     b.peerAPIServicesLocked(),
 	}
 	hi.RoutableIPs = append(hi.RoutableIPs, b.data.Prefs.AdvertiseRoutes...)
 	if b.data.Prefs.AdvertiseExitNode {
@@ -430,6 +435,7 @@ func (b *Backend) pollOnce(ctx context.Context, c *control.Client, onMap func())
 				return err
 			}
 			b.applyDataplaneLocked()
+			b.syncPeerAPILocked()
 		}
 		if b.nm.Self != nil && b.nm.Expired(b.nm.Self, time.Now()) {
 			b.data.LoggedIn = false
@@ -475,4 +481,11 @@ func asIPCError(err error) *ipc.Error {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// notifyFileLocked tells watchers that a file arrived in the Taildrop inbox.
+func (b *Backend) notifyFileLocked(f ipc.WaitingFile) {
+	for w := range b.watchers {
+		w.send(ipc.Event{Kind: ipc.EventFile, File: &f})
+	}
 }

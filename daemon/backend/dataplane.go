@@ -86,6 +86,10 @@ func (b *Backend) stopDataplaneLocked() {
 		b.stopPathWatch()
 		b.stopPathWatch = nil
 	}
+	if b.papi != nil {
+		b.papi.close()
+		b.papi = nil
+	}
 	if b.dp != nil {
 		b.dp.Close()
 		b.dp = nil

@@ -458,3 +458,7 @@ func (d *Dataplane) fwdMissing() []string {
 	}
 	return d.fwd.Check()
 }
+
+// SetPeerAPIPorts lets TCP SYNs to our peer API through the packet filter (the peer API checks
+// who may do what itself).
+func (d *Dataplane) SetPeerAPIPorts(v4, v6 uint16) { d.filter.SetPeerAPIPorts(v4, v6) }

@@ -148,7 +148,11 @@ func (n *node) cli(args ...string) result {
 // cliAs runs the CLI with the given credentials (nil = root).
 func (n *node) cliAs(cred *syscall.Credential, args ...string) result {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	limit := 90 * time.Second
+	if len(args) > 0 && args[0] == "file" {
+		limit = 10 * time.Minute // a 1 GiB transfer over DERP takes minutes
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--socket", n.socket}, args...)...)
 	var stdout, stderr bytes.Buffer

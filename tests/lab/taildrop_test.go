@@ -58,7 +58,9 @@ func sendBothWays(t *testing.T, n *node, ts *lab.Tailscaled, size int64, tag str
 	t.Helper()
 	src, sum := writePatternFile(t, ts.Host().Dir(), "from-official-"+tag+".bin", size)
 	start := time.Now()
-	if out, err := ts.CLI("file", "cp", src, "sk-files:"); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if out, err := ts.CLIContext(ctx, "file", "cp", src, "sk-files:"); err != nil {
 		t.Fatalf("tailscale file cp: %v\n%s", err, out)
 	}
 	d := time.Since(start)
@@ -138,8 +140,13 @@ func TestTaildropInterop(t *testing.T) {
 		t.Fatalf("resumed file: checksum mismatch")
 	}
 	os.Remove(src)
+}
 
-	// Over DERP: UDP between them blocked.
+// TestTaildropOverDERP: 1 GiB both ways with UDP between the two blocked, so over DERP.
+func TestTaildropOverDERP(t *testing.T) {
+	t.Parallel()
+	_, tn, n := joinedNode(t, "sk-files", "alpha-ts")
+	alpha := tn.Peer("alpha-ts")
 	if err := n.host.BlockUDP(alpha.Host().Addr()); err != nil {
 		t.Fatal(err)
 	}

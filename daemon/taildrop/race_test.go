@@ -1,0 +1,5 @@
+//go:build race
+
+package taildrop
+
+const raceEnabled = true
