@@ -349,4 +349,3 @@ func (b *Backend) DeleteFile(ctx context.Context, name string) error {
 	}
 	return nil
 }
-
