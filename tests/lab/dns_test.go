@@ -72,6 +72,17 @@ func TestMagicDNS(t *testing.T) {
 		wantA(t, n.host, fq("alpha-ts"), tcp, alphaIP)
 	}
 	wantA(t, n.host, "alpha-ts", false, alphaIP) // short name via the search domain
+	// The same with dig, as a user would check it.
+	for _, args := range [][]string{{"+short", "@100.100.100.100", fq("alpha-ts")}, {"+short", "+tcp", "@100.100.100.100", fq("alpha-ts")}, {"+short", "@100.100.100.100", "-x", alphaIP.String()}} {
+		out, err := n.host.Run("dig", args...)
+		want := alphaIP.String()
+		if args[len(args)-2] == "-x" {
+			want = fq("alpha-ts") + "."
+		}
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("dig %v: %v %q, want %s", args, err, out, want)
+		}
+	}
 	wantA(t, n.host, strings.ToUpper(fq("beta-ts")), false, betaIP)
 	names, err := n.host.LookupPTR(quad100, alphaIP)
 	if err != nil || !slices.Contains(names, fq("alpha-ts")+".") {
