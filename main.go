@@ -1,9 +1,12 @@
 // Command skein-gui is Skein's desktop app: a window and a system tray menu for skeind.
 //
 //	skein-gui [--minimized] [--socket PATH] [--tray-theme auto|light|dark]
+//	skein-gui --send FILE...
 //
 // It talks to skeind over its socket (--socket, else $SKEIN_SOCKET, else /run/skein/skeind.sock).
-// Only one instance runs per user: a second launch shows the first one's window and exits.
+// Only one instance runs per user: a second launch shows the first one's window and exits;
+// with --send (the desktop file's "Exec=skein-gui --send %F") it hands the files to the running
+// instance, which asks which device gets them.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -33,7 +37,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("skein-gui", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: skein-gui [flags]\n\nSkein's desktop app: tailnet status and control in a window and the system tray.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: skein-gui [flags]\n       skein-gui --send FILE...\n\nSkein's desktop app: tailnet status and control in a window and the system tray.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	minimized := fs.Bool("minimized", false, "start hidden in the tray (the window opens from the tray's \"Open Skein\")")
@@ -42,15 +46,26 @@ func run() int {
 	instanceSock := fs.String("instance-socket", "", "single-instance socket (default $XDG_RUNTIME_DIR/skein-gui.sock)")
 	verbose := fs.Bool("verbose", false, "log the connection to skeind on stderr")
 	showVersion := fs.Bool("version", false, "print the version")
+	send := fs.Bool("send", false, "send the FILEs given after the flags to a device (a picker asks which one)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "skein-gui: unexpected arguments: %v\n", fs.Args())
+	if fs.NArg() > 0 && !*send {
+		fmt.Fprintf(os.Stderr, "skein-gui: unexpected arguments: %v (files to send go after --send)\n", fs.Args())
 		return 2
+	}
+	// The running instance has another working directory: hand it absolute paths.
+	var files []string
+	for _, f := range fs.Args() {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "skein-gui: %s: %v\n", f, err)
+			return 2
+		}
+		files = append(files, abs)
 	}
 	if *showVersion {
 		fmt.Println("skein-gui", version.Version)
@@ -66,10 +81,18 @@ func run() int {
 	if path == "" {
 		path = ui.InstanceSocket()
 	}
-	inst, err := ui.Claim(path)
+	inst, err := ui.Claim(path, files...)
 	if errors.Is(err, ui.ErrRunning) {
-		fmt.Fprintln(os.Stderr, "skein-gui: already running; showed its window")
+		if len(files) > 0 {
+			fmt.Fprintf(os.Stderr, "skein-gui: already running; handed it %d file(s) to send\n", len(files))
+		} else {
+			fmt.Fprintln(os.Stderr, "skein-gui: already running; showed its window")
+		}
 		return 0
+	}
+	if errors.Is(err, ui.ErrCannotSend) {
+		fmt.Fprintln(os.Stderr, "skein-gui:", err)
+		return 1
 	}
 	if err != nil {
 		// Not fatal: without the socket a second launch just opens a second app.
@@ -88,7 +111,9 @@ func run() int {
 	}
 	a := ui.New(fa, opts)
 	if inst != nil {
-		go inst.Serve(func() { fyne.Do(a.ShowWindow) })
+		go inst.ServeSend(func() { fyne.Do(a.ShowWindow) }, func(paths []string) {
+			fyne.Do(func() { a.SendFiles(paths) })
+		})
 		defer inst.Close()
 	}
 	sigs := make(chan os.Signal, 1)
@@ -105,6 +130,9 @@ func run() int {
 	// Without a tray host a hidden window could never be opened again: show it anyway.
 	if !*minimized || a.NoTray() {
 		a.Window().Show()
+	}
+	if len(files) > 0 {
+		a.SendFiles(files)
 	}
 	fa.Run()
 	a.Stop()

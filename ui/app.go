@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/dialog"
 	"fyne.io/fyne/v2/driver/desktop"
 	"fyne.io/fyne/v2/theme"
 
@@ -48,6 +49,12 @@ type Options struct {
 	ReconnectMax time.Duration
 	// Logf, when set, logs the watch stream's life (connected, lost, events).
 	Logf func(format string, args ...any)
+	// DownloadsDir is the Downloads folder for received files; "" means XDG_DOWNLOAD_DIR from
+	// user-dirs.dirs, else ~/Downloads.
+	DownloadsDir string
+
+	// notify replaces the desktop notification (tests).
+	notify noticeFunc
 }
 
 // App is the running desktop app.
@@ -61,6 +68,10 @@ type App struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	xferWG sync.WaitGroup // file transfers, so that Stop lets them clean up
+
+	notifier *desktopNotifier
+	openURI  func(*url.URL) error
 
 	// UI goroutine only below.
 	v         view
@@ -87,6 +98,20 @@ type App struct {
 	exit         *exitPage
 	authURL      string // the login URL from our own Up call, until Running
 	prefsPatches int    // prefs patches sent so far, to tell the latest answer from older ones
+
+	// Taildrop (transfer.go).
+	files      *filesPage
+	recv       *receiveSection
+	xfers      []*transfer     // in progress, in the order they started
+	hist       []historyEntry  // finished, newest first
+	inFlight   map[string]bool // inbox names being saved, asked about or declined
+	askQueue   []ipc.WaitingFile
+	askDlg     dialog.Dialog // the Accept/Decline dialog on screen
+	picker     dialog.Dialog // the "Send to…" dialog on screen
+	ticking    bool          // the progress ticker runs
+	filesNote  string        // why received files cannot be taken, if so
+	recvMode   string        // recvDownloads, recvFolder or recvAsk
+	recvFolder string        // recvFolder's folder
 }
 
 // New builds the app's window and tray on fa; Start connects to skeind.
@@ -106,6 +131,10 @@ func New(fa fyne.App, opts Options) *App {
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.v = view{connecting: true}
+	a.inFlight = map[string]bool{}
+	a.notifier = newDesktopNotifier()
+	a.openURI = a.openURIDefault
+	a.loadFilePrefs()
 	fa.SetIcon(assets.AppIcon())
 	a.buildWindow()
 	if _, ok := fa.(desktop.App); ok && !opts.NoTrayHost {
@@ -130,10 +159,21 @@ func (a *App) Start() {
 	}()
 }
 
-// Stop ends the watch stream and any calls in flight, and waits for the watcher to end.
+// Stop ends the watch stream and any calls in flight, and waits for the watcher to end and,
+// for a short while, for transfers to clean up (a partly received file is removed).
 func (a *App) Stop() {
 	a.cancel()
 	a.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		a.xferWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+	}
+	a.notifier.close()
 }
 
 // ShowWindow shows and raises the window (the tray's "Open Skein", a second launch).
@@ -165,6 +205,8 @@ func (a *App) watchLoop() {
 				wait = 100 * time.Millisecond
 				// The watch stream carries prefs only when they change: fetch them once.
 				go a.loadPrefs()
+				// Files that arrived while nobody listened are still in the inbox.
+				go a.takeWaiting()
 			}
 			a.do(func() { a.onEvent(ev) })
 			return nil
@@ -231,6 +273,9 @@ func (a *App) onEvent(ev ipc.Event) {
 	if ev.Prefs != nil {
 		a.v.prefs, a.v.havePrefs = *ev.Prefs, true
 	}
+	if ev.Kind == ipc.EventFile && ev.File != nil {
+		a.fileArrived(*ev.File)
+	}
 	switch {
 	case ev.Error != nil:
 		a.v.err, a.errAction = ev.Error, false
@@ -258,6 +303,7 @@ func (a *App) refresh() {
 	a.exit.update(a)
 	a.settings.update(a)
 	a.account.update(a)
+	a.files.update(a)
 	a.updateTray()
 }
 

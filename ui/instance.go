@@ -2,18 +2,26 @@ package ui
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Single instance: the first app listens on a Unix socket in $XDG_RUNTIME_DIR; a second
-// launch finds it, asks it to show its window, and exits.
+// launch finds it, asks it to show its window (or, with `--send FILE...`, to offer to send the
+// files), and exits.
+//
+// The protocol is one line each way: "show" or "send " + a JSON array of absolute paths, then
+// "ok". Only connections from this user's own uid are served.
 
 // InstanceSocket is the path of the single-instance socket for this user.
 func InstanceSocket() string {
@@ -31,20 +39,37 @@ type Instance struct {
 	path string
 }
 
-// ErrRunning is returned by Claim when another instance took the request to show its window.
+// ErrRunning is returned by Claim when another instance took the request (to show its window,
+// or to send files).
 var ErrRunning = errors.New("another Skein window is already running; it was asked to show itself")
 
-// Claim makes this process the app's instance, or, when another one answers on path, asks it to
-// show its window and returns ErrRunning.
-func Claim(path string) (*Instance, error) {
+// ErrCannotSend is returned by Claim when the running instance showed its window but does not
+// take files to send (an older version).
+var ErrCannotSend = errors.New("the running Skein cannot take files to send (an older version?); quit it and try again")
+
+// maxRequest bounds one request line (the paths of the files to send).
+const maxRequest = 1 << 20
+
+// Claim makes this process the app's instance, or, when another one answers on path, asks it
+// to show its window, or with files to offer to send them, and returns ErrRunning. Paths must
+// be absolute (the other instance has its own working directory).
+func Claim(path string, send ...string) (*Instance, error) {
+	req := "show\n"
+	if len(send) > 0 {
+		b, err := json.Marshal(send)
+		if err != nil {
+			return nil, err
+		}
+		req = "send " + string(b) + "\n"
+	}
 	for attempt := 0; attempt < 2; attempt++ {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			_, werr := c.Write([]byte("show\n"))
-			reply, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if werr == nil && strings.TrimSpace(reply) == "ok" {
-				return nil, ErrRunning
+		dialed, ok := ask(path, req)
+		if ok {
+			return nil, ErrRunning
+		}
+		if dialed && len(send) > 0 {
+			if _, ok := ask(path, "show\n"); ok {
+				return nil, ErrCannotSend
 			}
 		}
 		l, err := net.Listen("unix", path)
@@ -60,8 +85,28 @@ func Claim(path string) (*Instance, error) {
 	return nil, fmt.Errorf("cannot claim the single-instance socket %s", path)
 }
 
-// Serve calls show for every "show" request until Close.
-func (in *Instance) Serve(show func()) {
+// ask sends one request to the instance on path: dialed tells that something listens, ok that
+// it answered "ok".
+func ask(path, req string) (dialed, ok bool) {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false, false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		return true, false
+	}
+	reply, _ := bufio.NewReader(c).ReadString('\n')
+	return true, strings.TrimSpace(reply) == "ok"
+}
+
+// Serve calls show for every request until Close.
+func (in *Instance) Serve(show func()) { in.ServeSend(show, nil) }
+
+// ServeSend calls show for every "show" request and send with the paths of every "send"
+// request (show when send is nil), until Close.
+func (in *Instance) ServeSend(show func(), send func(paths []string)) {
 	for {
 		c, err := in.l.Accept()
 		if err != nil {
@@ -69,15 +114,59 @@ func (in *Instance) Serve(show func()) {
 		}
 		go func() {
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil || strings.TrimSpace(line) != "show" {
+			if !sameUser(c) {
 				return
 			}
-			show()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096).ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSpace(line)
+			switch {
+			case line == "show":
+				show()
+			case strings.HasPrefix(line, "send "):
+				var paths []string
+				if json.Unmarshal([]byte(strings.TrimPrefix(line, "send ")), &paths) != nil {
+					return
+				}
+				for _, p := range paths {
+					if !filepath.IsAbs(p) {
+						return
+					}
+				}
+				if send != nil && len(paths) > 0 {
+					send(paths)
+				} else {
+					show()
+				}
+			default:
+				return
+			}
 			c.Write([]byte("ok\n"))
 		}()
 	}
+}
+
+// sameUser tells whether the process at the other end of c runs as this user.
+func sameUser(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return int(cred.Uid) == os.Getuid()
 }
 
 // Close stops listening and removes the socket.

@@ -25,6 +25,7 @@ type peerPage struct {
 	shown   []ipc.Peer // the filtered, sorted peers the list shows
 	selKey  string     // NodeKey of the selected peer ("" = none)
 	detail  *peerDetail
+	rows    []*peerRow // every row the list made, to find the one under a drop
 }
 
 func newPeerPage(a *App) *peerPage {
@@ -34,7 +35,11 @@ func newPeerPage(a *App) *peerPage {
 	p.search.OnChanged = func(string) { p.update(a) }
 	p.list = widget.NewList(
 		func() int { return len(p.shown) },
-		func() fyne.CanvasObject { return newPeerRow() },
+		func() fyne.CanvasObject {
+			r := newPeerRow()
+			p.rows = append(p.rows, r)
+			return r
+		},
 		func(i widget.ListItemID, o fyne.CanvasObject) {
 			if i < len(p.shown) {
 				o.(*peerRow).set(&p.shown[i], p.a.v.exitNodeID(), p.a.now())
@@ -107,6 +112,7 @@ type peerRow struct {
 	widget.BaseWidget
 	name, info *widget.Label
 	content    fyne.CanvasObject
+	key        string // NodeKey of the peer shown
 }
 
 func newPeerRow() *peerRow {
@@ -123,6 +129,7 @@ func newPeerRow() *peerRow {
 func (r *peerRow) CreateRenderer() fyne.WidgetRenderer { return widget.NewSimpleRenderer(r.content) }
 
 func (r *peerRow) set(p *ipc.Peer, exitID string, now time.Time) {
+	r.key = p.NodeKey
 	name := p.ShortName()
 	if p.OS != "" {
 		name += " · " + p.OS
@@ -138,6 +145,35 @@ func (r *peerRow) set(p *ipc.Peer, exitID string, now time.Time) {
 		r.info.Importance = widget.LowImportance
 	}
 	r.info.Refresh()
+}
+
+// peerAt is the peer whose row is at pos (window coordinates), or nil: files dropped there go
+// to that peer. Only rows on screen count: the list recycles rows, and a row that is not in the
+// window's visible tree (scrolled away, or another tab open) has no position.
+func (p *peerPage) peerAt(pos fyne.Position) *ipc.Peer {
+	if !p.a.tabs.peersSelected() {
+		return nil
+	}
+	drv := p.a.fa.Driver()
+	if !inside(pos, drv.AbsolutePositionForObject(p.list), p.list.Size()) {
+		return nil
+	}
+	for _, r := range p.rows {
+		at := drv.AbsolutePositionForObject(r)
+		if at.IsZero() || !r.Visible() || !inside(pos, at, r.Size()) {
+			continue
+		}
+		for i := range p.shown {
+			if p.shown[i].NodeKey == r.key {
+				return &p.shown[i]
+			}
+		}
+	}
+	return nil
+}
+
+func inside(pos, at fyne.Position, size fyne.Size) bool {
+	return pos.X >= at.X && pos.Y >= at.Y && pos.X < at.X+size.Width && pos.Y < at.Y+size.Height
 }
 
 // peerInfoLine is the list's second line: "100.64.0.2 · online · direct 1.2.3.4:41641 · 1.2 ms",

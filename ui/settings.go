@@ -33,6 +33,7 @@ type settingsPage struct {
 	advertised  *cidrList
 	routesNote  *widget.Label
 	dns         *dnsSection
+	recv        *receiveSection
 	saved       string // the hostname as skeind last reported it
 	edited      bool
 	autostartOn bool // whether the autostart entry exists, read once and then kept
@@ -101,6 +102,8 @@ func newSettingsPage(a *App) *settingsPage {
 		func(list []string) ipc.PrefsPatch { return ipc.PrefsPatch{AdvertiseRoutes: &list} })
 	s.routesNote = caption()
 	s.dns = newDNSSection(a)
+	s.recv = newReceiveSection(a)
+	a.recv = s.recv
 	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
 		"The control server may have to approve routes and exit nodes (Headscale: headscale nodes approve-routes).")
 	form := widget.NewForm(
@@ -111,6 +114,7 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("Subnet routes", container.NewVBox(s.accept, s.acceptNote)),
 		widget.NewFormItem("Advertised routes", container.NewVBox(s.advertised.content, s.routesNote)),
 		widget.NewFormItem("DNS", s.dns.content),
+		widget.NewFormItem("Received files", s.recv.content),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
 	s.content = container.NewVScroll(container.NewPadded(form))
@@ -179,6 +183,7 @@ func (s *settingsPage) update(a *App) {
 	s.acceptNote.SetText(acceptRoutesNote(v))
 	s.advertised.update(a)
 	s.dns.update(a)
+	s.recv.update(a)
 }
 
 // Labels of the Settings tab's routing checks.

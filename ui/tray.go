@@ -7,6 +7,7 @@ import (
 	"fyne.io/fyne/v2/driver/desktop"
 
 	"github.com/skeinvpn/skein/assets"
+	"github.com/skeinvpn/skein/ipc"
 )
 
 // The tray menu, rebuilt from the view on every change that alters what it shows (the
@@ -20,6 +21,8 @@ const (
 	TrayQuit    = "Quit"
 	TrayPeers   = "Peers"
 	TrayNoPeers = "No peers"
+	// TraySendFile opens a file chooser, then the peer picker.
+	TraySendFile = "Send file…"
 )
 
 // buildTrayMenu returns the menu for the current view.
@@ -56,7 +59,9 @@ func (a *App) buildTrayMenu() *fyne.Menu {
 	}
 	peers := fyne.NewMenuItem(TrayPeers, nil)
 	peers.ChildMenu = fyne.NewMenu(TrayPeers, peerItems...)
-	items = append(items, peers, a.exitNodeMenu(), fyne.NewMenuItemSeparator())
+	send := fyne.NewMenuItem(TraySendFile, a.chooseFileToSend)
+	send.Disabled = !v.reachable || v.st.State != ipc.StateRunning
+	items = append(items, peers, a.exitNodeMenu(), send, fyne.NewMenuItemSeparator())
 
 	items = append(items, fyne.NewMenuItem(TrayOpen, a.ShowWindow))
 	quit := fyne.NewMenuItem(TrayQuit, a.quit)

@@ -35,6 +35,33 @@ type harness struct {
 	sock string
 	a    *App
 	fa   fyne.App
+	// downloads is the app's Downloads folder (a temp dir); before is run on the app before
+	// it starts (e.g. to change its settings).
+	downloads string
+	before    func(a *App)
+	// notices are the desktop notifications sent (guarded by noticeMu, not the UI lock: the
+	// app sends them from its transfer goroutines).
+	noticeMu sync.Mutex
+	notices  []notice
+}
+
+// notice is one desktop notification the app sent.
+type notice struct {
+	summary, body string
+	open          func()
+}
+
+func (h *harness) notify(summary, body string, open func()) error {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	h.notices = append(h.notices, notice{summary, body, open})
+	return nil
+}
+
+func (h *harness) sentNotices() []notice {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	return slices.Clone(h.notices)
 }
 
 func newHarness(t *testing.T, st ipc.Status, p ipc.Prefs) *harness {
@@ -49,6 +76,9 @@ func (h *harness) start() {
 	h.t.Helper()
 	h.mu.Lock()
 	h.fa = test.NewApp()
+	if h.downloads == "" {
+		h.downloads = filepath.Join(h.t.TempDir(), "Downloads")
+	}
 	h.a = New(h.fa, Options{
 		Socket:       h.sock,
 		Do:           h.serialised,
@@ -56,9 +86,14 @@ func (h *harness) start() {
 		AutostartDir: filepath.Join(h.t.TempDir(), "autostart"),
 		Exec:         "/usr/bin/skein-gui",
 		ReconnectMax: 100 * time.Millisecond,
+		DownloadsDir: h.downloads,
+		notify:       h.notify,
 	})
 	h.a.Window().Resize(fyne.NewSize(1000, 700))
 	h.a.Window().Show()
+	if h.before != nil {
+		h.before(h.a)
+	}
 	h.mu.Unlock()
 	h.a.Start()
 	h.t.Cleanup(func() {
@@ -534,6 +569,7 @@ Exit node ▸
     ---
     Allow LAN access
     Exit node settings…
+Send file…
 ---
 Open Skein
 Quit
@@ -621,6 +657,7 @@ Exit node ▸
     ---
     Allow LAN access (disabled)
     Exit node settings…
+Send file… (disabled)
 ---
 Open Skein
 Quit

@@ -24,15 +24,27 @@ func (a *App) buildWindow() {
 	a.exit = newExitPage(a)
 	a.settings = newSettingsPage(a)
 	a.account = newAccountPage(a)
+	a.files = newFilesPage(a)
 
+	// The Files tab's widgets join the window when it is first opened (OnSelected below): an
+	// idle tray app does not pay for laying out, and shaping the text of, a page nobody opened.
 	a.tabs = tabsView{
 		peers:    container.NewTabItemWithIcon("Peers", theme.ComputerIcon(), a.peers.content),
+		files:    container.NewTabItemWithIcon("Files", theme.DownloadIcon(), container.NewStack()),
 		exit:     container.NewTabItemWithIcon("Exit node", theme.MailForwardIcon(), a.exit.content),
 		account:  container.NewTabItemWithIcon("Account", theme.AccountIcon(), a.account.content),
 		settings: container.NewTabItemWithIcon("Settings", theme.SettingsIcon(), a.settings.content),
 	}
-	tabs := container.NewAppTabs(a.tabs.peers, a.tabs.exit, a.tabs.account, a.tabs.settings)
+	tabs := container.NewAppTabs(a.tabs.peers, a.tabs.files, a.tabs.exit, a.tabs.account, a.tabs.settings)
 	a.tabs.t = tabs
+	tabs.OnSelected = func(it *container.TabItem) {
+		if it == a.tabs.files && !a.files.shown {
+			a.files.shown = true
+			it.Content = a.files.content
+			a.files.update(a)
+			tabs.Refresh()
+		}
+	}
 
 	top := []fyne.CanvasObject{a.header.content}
 	if a.opts.NoTrayHost {
@@ -45,6 +57,8 @@ func (a *App) buildWindow() {
 	a.root = container.NewBorder(container.NewVBox(top...), nil, nil, nil, tabs)
 	a.win.SetContent(a.root)
 	a.win.Resize(fyne.NewSize(900, 600))
+	// Files dropped on a peer row go to that peer; elsewhere they open the peer picker.
+	a.win.SetOnDropped(a.dropped)
 	if a.hasTrayHost() {
 		// The window hides to the tray; "Quit" in the tray ends the app.
 		a.win.SetCloseIntercept(a.win.Hide)
@@ -56,9 +70,12 @@ func (a *App) buildWindow() {
 func (a *App) hasTrayHost() bool { return !a.opts.NoTrayHost }
 
 type tabsView struct {
-	t                              *container.AppTabs
-	peers, exit, account, settings *container.TabItem
+	t                                     *container.AppTabs
+	peers, files, exit, account, settings *container.TabItem
 }
+
+func (t tabsView) selectFiles()        { t.t.Select(t.files) }
+func (t tabsView) peersSelected() bool { return t.t.Selected() == t.peers }
 
 func (t tabsView) selectAccount()  { t.t.Select(t.account) }
 func (t tabsView) selectExitNode() { t.t.Select(t.exit) }
