@@ -268,6 +268,23 @@ func (pe *peerEndpoint) discover(now time.Time, fromCMM bool) {
 	}
 }
 
+// ownEndpointsChanged re-runs discovery at once for a peer we exchanged traffic with recently,
+// bypassing the ping and CallMeMaybe rate limits, so that it learns our new address.
+func (pe *peerEndpoint) ownEndpointsChanged(now time.Time) {
+	pe.mu.Lock()
+	recent := now.Sub(pe.lastSend) < sessionActiveTimeout || now.Sub(pe.lastRecv) < sessionActiveTimeout
+	if recent {
+		pe.lastCMM = time.Time{}
+		for _, cd := range pe.candidates {
+			cd.lastPing = time.Time{}
+		}
+	}
+	pe.mu.Unlock()
+	if recent {
+		pe.discover(now, false)
+	}
+}
+
 // sendPing sends one disco ping to addr (or via DERP region when addr is invalid).
 func (pe *peerEndpoint) sendPing(addr netip.AddrPort, region int, now time.Time, result chan<- PingResult) {
 	tx := stun.NewTxID()

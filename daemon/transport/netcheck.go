@@ -309,11 +309,25 @@ func (c *Conn) applyReport(rep Report) {
 	}
 	eps := c.localEndpoints(rep)
 	c.mu.Lock()
+	var active []*peerEndpoint
 	if !slices.Equal(eps, c.myEPs) {
+		hadEPs := len(c.myEPs) > 0
 		c.myEPs = eps
 		changed = true
+		if hadEPs {
+			for _, pe := range c.peers {
+				active = append(active, pe)
+			}
+		}
 	}
 	c.mu.Unlock()
+	// Our address changed (a new NAT mapping, another network): peers in a conversation with
+	// us only learn it from our pings and a CallMeMaybe, so send them now rather than at the
+	// next heartbeat.
+	now := time.Now()
+	for _, pe := range active {
+		pe.ownEndpointsChanged(now)
+	}
 	if changed && c.opts.OnEndpointsChanged != nil {
 		c.opts.OnEndpointsChanged()
 	}
