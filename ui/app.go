@@ -117,6 +117,7 @@ type App struct {
 // New builds the app's window and tray on fa; Start connects to skeind.
 func New(fa fyne.App, opts Options) *App {
 	a := &App{fa: fa, opts: opts, client: ipc.NewClient(opts.Socket), do: opts.Do, now: opts.Now}
+	helperSocket = a.client.SocketPath()
 	if a.do == nil {
 		a.do = fyne.Do
 	}

@@ -282,8 +282,8 @@ func fixCommand(e *ipc.Error) string {
 	switch {
 	case fix == "" && (e.Code == ipc.ErrNeedsOperator || e.Code == ipc.ErrNeedsRoot):
 		fix = "sudo skein set --operator=$USER"
-	case fix == "" && e.Code == ipc.ErrHelperUnreachable:
-		fix = "sudo systemctl start skeind"
+	case e.Code == ipc.ErrHelperUnreachable:
+		fix = helperMissingFix()
 	}
 	if u := currentUser(); u != "" {
 		fix = strings.ReplaceAll(fix, "$USER", u)
@@ -295,7 +295,7 @@ func fixCommand(e *ipc.Error) string {
 func errorTitle(e *ipc.Error) string {
 	switch e.Code {
 	case ipc.ErrHelperUnreachable:
-		return "The Skein helper (skeind) is not running"
+		return helperMissingTitle()
 	case ipc.ErrNeedsOperator:
 		return "Permission denied: your user may not change Skein's settings"
 	case ipc.ErrNeedsRoot:
@@ -316,7 +316,7 @@ func errorTitle(e *ipc.Error) string {
 func errorHint(e *ipc.Error) string {
 	switch e.Code {
 	case ipc.ErrHelperUnreachable:
-		return "Start skeind (it runs as root) and the app reconnects by itself."
+		return helperMissingHint()
 	case ipc.ErrNeedsOperator:
 		return "Make your user skeind's operator once (needs sudo), then try again."
 	case ipc.ErrServerUnreachable:

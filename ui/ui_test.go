@@ -273,7 +273,7 @@ func TestHelperNotRunningThenReconnects(t *testing.T) {
 	h.start()
 
 	h.eventually("helper down", func() string {
-		if s := h.expect("Helper not running", "The Skein helper (skeind) is not running", "sudo systemctl start skeind (or: sudo skeind)"); s != "" {
+		if s := h.expect("Helper not running", "Skein's helper is installed but not running", "sudo systemctl enable --now skeind"); s != "" {
 			return s
 		}
 		if !h.look().buttons["Connect"].Disabled() {
@@ -291,7 +291,7 @@ func TestHelperNotRunningThenReconnects(t *testing.T) {
 		if s := h.expect("Connected", "[Disconnect]"); s != "" {
 			return s
 		}
-		if h.look().has("The Skein helper (skeind) is not running") {
+		if h.look().has("installed but not running") {
 			return "error still shown"
 		}
 		return ""
