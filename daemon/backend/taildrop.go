@@ -10,10 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -92,11 +89,12 @@ func (b *Backend) syncPeerAPILocked() {
 	}
 	p := &peerAPI{addrs: want}
 	for _, a := range want {
-		ln, port, err := listenPeerAPI(a)
+		ln, err := taildrop.Listen(context.Background(), a)
 		if err != nil {
-			b.logf("taildrop: peer API on %v: %v", a, err)
+			b.logf("taildrop: %v", err)
 			continue
 		}
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
 		srv := taildrop.NewServer(h)
 		p.servers = append(p.servers, srv)
 		go srv.Serve(ln)
@@ -110,35 +108,6 @@ func (b *Backend) syncPeerAPILocked() {
 	b.dp.SetPeerAPIPorts(p.port4, p.port6)
 	b.logf("taildrop: peer API on ports %d (IPv4) and %d (IPv6)", p.port4, p.port6)
 	b.sendHostinfoLocked()
-}
-
-// listenPeerAPI binds the official preferred ports first, then a random one. FREEBIND: the
-// address is on our TUN, but an IPv6 one may still be in duplicate address detection.
-func listenPeerAPI(a netip.Addr) (net.Listener, uint16, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) {
-			if a.Is4() {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-			} else {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-			}
-		})
-		return serr
-	}}
-	var last error
-	for try := 0; try <= 5; try++ {
-		port := uint16(0)
-		if try < 5 {
-			port = taildrop.PeerAPIPort(a, try)
-		}
-		ln, err := lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(a, port).String())
-		if err == nil {
-			return ln, uint16(ln.Addr().(*net.TCPAddr).Port), nil
-		}
-		last = err
-	}
-	return nil, 0, last
 }
 
 // sendHostinfoLocked tells control about changed Hostinfo (services, routes) in the background.

@@ -18,7 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Peer is the netmap peer a request comes from.
@@ -433,7 +436,19 @@ func Listen(ctx context.Context, addr netip.Addr) (net.Listener, error) {
 	if addr.Is6() && !addr.Is4In6() {
 		network = "tcp6"
 	}
-	var lc net.ListenConfig
+	// FREEBIND: the address is on our TUN, but an IPv6 one may still be in duplicate address
+	// detection when the tunnel has just come up.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) {
+			if network == "tcp4" {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			}
+		})
+		return serr
+	}}
 	var err error
 	for try := range 5 {
 		var ln net.Listener
