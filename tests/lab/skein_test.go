@@ -246,13 +246,23 @@ func oneLine(t testing.TB, stderr string) string {
 // joinedNode starts a lab with a tailnet of official peers and one skeind logged into it with
 // the tailnet's pre-auth key, and waits until skeind sees every peer.
 func joinedNode(t testing.TB, name string, peers ...string) (*lab.Lab, *lab.Tailnet, *node) {
+	return joinedNodeWith(t, false, name, peers...)
+}
+
+// joinedNodeWith is joinedNode with the choice of the plain (fast) skeind build, for tests that
+// move gigabytes.
+func joinedNodeWith(t testing.TB, fastDataPlane bool, name string, peers ...string) (*lab.Lab, *lab.Tailnet, *node) {
 	t.Helper()
 	l := lab.New(t)
 	tn, err := l.StartTailnet("lab", peers...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := startNode(t, l, name)
+	h, err := l.AddHost(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeWith(t, h, fastDataPlane)
 	mustOK(t, n.cli("up", "--login-server", tn.Control.URL(), "--auth-key", tn.AuthKey, "--hostname", name), "skein up")
 	lab.Eventually(t, 20*time.Second, func() error {
 		st := n.status()

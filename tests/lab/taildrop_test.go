@@ -143,10 +143,12 @@ func TestTaildropInterop(t *testing.T) {
 	os.Remove(src)
 }
 
-// TestTaildropOverDERP: 1 GiB both ways with UDP between the two blocked, so over DERP.
+// TestTaildropOverDERP: 1 GiB both ways with UDP between the two blocked, so over DERP. The
+// plain skeind build: under the race detector the DERP path alone would take many minutes (the
+// direct and hostile tests run the race build through the same Taildrop code).
 func TestTaildropOverDERP(t *testing.T) {
 	t.Parallel()
-	_, tn, n := joinedNode(t, "sk-files", "alpha-ts")
+	_, tn, n := joinedNodeWith(t, true, "sk-files", "alpha-ts")
 	alpha := tn.Peer("alpha-ts")
 	if err := n.host.BlockUDP(alpha.Host().Addr()); err != nil {
 		t.Fatal(err)
