@@ -66,8 +66,10 @@ func TestDesktopFile(t *testing.T) {
 		"Categories":  strings.Join(tomlStrings(f["LinuxAndBSD.Categories"]), ";") + ";",
 		"Keywords":    strings.Join(tomlStrings(f["LinuxAndBSD.Keywords"]), ";") + ";",
 		"Icon":        appID,
-		"Exec":        "skein-gui",
-		"Type":        "Application",
+		// %F: a file manager's "Open with Skein" hands the files over to send (a picker asks
+		// the peer); launched without files it is a plain start.
+		"Exec": "skein-gui --send %F",
+		"Type": "Application",
 		// Fyne names its windows' X11 class after the app (fyne package writes the same).
 		"StartupWMClass": strings.Trim(f["Details.Name"], `"`),
 	}
