@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/skeinvpn/skein/daemon/key"
+	"github.com/skeinvpn/skein/internal/atomicfile"
 	"github.com/skeinvpn/skein/ipc"
 )
 
@@ -83,34 +84,5 @@ func (s *Store) Save(d Data) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.dir, "."+fileName+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, fileName)); err != nil {
-		return err
-	}
-	dir, err := os.Open(s.dir)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
+	return atomicfile.Write(filepath.Join(s.dir, fileName), b, 0o600)
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/skeinvpn/skein/internal/atomicfile"
 )
 
 // Marker lines of the file we write. markerPrefix identifies the file as ours; origNSPrefix
@@ -311,46 +313,9 @@ func (j *journal) original() (snapshot, error) {
 }
 
 // writeStateFile writes a 0600 file atomically and durably.
-func writeStateFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	syncDir(dir)
-	return nil
-}
+func writeStateFile(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
+func syncDir(dir string) { atomicfile.SyncDir(dir) }
 
 // renameBlocked reports whether a rename failed because the destination is a mount point or
 // on another file system, as with a bind-mounted resolv.conf.
