@@ -79,10 +79,8 @@ func (m *rcManager) set(in Config) error {
 	}
 	changed := !cfg.equal(m.cfg)
 	m.cfg = cfg
-	if len(cfg.MatchDomains) > 0 {
-		m.warn.add(fmt.Sprintf("resolv.conf cannot route by domain; all queries go to %s, which forwards names outside %s to the original nameservers",
-			cfg.Nameservers[0], strings.Join(cfg.MatchDomains, ", ")))
-	}
+	// resolv.conf cannot route by domain: every query comes to us and MagicDNS forwards what
+	// is not the tailnet's. That is how this mode works, not a problem to report.
 	if err := m.ensureJournalLocked(); err != nil {
 		return m.note(err)
 	}
