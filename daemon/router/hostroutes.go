@@ -13,7 +13,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -199,46 +198,20 @@ func (r *Router) WatchLinks(ctx context.Context, onChange func()) error {
 	if r.v6 {
 		groups = append(groups, unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE)
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
 	tunIdx := -1
-	if l, err := r.k.h.LinkByName(r.tun); err == nil {
+	r.mu.Lock()
+	if l, err := r.k.h.LinkByName(r.tun); err == nil && !r.closed {
 		tunIdx = l.Attrs().Index
 	}
-	sock, err := nl.SubscribeAt(r.ns, netns.None(), unix.NETLINK_ROUTE, groups...)
 	r.mu.Unlock()
+	ev, err := r.subscribe(groups, func(msgs []syscall.NetlinkMessage) bool { return hostChange(msgs, tunIdx) })
 	if err != nil {
 		return fmt.Errorf("router: watch links: subscribe: %w", err)
 	}
-
-	kick := make(chan struct{}, 1)
-	readErr := make(chan error, 1)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			msgs, _, err := sock.Receive()
-			switch {
-			case err == nil:
-				if hostChange(msgs, tunIdx) {
-					notify(kick)
-				}
-			case errors.Is(err, unix.ENOBUFS):
-				notify(kick) // events lost: assume something changed
-			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			default:
-				readErr <- err
-				return
-			}
-		}
-	}()
-	defer func() {
-		sock.Close() // wakes the reader
-		<-stopped
-	}()
+	if ev == nil {
+		return nil // closed
+	}
+	defer ev.close()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -249,7 +222,7 @@ func (r *Router) WatchLinks(ctx context.Context, onChange func()) error {
 			return nil
 		case <-r.closedCh:
 			return nil
-		case err := <-readErr:
+		case err := <-ev.readErr:
 			select {
 			case <-ctx.Done():
 				return nil
@@ -258,7 +231,7 @@ func (r *Router) WatchLinks(ctx context.Context, onChange func()) error {
 			default:
 			}
 			return fmt.Errorf("router: watch links: %w", err)
-		case <-kick:
+		case <-ev.kick:
 			if first.IsZero() {
 				first = time.Now()
 			}

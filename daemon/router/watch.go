@@ -30,44 +30,14 @@ func (r *Router) Watch(ctx context.Context) error {
 	if r.v6 {
 		groups = append(groups, unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_IPV6_RULE)
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	// r.ns keeps the subscription in the router's namespace whatever thread
-	// runs this goroutine.
-	sock, err := nl.SubscribeAt(r.ns, netns.None(), unix.NETLINK_ROUTE, groups...)
-	r.mu.Unlock()
+	ev, err := r.subscribe(groups, relevant)
 	if err != nil {
 		return fmt.Errorf("router: watch: subscribe: %w", err)
 	}
-
-	kick := make(chan struct{}, 1)
-	readErr := make(chan error, 1)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			msgs, _, err := sock.Receive()
-			switch {
-			case err == nil:
-				if relevant(msgs) {
-					notify(kick)
-				}
-			case errors.Is(err, unix.ENOBUFS):
-				notify(kick) // events lost: resync
-			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			default:
-				readErr <- err
-				return
-			}
-		}
-	}()
-	defer func() {
-		sock.Close() // wakes the reader
-		<-stopped
-	}()
+	if ev == nil {
+		return nil // closed
+	}
+	defer ev.close()
 
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -81,7 +51,7 @@ func (r *Router) Watch(ctx context.Context) error {
 			return nil
 		case <-r.closedCh:
 			return nil
-		case err := <-readErr:
+		case err := <-ev.readErr:
 			select {
 			case <-ctx.Done():
 				return nil
@@ -90,7 +60,7 @@ func (r *Router) Watch(ctx context.Context) error {
 			default:
 			}
 			return fmt.Errorf("router: watch: %w", err)
-		case <-kick:
+		case <-ev.kick:
 			if !pending {
 				pending = true
 				d := watchDebounce
@@ -110,6 +80,55 @@ func (r *Router) Watch(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// events is a netlink subscription in the router's namespace, read by its own goroutine: kick
+// gets a (coalesced) signal for every batch the filter finds relevant, and for lost events.
+type events struct {
+	kick    chan struct{}
+	readErr chan error
+	close   func()
+}
+
+// subscribe listens to the rtnetlink groups in the router's namespace (r.ns keeps the
+// subscription there whatever thread runs the reader). It returns nil, nil when the router is
+// closed.
+func (r *Router) subscribe(groups []uint, filter func([]syscall.NetlinkMessage) bool) (*events, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, nil
+	}
+	sock, err := nl.SubscribeAt(r.ns, netns.None(), unix.NETLINK_ROUTE, groups...)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	ev := &events{kick: make(chan struct{}, 1), readErr: make(chan error, 1)}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			msgs, _, err := sock.Receive()
+			switch {
+			case err == nil:
+				if filter(msgs) {
+					notify(ev.kick)
+				}
+			case errors.Is(err, unix.ENOBUFS):
+				notify(ev.kick) // events lost: assume something changed
+			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			default:
+				ev.readErr <- err
+				return
+			}
+		}
+	}()
+	ev.close = func() {
+		sock.Close() // wakes the reader
+		<-stopped
+	}
+	return ev, nil
 }
 
 func notify(c chan struct{}) {
