@@ -144,15 +144,8 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 	}
 	b.notifyLocked(ipc.EventPrefs, nil)
 	b.applyDataplaneLocked()
-	if !reflect.DeepEqual(b.hostinfoOf(old.Prefs), b.hostinfoOf(next.Prefs)) && b.state == ipc.StateRunning && b.client != nil {
-		c, req := b.client, b.mapRequestLocked()
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := c.SendUpdate(ctx, req); err != nil {
-				b.logf("sending hostinfo update: %v", err)
-			}
-		}()
+	if !reflect.DeepEqual(b.hostinfoOf(old.Prefs), b.hostinfoOf(next.Prefs)) {
+		b.sendHostinfoLocked()
 	}
 	if b.dp != nil {
 		b.notifyLocked(ipc.EventNetmap, nil)

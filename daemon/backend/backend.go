@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,11 +73,12 @@ type Backend struct {
 	closed        bool
 	dp            *dataplane.Dataplane // the tunnel, while a session has a netmap
 	stopPathWatch func()               // ends watchPaths
-	updatePending bool                 // an endpoint update is in flight
-	updateAgain   bool                 // and another is wanted after it
-	inbox         *taildrop.Inbox      // Taildrop inbox, opened on first use
-	inboxErr      error
-	papi          *peerAPI // the peer API while the tunnel is up
+	// rep reports our network facts to control while a session runs; an atomic because the
+	// transport's callback may fire under mu.
+	rep      atomic.Pointer[reporter]
+	inbox    *taildrop.Inbox // Taildrop inbox, opened on first use
+	inboxErr error
+	papi     *peerAPI // the peer API while the tunnel is up
 }
 
 // New loads the state and returns a backend; Start begins work.
@@ -296,6 +298,13 @@ func jitter(d time.Duration) time.Duration {
 
 // runSession keeps the node registered and the map poll running until ctx ends.
 func (b *Backend) runSession(ctx context.Context, c *control.Client) {
+	rep := newReporter(func(ctx context.Context) error { return b.sendReport(ctx, c) }, b.logf)
+	rep.start()
+	b.rep.Store(rep)
+	defer func() {
+		b.rep.CompareAndSwap(rep, nil)
+		rep.close()
+	}()
 	defer func() {
 		b.mu.Lock()
 		b.stopDataplaneLocked()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/control"
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
@@ -122,41 +123,25 @@ func (b *Backend) netInfoLocked() (*wire.NetInfo, []netip.AddrPort, []int) {
 	return ni, eps, types
 }
 
-// onEndpointsChanged tells control our new endpoints and home DERP with a lite map request.
-// Calls are coalesced: one update in flight, one queued.
+// onEndpointsChanged is the transport's callback for a change of our endpoints, home DERP or
+// NetInfo. It may run under b.mu (a new DERP map picks a home at once), so it only pokes the
+// session's reporter.
 func (b *Backend) onEndpointsChanged() {
-	b.mu.Lock()
-	if b.updatePending {
-		b.updateAgain = true
-		b.mu.Unlock()
-		return
+	if r := b.rep.Load(); r != nil {
+		r.changed()
 	}
-	b.updatePending = true
+}
+
+// sendReport is the reporter's request: a lite map request with our newest facts.
+func (b *Backend) sendReport(ctx context.Context, c *control.Client) error {
+	b.mu.Lock()
+	if !b.data.LoggedIn {
+		b.mu.Unlock()
+		return nil
+	}
+	req := b.mapRequestLocked()
 	b.mu.Unlock()
-	go func() {
-		for {
-			b.mu.Lock()
-			c := b.client
-			running := b.sessionCancel != nil && b.data.LoggedIn
-			req := b.mapRequestLocked()
-			b.mu.Unlock()
-			if running && c != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				if err := c.SendUpdate(ctx, req); err != nil {
-					b.logf("control: endpoint update: %v", err)
-				}
-				cancel()
-			}
-			b.mu.Lock()
-			if !b.updateAgain {
-				b.updatePending = false
-				b.mu.Unlock()
-				return
-			}
-			b.updateAgain = false
-			b.mu.Unlock()
-		}
-	}()
+	return c.SendUpdate(ctx, req)
 }
 
 // mapRequestLocked is the map request for our current state (stream flags set by the caller).
@@ -164,13 +149,22 @@ func (b *Backend) mapRequestLocked() *wire.MapRequest {
 	hi := b.hostinfoLocked()
 	ni, eps, types := b.netInfoLocked()
 	hi.NetInfo = ni
-	return &wire.MapRequest{
+	req := &wire.MapRequest{
 		NodeKey:       b.data.NodeKey.Public(),
-		DiscoKey:      b.discoKey.Public(),
 		Hostinfo:      hi,
 		Endpoints:     eps,
 		EndpointTypes: types,
 	}
+	// The disco key goes out only with a home region. An official peer sets up a WireGuard
+	// peer for any node with a disco key or a home region, and its first handshake to a node
+	// with neither path fails and is retried only after WireGuard's 5 s timeout; with both
+	// announced in one update, its first handshake goes straight over DERP. A fresh session
+	// has no DERP map (so no home) until the first map response; the report that follows it
+	// carries both.
+	if ni != nil && ni.PreferredDERP != 0 {
+		req.DiscoKey = b.discoKey.Public()
+	}
+	return req
 }
 
 func (b *Backend) regionCodeLocked(id int) string {

@@ -110,19 +110,11 @@ func (b *Backend) syncPeerAPILocked() {
 	b.sendHostinfoLocked()
 }
 
-// sendHostinfoLocked tells control about changed Hostinfo (services, routes) in the background.
+// sendHostinfoLocked tells control about changed Hostinfo (services, routes).
 func (b *Backend) sendHostinfoLocked() {
-	if b.client == nil || b.sessionCancel == nil || !b.data.LoggedIn {
-		return
+	if r := b.rep.Load(); r != nil && b.data.LoggedIn {
+		r.changed()
 	}
-	c, req := b.client, b.mapRequestLocked()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := c.SendUpdate(ctx, req); err != nil {
-			b.logf("sending hostinfo update: %v", err)
-		}
-	}()
 }
 
 // peerAPIServicesLocked are the Hostinfo.Services entries for the running peer API.

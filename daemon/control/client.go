@@ -207,12 +207,15 @@ func (c *Client) post(ctx context.Context, path string, body any, nodeKeys ...ke
 	}
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
-		// The connection may be dead; the next call dials anew.
-		c.mu.Lock()
-		if c.cc == cc {
-			c.dropLocked()
+		// The connection may be dead; the next call dials anew. A request its caller gave up
+		// on says nothing about the connection, which other calls (a login, the map poll) share.
+		if ctx.Err() == nil {
+			c.mu.Lock()
+			if c.cc == cc {
+				c.dropLocked()
+			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
 		return nil, fmt.Errorf("control %s: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {

@@ -50,17 +50,19 @@ type Conn struct {
 	logf     func(string, ...any)
 	discoPub key.DiscoPublic
 
-	mu       sync.Mutex
-	nodeKey  key.NodePrivate
-	peers    map[key.NodePublic]*peerEndpoint
-	byDisco  map[key.DiscoPublic]*peerEndpoint
-	byAddr   map[netip.AddrPort]*peerEndpoint
-	derpMap  *wire.DERPMap
-	derp     *derpManager
-	nc       *netchecker
-	myEPs    []Endpoint // our own candidate endpoints, reported to control
-	closed   bool
-	bindOpen bool
+	mu      sync.Mutex
+	nodeKey key.NodePrivate
+	peers   map[key.NodePublic]*peerEndpoint
+	byDisco map[key.DiscoPublic]*peerEndpoint
+	byAddr  map[netip.AddrPort]*peerEndpoint
+	derpMap *wire.DERPMap
+	derp    *derpManager
+	nc      *netchecker
+	myEPs   []Endpoint // our own candidate endpoints, reported to control
+	// reportedNI is what control was last told of the netcheck (UDP, IPv6, mapping).
+	reportedNI netInfoFacts
+	closed     bool
+	bindOpen   bool
 
 	pconn4, pconn6 *udpSocket
 	send4mu        sync.Mutex
@@ -127,7 +129,28 @@ func (c *Conn) SetDERPMap(m *wire.DERPMap) {
 	c.derpMap = m
 	c.mu.Unlock()
 	c.derp.onDERPMap(m)
+	c.provisionalHome(m)
 	c.nc.kick()
+}
+
+// provisionalHome picks a home region the moment a DERP map arrives without one, before any
+// measurement: until a node has a home, peers have no way to send it a first packet, and on a
+// network without UDP the first netcheck only ends after its STUN timeouts. The next netcheck
+// replaces the guess when another region measures better.
+func (c *Conn) provisionalHome(m *wire.DERPMap) {
+	if m == nil || c.derp.homeRegion() != 0 {
+		return
+	}
+	home := 0
+	for id, r := range m.Regions {
+		if homeEligible(r) && (home == 0 || id < home) {
+			home = id
+		}
+	}
+	if home == 0 {
+		return
+	}
+	c.applyReport(Report{PreferredDERP: home})
 }
 
 // SetPeers replaces the peer set, keeping the path state of peers that stay.

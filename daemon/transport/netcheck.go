@@ -173,7 +173,7 @@ func (n *netchecker) report(ctx context.Context) Report {
 	clear(n.pending)
 	n.mu.Unlock()
 	if open {
-		sent := 0
+		sent, delivered := 0, 0
 		for try := 0; try < 3 && sent < maxSTUNPerReport; try++ {
 			for region, addrs := range servers {
 				srv := addrs[try%len(addrs)]
@@ -181,14 +181,20 @@ func (n *netchecker) report(ctx context.Context) Report {
 				n.mu.Lock()
 				n.pending[tx] = stunProbe{region: region, server: srv, at: time.Now()}
 				n.mu.Unlock()
-				c.sendUDPOne(stun.Request(tx), srv)
+				if c.sendUDPOne(stun.Request(tx), srv) == nil {
+					delivered++
+				}
 				sent++
 			}
 			if n.waitAll(ctx, len(servers), 100*time.Millisecond) {
 				break
 			}
 		}
-		n.waitAll(ctx, len(servers), stunTimeout)
+		// When no probe left this host (a local firewall refuses UDP), no answer can come:
+		// waiting out the timeout would only delay the report that says so.
+		if delivered > 0 {
+			n.waitAll(ctx, len(servers), stunTimeout)
+		}
 	}
 	rep := n.finish(dm)
 	c.applyReport(rep)
@@ -272,7 +278,9 @@ func pickHome(lat map[int]time.Duration, prev Report, dm *wire.DERPMap) int {
 	best, bestLat := 0, time.Duration(0)
 	ids := make([]int, 0, len(lat))
 	for id := range lat {
-		ids = append(ids, id)
+		if dm == nil || homeEligible(dm.Regions[id]) {
+			ids = append(ids, id)
+		}
 	}
 	sort.Ints(ids)
 	for _, id := range ids {
@@ -293,12 +301,26 @@ func pickHome(lat map[int]time.Duration, prev Report, dm *wire.DERPMap) int {
 	}
 	if best == 0 && dm != nil {
 		for id, r := range dm.Regions {
-			if r != nil && (best == 0 || id < best) {
+			if homeEligible(r) && (best == 0 || id < best) {
 				best = id
 			}
 		}
 	}
 	return best
+}
+
+// homeEligible reports whether a region can be a home: it has a relay (not only STUN servers)
+// and control does not ask nodes to keep away from it.
+func homeEligible(r *wire.DERPRegion) bool {
+	if r == nil || r.Avoid || r.NoMeasureNoHome {
+		return false
+	}
+	for _, nd := range r.Nodes {
+		if nd != nil && !nd.STUNOnly {
+			return true
+		}
+	}
+	return false
 }
 
 // applyReport sets the home region and recomputes our endpoints, telling control on change.
@@ -309,6 +331,18 @@ func (c *Conn) applyReport(rep Report) {
 	}
 	eps := c.localEndpoints(rep)
 	c.mu.Lock()
+	// What control sees of the report besides home and endpoints (latencies aside, which
+	// move with every run).
+	if !rep.At.IsZero() {
+		ni := netInfoFacts{udp: rep.UDP, v6: rep.GlobalV6.IsValid(), varies: rep.MappingVaries != nil}
+		if rep.MappingVaries != nil {
+			ni.variesBy = *rep.MappingVaries
+		}
+		if ni != c.reportedNI {
+			c.reportedNI = ni
+			changed = true
+		}
+	}
 	var active []*peerEndpoint
 	if !slices.Equal(eps, c.myEPs) {
 		hadEPs := len(c.myEPs) > 0
@@ -331,6 +365,11 @@ func (c *Conn) applyReport(rep Report) {
 	if changed && c.opts.OnEndpointsChanged != nil {
 		c.opts.OnEndpointsChanged()
 	}
+}
+
+// netInfoFacts are the NetInfo fields whose change is worth telling control.
+type netInfoFacts struct {
+	udp, v6, varies, variesBy bool
 }
 
 // localEndpoints lists our candidate addresses: the STUN-mapped ones, then every address of an

@@ -15,6 +15,7 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/disco"
 	"github.com/skeinvpn/skein/daemon/key"
+	"github.com/skeinvpn/skein/daemon/wire"
 )
 
 // node is one WireGuard device on a channel TUN with our Conn as its Bind.
@@ -195,5 +196,40 @@ func TestCallMeMaybeIsNotAnsweredWithOne(t *testing.T) {
 	}
 	if !pinged {
 		t.Fatal("CallMeMaybe endpoint not pinged")
+	}
+}
+
+// A DERP map gives a node without a home one at once (before any netcheck), never a region
+// that only runs STUN or that control asks nodes to avoid, and control is told.
+func TestProvisionalHomeOnDERPMap(t *testing.T) {
+	var told sync.WaitGroup
+	told.Add(1)
+	var once sync.Once
+	c := New(Options{DiscoKey: key.NewDisco(), Logf: t.Logf, OnEndpointsChanged: func() { once.Do(told.Done) }})
+	defer c.Shutdown()
+	c.SetPrivateKey(key.NewNode())
+	dm := testDERPMap(7, 9, 12)
+	dm.Regions[3] = &wire.DERPRegion{RegionID: 3, Nodes: []*wire.DERPNode{{Name: "s", RegionID: 3, HostName: "127.0.0.1", STUNOnly: true}}}
+	dm.Regions[5] = &wire.DERPRegion{RegionID: 5, Avoid: true, Nodes: []*wire.DERPNode{{Name: "a", RegionID: 5, HostName: "127.0.0.1"}}}
+	dm.Regions[6] = &wire.DERPRegion{RegionID: 6, NoMeasureNoHome: true, Nodes: []*wire.DERPNode{{Name: "m", RegionID: 6, HostName: "127.0.0.1"}}}
+	c.SetDERPMap(dm)
+	if h := c.HomeDERP(); h != 7 {
+		t.Fatalf("home %d right after the DERP map, want 7 (lowest region with a relay)", h)
+	}
+	told.Wait()
+	// A later map keeps the home it has.
+	c.SetDERPMap(testDERPMap(1, 7))
+	if h := c.HomeDERP(); h != 7 {
+		t.Errorf("home %d after a new map, want 7 kept", h)
+	}
+}
+
+// Measured latencies never make a STUN-only region the home.
+func TestPickHomeSkipsSTUNOnly(t *testing.T) {
+	dm := testDERPMap(1, 2)
+	dm.Regions[2].Nodes[0].STUNOnly = true
+	lat := map[int]time.Duration{1: 30 * time.Millisecond, 2: 2 * time.Millisecond}
+	if h := pickHome(lat, Report{}, dm); h != 1 {
+		t.Errorf("pickHome = %d, want 1 (region 2 only runs STUN)", h)
 	}
 }

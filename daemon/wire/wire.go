@@ -197,7 +197,10 @@ type DERPRegion struct {
 	RegionCode string
 	RegionName string
 	Avoid      bool `json:",omitempty"`
-	Nodes      []*DERPNode
+	// NoMeasureNoHome: never measure this region nor pick it as home (it stays usable to reach
+	// peers whose home it is).
+	NoMeasureNoHome bool `json:",omitempty"`
+	Nodes           []*DERPNode
 }
 
 // DERPNode is one relay server of a region.
