@@ -9,103 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/key"
-	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/daemon/session"
 	"github.com/skeinvpn/skein/ipc"
 )
-
-// Status returns a snapshot for front ends.
-func (b *Backend) Status() ipc.Status {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.statusLocked()
-}
-
-func (b *Backend) statusLocked() ipc.Status {
-	st := ipc.Status{
-		Version:          b.opts.Version,
-		State:            b.state,
-		AuthURL:          b.authURL,
-		LoginServer:      b.data.Prefs.LoginServer,
-		Peers:            []ipc.Peer{},
-		ControlConnected: b.connected,
-	}
-	if b.lastErr != nil {
-		st.Health = append(st.Health, ipc.Issue{Code: string(b.lastErr.Code), Message: b.lastErr.Message})
-	}
-	nm := b.nm
-	if nm.Self == nil || (b.state != ipc.StateRunning && b.state != ipc.StateStarting) {
-		return st
-	}
-	now := time.Now()
-	self := b.peerLocked(nm.Self, now)
-	self.Online = b.connected
-	if b.dp != nil {
-		self.Relay = b.regionCodeLocked(b.dp.Conn().HomeDERP())
-	}
-	st.Self = &self
-	for _, p := range nm.SortedPeers() {
-		ps := b.peerLocked(p, now)
-		b.addPathLocked(&ps, p, now)
-		st.Peers = append(st.Peers, ps)
-	}
-	for _, u := range nm.UserProfiles {
-		st.Users = append(st.Users, ipc.User{ID: int64(u.ID), LoginName: u.LoginName, DisplayName: u.DisplayName})
-	}
-	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
-	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
-	b.addRoutingStatusLocked(&st)
-	b.addDNSStatusLocked(&st)
-	return st
-}
-
-// magicDNSSuffix is the FQDN minus the host label, without the trailing dot.
-func magicDNSSuffix(fqdn, domain string) string {
-	fqdn = strings.TrimSuffix(fqdn, ".")
-	if i := strings.IndexByte(fqdn, '.'); i >= 0 {
-		return fqdn[i+1:]
-	}
-	return domain
-}
-
-func (b *Backend) peerLocked(n *wire.Node, now time.Time) ipc.Peer {
-	p := ipc.Peer{
-		ID:       int64(n.ID),
-		StableID: n.StableID,
-		NodeKey:  n.Key.String(),
-		DNSName:  n.Name,
-		UserID:   int64(n.User),
-		Online:   n.Online != nil && *n.Online,
-		LastSeen: n.LastSeen,
-		Expired:  b.nm.Expired(n, now),
-		Tags:     n.Tags,
-	}
-	if n.Hostinfo != nil {
-		p.HostName = n.Hostinfo.Hostname
-		p.OS = n.Hostinfo.OS
-		if l := n.Hostinfo.Location; l != nil {
-			p.Location = strings.Trim(l.City+", "+l.Country, ", ")
-		}
-	}
-	p.ExitNodeOption = dataplane.OffersExit(n)
-	p.ExitNode = p.ExitNodeOption && n.StableID != "" && n.StableID == b.data.Prefs.ExitNodeID
-	for _, r := range n.PrimaryRoutes {
-		if r.Bits() != 0 {
-			p.PrimaryRoutes = append(p.PrimaryRoutes, r)
-		}
-	}
-	if !n.KeyExpiry.IsZero() {
-		t := n.KeyExpiry
-		p.KeyExpiry = &t
-	}
-	for _, a := range n.Addresses {
-		if a.IsSingleIP() {
-			p.Addresses = append(p.Addresses, a.Addr())
-		}
-	}
-	return p
-}
 
 // Prefs returns the stored prefs.
 func (b *Backend) Prefs() ipc.Prefs {
@@ -114,47 +21,55 @@ func (b *Backend) Prefs() ipc.Prefs {
 	return b.data.Prefs
 }
 
-// SetPrefs changes prefs that need no new login.
+func (b *Backend) lookupUser(name string) error {
+	if b.opts.LookupUser != nil {
+		return b.opts.LookupUser(name)
+	}
+	_, err := user.Lookup(name)
+	return err
+}
+
+// SetPrefs changes prefs that need no new login. It returns once the tunnel applies them.
 func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if p.Operator != nil {
 		if name := *p.Operator; name != "" {
-			if _, err := user.Lookup(name); err != nil {
-				return b.data.Prefs, &ipc.Error{Code: ipc.ErrBadRequest, Message: "unknown user " + quote(name)}
+			if err := b.lookupUser(name); err != nil {
+				return b.Prefs(), &ipc.Error{Code: ipc.ErrBadRequest, Message: "unknown user " + quote(name)}
 			}
 		}
 	}
 	if p.Hostname != nil {
 		if err := validHostname(*p.Hostname); err != nil {
-			return b.data.Prefs, err
+			return b.Prefs(), err
 		}
 	}
+	b.mu.Lock()
 	nextPrefs, err := b.data.Prefs.ApplyPatch(p, b.resolveExitNodeLocked)
 	if err != nil {
+		defer b.mu.Unlock()
 		return b.data.Prefs, err
 	}
 	old := b.data
-	next := b.data
-	next.Prefs = nextPrefs
-	b.data = next
+	b.data.Prefs = nextPrefs
 	if err := b.saveLocked(); err != nil {
 		b.data = old
+		b.mu.Unlock()
 		return old.Prefs, err
 	}
 	b.notifyLocked(ipc.EventPrefs, nil)
-	b.applyDataplaneLocked()
-	if !reflect.DeepEqual(b.hostinfoOf(old.Prefs), b.hostinfoOf(next.Prefs)) {
-		b.sendHostinfoLocked()
+	gen := b.tun.want()
+	report := !reflect.DeepEqual(hostinfoOf(old.Prefs), hostinfoOf(nextPrefs))
+	prefs := b.data.Prefs
+	b.mu.Unlock()
+	if report {
+		b.sess.ReportChanged()
 	}
-	if b.dp != nil {
-		b.notifyLocked(ipc.EventNetmap, nil)
-	}
-	return b.data.Prefs, nil
+	b.waitApplied(ctx, gen)
+	return prefs, nil
 }
 
 // hostinfoOf is what of the prefs reaches control in Hostinfo, to tell whether a change must be sent.
-func (b *Backend) hostinfoOf(p ipc.Prefs) [4]any {
+func hostinfoOf(p ipc.Prefs) [4]any {
 	return [4]any{p.Hostname, p.ExitNodeID, p.AdvertiseExitNode, slices.Clone(p.AdvertiseRoutes)}
 }
 
@@ -217,32 +132,31 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	if b.data.LoggedIn && sameServer && !req.ForceReauth {
 		// Already registered: just (re)start. Like the official client, an auth key is only
 		// used when a login is needed (or forced).
+		old := b.data
 		b.data.Prefs.WantRunning = true
 		if req.Hostname != "" {
 			b.data.Prefs.Hostname = req.Hostname
 		}
 		if err := b.saveLocked(); err != nil {
+			b.data = old
 			b.mu.Unlock()
 			return ipc.UpResponse{}, err
 		}
-		if b.state != ipc.StateRunning || hostnameChanged {
-			b.startSessionLocked()
+		if b.phase == session.Idle || hostnameChanged {
+			b.pending, b.authURL = nil, ""
+			b.phase = session.Connecting
+			b.sessGen = b.sess.Run(server, b.data.NodeKey)
 		}
+		b.tun.want()
+		b.refreshLocked(ipc.EventPrefs, nil)
 		b.mu.Unlock()
 		return b.waitRunning(ctx)
 	}
-	// A login is needed: stop what runs, and register a new node key.
-	b.stopSessionLocked()
-	c, err := b.clientFor(server)
-	if err != nil {
-		b.mu.Unlock()
-		return ipc.UpResponse{}, err
-	}
+	// A login is needed: register a new node key (the session stops what runs).
 	oldNodeKey := key.NodePublic{}
 	if b.data.LoggedIn && sameServer {
 		oldNodeKey = b.data.NodeKey.Public()
 	}
-	newNode := key.NewNode()
 	prefs := b.data.Prefs
 	prefs.LoginServer = server
 	prefs.WantRunning = true
@@ -253,145 +167,69 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	if req.Hostname != "" {
 		hi.Hostname = req.Hostname
 	}
-	b.authURL = ""
+	b.authURL, b.pending = "", nil
 	b.mu.Unlock()
 
-	rreq := &wire.RegisterRequest{NodeKey: newNode.Public(), OldNodeKey: oldNodeKey, Hostinfo: hi}
-	if req.AuthKey != "" {
-		rreq.Auth = &wire.AuthInfo{AuthKey: req.AuthKey}
-	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	resp, err := c.Register(rctx, rreq)
-	cancel()
-	if err != nil {
-		return ipc.UpResponse{}, b.loginFailed(asIPCError(err))
-	}
-	if resp.Error != "" {
-		return ipc.UpResponse{}, b.loginFailed(&ipc.Error{Code: ipc.ErrLoginFailed, Message: "login failed: " + resp.Error})
-	}
-	if resp.AuthURL != "" {
-		if req.AuthKey != "" {
-			return ipc.UpResponse{}, b.loginFailed(&ipc.Error{Code: ipc.ErrLoginFailed, Message: "login failed: the server asked for interactive login despite the auth key"})
-		}
-		return b.startInteractive(c, rreq, resp.AuthURL, newNode, prefs)
-	}
-	if !resp.MachineAuthorized {
-		return ipc.UpResponse{}, b.loginFailed(&ipc.Error{Code: ipc.ErrLoginFailed, Message: "login failed: the server did not authorize this machine"})
-	}
+	newNode := key.NewNode()
+	res, err := b.sess.Login(ctx, session.LoginRequest{Server: server, NodeKey: newNode, OldNodeKey: oldNodeKey, AuthKey: req.AuthKey, Hostinfo: hi})
 	b.mu.Lock()
-	if err := b.completeLoginLocked(newNode, prefs, resp); err != nil {
+	b.sessGen = max(b.sessGen, res.Gen)
+	if err != nil {
+		defer b.mu.Unlock()
+		return ipc.UpResponse{}, b.loginFailedLocked(asIPCError(err))
+	}
+	if res.AuthURL != "" {
+		defer b.mu.Unlock()
+		b.phase = session.LoginWait
+		b.authURL, b.pending = res.AuthURL, &pendingLogin{prefs: prefs}
+		b.tun.want() // the tunnel of an old login, if any, goes
+		b.refreshLocked(ipc.EventState, nil)
+		return ipc.UpResponse{State: ipc.StateNeedsLogin, AuthURL: res.AuthURL}, nil
+	}
+	if err := b.completeLoginLocked(newNode, prefs, res.LoginName); err != nil {
 		b.mu.Unlock()
 		return ipc.UpResponse{}, err
 	}
+	b.phase = session.Connecting
+	b.sessGen = b.sess.Run(server, newNode)
+	b.tun.want()
+	b.refreshLocked(ipc.EventState, nil)
 	b.mu.Unlock()
 	return b.waitRunning(ctx)
 }
 
-// loginFailed reports a failed login without touching the stored state, and resumes the old
-// session if there was one.
-func (b *Backend) loginFailed(e *ipc.Error) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// loginFailedLocked reports a failed login without touching the stored state, and resumes the
+// old session if there was one.
+func (b *Backend) loginFailedLocked(e *ipc.Error) error {
 	b.lastErr = e
+	b.phase = session.Idle
 	if b.data.LoggedIn && b.data.Prefs.WantRunning {
-		b.startSessionLocked()
-	} else if b.data.LoggedIn {
-		b.setStateLocked(ipc.StateStopped)
-	} else {
-		b.setStateLocked(ipc.StateNeedsLogin)
+		b.phase = session.Connecting
+		b.sessGen = b.sess.Run(b.data.Prefs.LoginServer, b.data.NodeKey)
 	}
-	b.notifyLocked(ipc.EventState, e)
+	b.tun.want()
+	b.refreshLocked(ipc.EventState, e)
 	return e
 }
 
-func (b *Backend) completeLoginLocked(node key.NodePrivate, prefs ipc.Prefs, resp *wire.RegisterResponse) error {
+// completeLoginLocked stores a registered node key with the prefs of its login.
+func (b *Backend) completeLoginLocked(node key.NodePrivate, prefs ipc.Prefs, loginName string) error {
 	next := b.data
 	next.NodeKey = node
 	next.LoggedIn = true
 	next.Prefs = prefs
-	next.LoginName = resp.Login.LoginName
-	if next.LoginName == "" {
-		next.LoginName = resp.User.LoginName
-	}
+	next.LoginName = loginName
 	old := b.data
 	b.data = next
 	if err := b.saveLocked(); err != nil {
 		b.data = old
 		return err
 	}
-	b.authURL = ""
-	b.lastErr = nil
+	// A new node key is a new node for control: the old map is not ours any more.
+	b.nm = nil
+	b.authURL, b.pending, b.lastErr = "", nil, nil
 	b.notifyLocked(ipc.EventPrefs, nil)
-	b.startSessionLocked()
 	return nil
-}
-
-// startInteractive shows the AuthURL and waits in the background for the user's approval.
-func (b *Backend) startInteractive(c interface {
-	Register(context.Context, *wire.RegisterRequest) (*wire.RegisterResponse, error)
-}, rreq *wire.RegisterRequest, authURL string, node key.NodePrivate, prefs ipc.Prefs) (ipc.UpResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.stopSessionLocked()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	b.sessionCancel, b.sessionDone = cancel, done
-	b.authURL = authURL
-	b.state = "" // force the notification below
-	b.setStateLocked(ipc.StateNeedsLogin)
-	go func() {
-		defer close(done)
-		url := authURL
-		backoff := backoffMin
-		for ctx.Err() == nil {
-			req := *rreq
-			req.Auth = nil
-			req.Followup = url
-			resp, err := c.Register(ctx, &req)
-			if ctx.Err() != nil {
-				return
-			}
-			switch {
-			case err != nil:
-				b.noteSessionError(ctx, err)
-				if !sleepCtx(ctx, jitter(backoff)) {
-					return
-				}
-				backoff = nextBackoff(backoff)
-				continue
-			case resp.Error != "":
-				b.mu.Lock()
-				b.lastErr = &ipc.Error{Code: ipc.ErrLoginFailed, Message: "login failed: " + resp.Error}
-				b.authURL = ""
-				b.notifyLocked(ipc.EventState, b.lastErr)
-				b.mu.Unlock()
-				return
-			case resp.AuthURL != "":
-				// Expired or unknown registration: the server hands out a new URL.
-				b.mu.Lock()
-				url = resp.AuthURL
-				b.authURL = url
-				b.notifyLocked(ipc.EventState, nil)
-				b.mu.Unlock()
-				if !sleepCtx(ctx, time.Second) {
-					return
-				}
-				continue
-			}
-			b.mu.Lock()
-			if ctx.Err() == nil {
-				// The session slot is ours; completeLogin replaces it with the map session.
-				b.sessionCancel, b.sessionDone = nil, nil
-				if err := b.completeLoginLocked(node, prefs, resp); err != nil {
-					b.lastErr = asIPCError(err)
-					b.notifyLocked(ipc.EventState, b.lastErr)
-				}
-			}
-			b.mu.Unlock()
-			return
-		}
-	}()
-	return ipc.UpResponse{State: ipc.StateNeedsLogin, AuthURL: authURL}, nil
 }
 
 // waitRunning waits until the session is Running (or fails to get there).
@@ -400,7 +238,7 @@ func (b *Backend) waitRunning(ctx context.Context) (ipc.UpResponse, error) {
 	defer cancel()
 	for {
 		b.mu.Lock()
-		st, ch, authURL := b.state, b.changed, b.authURL
+		st, ch, authURL := b.stateLocked(), b.changed, b.authURL
 		lastErr := b.lastErr
 		b.mu.Unlock()
 		switch st {
@@ -426,24 +264,25 @@ func (b *Backend) waitRunning(ctx context.Context) (ipc.UpResponse, error) {
 	}
 }
 
-// Down stops the session and remembers not to start it again.
+// Down stops the session and remembers not to start it again. It returns once the tunnel is
+// down.
 func (b *Backend) Down(ctx context.Context) error {
 	b.mu.Lock()
+	old := b.data
 	b.data.Prefs.WantRunning = false
 	if err := b.saveLocked(); err != nil {
+		b.data = old
 		b.mu.Unlock()
 		return err
 	}
-	done := b.stopSessionLocked()
-	b.connected = false
-	b.authURL = ""
-	if b.data.LoggedIn {
-		b.setStateLocked(ipc.StateStopped)
-	} else {
-		b.setStateLocked(ipc.StateNeedsLogin)
-	}
-	b.notifyLocked(ipc.EventPrefs, nil)
+	gen, done := b.sess.Stop()
+	b.sessGen = max(b.sessGen, gen)
+	b.phase, b.connected = session.Idle, false
+	b.authURL, b.pending = "", nil
+	tgen := b.tun.want()
+	b.refreshLocked(ipc.EventPrefs, nil)
 	b.mu.Unlock()
+	b.waitApplied(ctx, tgen)
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -454,41 +293,40 @@ func (b *Backend) Down(ctx context.Context) error {
 // Logout expires the node key on the server and forgets it locally.
 func (b *Backend) Logout(ctx context.Context) error {
 	b.mu.Lock()
-	done := b.stopSessionLocked()
 	wasLoggedIn := b.data.LoggedIn
 	node := b.data.NodeKey
 	server := b.data.Prefs.LoginServer
+	hi := b.hostinfoLocked()
 	b.mu.Unlock()
-	<-done
 
+	var gen uint64
 	var serverErr error
 	if wasLoggedIn && server != "" {
-		b.mu.Lock()
-		c, err := b.clientFor(server)
-		hi := b.hostinfoLocked()
-		b.mu.Unlock()
-		if err == nil {
-			lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			_, err = c.Register(lctx, &wire.RegisterRequest{NodeKey: node.Public(), Expiry: wire.LogoutExpiry, Hostinfo: hi})
-			cancel()
-		}
-		serverErr = err
+		gen, serverErr = b.sess.Logout(ctx, server, node, hi)
+	} else {
+		var done <-chan struct{}
+		gen, done = b.sess.Stop()
+		<-done
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.sessGen = max(b.sessGen, gen)
+	old := b.data
 	b.data.NodeKey = key.NodePrivate{}
 	b.data.LoggedIn = false
 	b.data.LoginName = ""
 	b.data.Prefs.WantRunning = false
 	if err := b.saveLocked(); err != nil {
+		b.data = old
+		b.mu.Unlock()
 		return err
 	}
-	b.connected = false
-	b.authURL = ""
-	b.nm.Self = nil
-	clear(b.nm.Peers)
-	b.setStateLocked(ipc.StateNeedsLogin)
-	b.notifyLocked(ipc.EventNetmap, nil)
+	b.phase, b.connected = session.Idle, false
+	b.authURL, b.pending = "", nil
+	b.nm = nil
+	tgen := b.tun.want()
+	b.refreshLocked(ipc.EventNetmap, nil)
+	b.mu.Unlock()
+	b.waitApplied(ctx, tgen)
 	if serverErr != nil {
 		b.logf("logout: server not told: %v", serverErr)
 		return &ipc.Error{Code: ipc.ErrServerUnreachable, Message: "logged out locally, but the server could not be told: " + oneLine(serverErr.Error())}

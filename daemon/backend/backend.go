@@ -1,6 +1,8 @@
-// Package backend is skeind's core: it owns the persisted state, drives the control client
-// through login, map polling and logout, keeps the network map, and serves the IPC Backend
-// interface that the CLI and the desktop app use.
+// Package backend is skeind's IPC façade: it keeps the persisted state and prefs, follows the
+// control session (daemon/session), serves the ipc.Backend interface the CLI and the desktop
+// app use, and hands the newest network map and prefs to one apply loop that drives the tunnel
+// (daemon/dataplane), the peer API and the system's DNS without holding the state lock — so a
+// status request never waits behind host I/O.
 package backend
 
 import (
@@ -8,14 +10,10 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/router"
+	"github.com/skeinvpn/skein/daemon/session"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -43,11 +42,19 @@ type Options struct {
 	TLSConfig *tls.Config
 	// OSHostname overrides os.Hostname (tests).
 	OSHostname func() (string, error)
-	// TunName and Port configure the data plane; NoDataplane leaves it off (control-only tests).
-	TunName     string
-	Port        uint16
-	NoDataplane bool
-	Verbose     bool
+	// TunName and Port configure the data plane.
+	TunName string
+	Port    uint16
+	Verbose bool
+	// Dial makes a control client (tests pass a fake); nil = daemon/control over ts2021.
+	Dial func(server string, machineKey key.MachinePrivate) (session.Control, error)
+	// NewDataplane starts the tunnel (tests pass a fake); nil = daemon/dataplane.
+	NewDataplane func(dataplane.Options) (Dataplane, error)
+	// LookupUser validates an operator's user name; nil = os/user.
+	LookupUser func(name string) error
+	// ListenPeerAPI opens the peer API's listener on one of our tailnet addresses (tests
+	// listen on loopback); nil = taildrop.Listen.
+	ListenPeerAPI func(ctx context.Context, addr netip.Addr) (net.Listener, error)
 }
 
 // Backend implements ipc.Backend.
@@ -56,29 +63,35 @@ type Backend struct {
 	logf     func(string, ...any)
 	discoKey key.DiscoPrivate
 	logID    string
+	sess     *session.Session
 
-	mu        sync.Mutex
-	data      state.Data
-	state     ipc.State
-	authURL   string
-	lastErr   *ipc.Error
-	nm        *netmap.NetworkMap
+	mu      sync.Mutex
+	data    state.Data
+	started bool
+	closed  bool
+	// What the control session last said (updates of older activities are dropped).
+	sessGen   uint64
+	phase     session.Phase
+	nm        *netmap.NetworkMap // immutable; nil when there is none
 	connected bool
-	client    *control.Client
-	// session is the running map session or login; cancelled by down, logout, a new login.
-	sessionCancel context.CancelFunc
-	sessionDone   chan struct{}
-	changed       chan struct{} // closed and replaced on every state change
-	watchers      map[*watcher]struct{}
-	closed        bool
-	dp            *dataplane.Dataplane // the tunnel, while a session has a netmap
-	stopPathWatch func()               // ends watchPaths
-	// rep reports our network facts to control while a session runs; an atomic because the
-	// transport's callback may fire under mu.
-	rep      atomic.Pointer[reporter]
-	inbox    *taildrop.Inbox // Taildrop inbox, opened on first use
+	authURL   string
+	// pending is the login waiting for the user's approval in a browser.
+	pending *pendingLogin
+	lastErr *ipc.Error
+	// state is the last state watchers were told.
+	state    ipc.State
+	changed  chan struct{} // closed and replaced on every change
+	watchers map[*watcher]struct{}
+
+	tun   tunnel // the apply loop's side: what runs, and what it has applied
+	inbox *taildrop.Inbox
+	// inboxErr: the Taildrop inbox could not be opened (receiving is off).
 	inboxErr error
-	papi     *peerAPI // the peer API while the tunnel is up
+}
+
+// pendingLogin is what becomes the stored state once an interactive login is approved.
+type pendingLogin struct {
+	prefs ipc.Prefs
 }
 
 // New loads the state and returns a backend; Start begins work.
@@ -88,6 +101,24 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.OSHostname == nil {
 		opts.OSHostname = os.Hostname
+	}
+	if opts.NewDataplane == nil {
+		opts.NewDataplane = startDataplane
+	}
+	if opts.ListenPeerAPI == nil {
+		opts.ListenPeerAPI = taildrop.Listen
+	}
+	if opts.Dial == nil {
+		opts.Dial = func(server string, mk key.MachinePrivate) (session.Control, error) {
+			return control.New(control.Options{
+				ServerURL:  server,
+				MachineKey: mk,
+				TLSConfig:  opts.TLSConfig,
+				Logf:       opts.Logf,
+				// Marked so that control traffic bypasses the tunnel's routes (e.g. an exit node).
+				DialContext: (&net.Dialer{KeepAlive: 30 * time.Second, Control: markControl}).DialContext,
+			})
+		}
 	}
 	d, err := opts.Store.Load()
 	if err != nil {
@@ -102,42 +133,58 @@ func New(opts Options) (*Backend, error) {
 		logID:    hex.EncodeToString(id[:]),
 		data:     d,
 		state:    ipc.StateNoState,
-		nm:       netmap.New(),
 		changed:  make(chan struct{}),
 		watchers: map[*watcher]struct{}{},
 	}
+	b.tun.init()
+	// The machine key is this host's for good (logout keeps it); the session's Dial may run
+	// under b.mu, so it must not take it.
+	mk := d.MachineKey
+	b.sess = session.New(session.Options{
+		Dial: func(server string) (session.Control, error) {
+			c, err := opts.Dial(server, mk)
+			if err != nil {
+				return nil, &ipc.Error{Code: ipc.ErrBadRequest, Message: err.Error()}
+			}
+			return c, nil
+		},
+		MapRequest: b.mapRequest,
+		OnUpdate:   b.onSessionUpdate,
+		Logf:       b.logf,
+	})
+	go b.applyLoop()
 	return b, nil
 }
 
 // Start resumes what the stored prefs ask for: a running session when logged in and wanted.
 func (b *Backend) Start() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch {
-	case !b.data.LoggedIn:
-		b.setStateLocked(ipc.StateNeedsLogin)
-	case !b.data.Prefs.WantRunning:
-		b.setStateLocked(ipc.StateStopped)
-	default:
-		b.startSessionLocked()
+	b.started = true
+	run := b.data.LoggedIn && b.data.Prefs.WantRunning
+	server, node := b.data.Prefs.LoginServer, b.data.NodeKey
+	if run {
+		b.phase = session.Connecting
+		b.sessGen = b.sess.Run(server, node)
 	}
+	b.refreshLocked(ipc.EventState, nil)
+	b.mu.Unlock()
 }
 
-// Close stops every session; the node stays registered.
+// Close stops the session and the tunnel; the node stays registered.
 func (b *Backend) Close() {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
 	b.closed = true
-	done := b.stopSessionLocked()
 	for w := range b.watchers {
 		w.close()
 	}
 	b.watchers = nil
-	c := b.client
 	b.mu.Unlock()
-	<-done
-	if c != nil {
-		c.Close()
-	}
+	b.sess.Close()
+	b.tun.shutdown()
 }
 
 // markControl sets the bypass mark when we may (root); without CAP_NET_ADMIN it does nothing,
@@ -149,29 +196,141 @@ func markControl(network, address string, c syscall.RawConn) error {
 	return router.ControlBypass(network, address, c)
 }
 
-// clientLocked returns the control client for the stored (or given) login server.
-func (b *Backend) clientFor(server string) (*control.Client, error) {
-	if b.client != nil && b.client.ServerURL() == strings.TrimRight(server, "/") {
-		return b.client, nil
+// onSessionUpdate follows the control session. It runs on the session's goroutine, one update
+// at a time.
+func (b *Backend) onSessionUpdate(u session.Update) {
+	var run *session.LoginResult
+	b.mu.Lock()
+	if u.Gen < b.sessGen || b.closed {
+		b.mu.Unlock()
+		return
 	}
-	c, err := control.New(control.Options{
-		ServerURL:  server,
-		MachineKey: b.data.MachineKey,
-		TLSConfig:  b.opts.TLSConfig,
-		Logf:       b.logf,
-		// Marked so that control traffic bypasses the tunnel's routes (e.g. an exit node).
-		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second, Control: markControl}).DialContext,
-	})
-	if err != nil {
-		return nil, &ipc.Error{Code: ipc.ErrBadRequest, Message: err.Error()}
+	b.sessGen = u.Gen
+	phaseChanged := b.phase != u.Phase
+	b.phase, b.connected = u.Phase, u.Connected
+	if u.NetmapChanged {
+		b.nm = u.Netmap
 	}
-	if b.client != nil {
-		b.client.Close()
+	if u.Phase == session.LoginWait {
+		b.authURL = u.AuthURL
 	}
-	b.client = c
-	return c, nil
+	if u.Err != nil {
+		b.lastErr = asIPCError(u.Err)
+	} else if u.Phase == session.Running {
+		b.lastErr = nil
+	}
+	kind := ipc.EventState
+	if u.NetmapChanged {
+		kind = ipc.EventNetmap
+	}
+	switch {
+	case u.Expired:
+		b.data.LoggedIn = false
+		b.saveLocked()
+		if b.phase == session.Idle && u.Netmap == nil {
+			b.nm = nil
+		}
+		fix := "skein up"
+		if u.Netmap != nil {
+			fix = "skein up --force-reauth"
+		}
+		b.lastErr = &ipc.Error{Code: ipc.ErrNeedsLogin, Message: u.Err.Error(), Fix: fix}
+		kind = ipc.EventState
+	case u.Login != nil && b.pending != nil:
+		if err := b.completeLoginLocked(u.Login.NodeKey, b.pending.prefs, u.Login.LoginName); err != nil {
+			b.lastErr = asIPCError(err)
+		} else {
+			run = u.Login
+		}
+	case u.Phase == session.Idle && u.Err != nil && b.pending != nil:
+		// The interactive login failed for good: back to the old login, if there was one.
+		b.pending, b.authURL = nil, ""
+		if b.data.LoggedIn && b.data.Prefs.WantRunning {
+			run = &session.LoginResult{Server: b.data.Prefs.LoginServer, NodeKey: b.data.NodeKey}
+		}
+	}
+	if run != nil {
+		b.phase = session.Connecting
+		b.sessGen = b.sess.Run(run.Server, run.NodeKey)
+	}
+	if u.NetmapChanged || phaseChanged || u.Expired || run != nil {
+		b.tun.want()
+	}
+	if kind == ipc.EventNetmap && b.stateLocked() == b.state {
+		// Watchers hear of a new map once the tunnel carries it (the apply loop tells them);
+		// callers waiting for a state are woken now.
+		b.signalLocked()
+	} else {
+		b.refreshLocked(kind, b.lastErr)
+	}
+	b.mu.Unlock()
 }
 
+// stateLocked is the state front ends see.
+func (b *Backend) stateLocked() ipc.State {
+	switch {
+	case !b.started:
+		return ipc.StateNoState
+	case b.authURL != "", !b.data.LoggedIn:
+		return ipc.StateNeedsLogin
+	case !b.data.Prefs.WantRunning:
+		return ipc.StateStopped
+	case b.phase == session.Running && b.tun.showing():
+		// Running means the tunnel carries this map, not only that control sent it.
+		return ipc.StateRunning
+	case b.phase == session.Idle && b.lastErr != nil && b.lastErr.Code == ipc.ErrNeedsLogin:
+		return ipc.StateNeedsLogin
+	}
+	return ipc.StateStarting
+}
+
+// refreshLocked tells watchers about a change: a state event when the state moved, else one
+// of kind (a netmap, prefs or path change).
+func (b *Backend) refreshLocked(kind ipc.EventKind, errv *ipc.Error) {
+	st := b.stateLocked()
+	if st != b.state {
+		b.logf("state: %s -> %s", b.state, st)
+		b.state = st
+		if st == ipc.StateRunning {
+			b.authURL, b.lastErr = "", nil
+		}
+		kind = ipc.EventState
+	}
+	b.notifyLocked(kind, errv)
+}
+
+// signalLocked wakes callers waiting for a change (Up, Down, SetPrefs).
+func (b *Backend) signalLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (b *Backend) notifyLocked(kind ipc.EventKind, errv *ipc.Error) {
+	b.signalLocked()
+	if len(b.watchers) == 0 {
+		return
+	}
+	st := b.statusLocked()
+	ev := ipc.Event{Kind: kind, Status: &st, Error: errv}
+	if kind == ipc.EventPrefs {
+		p := b.data.Prefs
+		ev.Prefs = &p
+	}
+	for w := range b.watchers {
+		w.send(ev)
+	}
+}
+
+// saveLocked persists b.data; a failure is logged and reported, never silently dropped.
+func (b *Backend) saveLocked() error {
+	if err := b.opts.Store.Save(b.data); err != nil {
+		b.logf("saving state: %v", err)
+		return &ipc.Error{Code: ipc.ErrInternal, Message: "cannot save state: " + err.Error()}
+	}
+	return nil
+}
+
+// hostinfoLocked is what this node tells control about itself.
 func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 	name := b.data.Prefs.Hostname
 	if name == "" {
@@ -188,7 +347,7 @@ func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 		GoArch:       runtime.GOARCH,
 		GoVersion:    runtime.Version(),
 		ExitNodeID:   b.data.Prefs.ExitNodeID,
-		Services:     b.peerAPIServicesLocked(),
+		Services:     b.tun.peerAPIServices(),
 	}
 	hi.RoutableIPs = append(hi.RoutableIPs, b.data.Prefs.AdvertiseRoutes...)
 	if b.data.Prefs.AdvertiseExitNode {
@@ -203,298 +362,4 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-// setStateLocked changes the state and tells watchers.
-func (b *Backend) setStateLocked(s ipc.State) {
-	if b.state == s {
-		return
-	}
-	b.logf("state: %s -> %s", b.state, s)
-	b.state = s
-	if s == ipc.StateRunning {
-		b.authURL = ""
-		b.lastErr = nil
-	}
-	b.notifyLocked(ipc.EventState, nil)
-}
-
-func (b *Backend) notifyLocked(kind ipc.EventKind, errv *ipc.Error) {
-	close(b.changed)
-	b.changed = make(chan struct{})
-	if len(b.watchers) == 0 {
-		return
-	}
-	st := b.statusLocked()
-	ev := ipc.Event{Kind: kind, Status: &st, Error: errv}
-	if kind == ipc.EventPrefs {
-		p := b.data.Prefs
-		ev.Prefs = &p
-	}
-	for w := range b.watchers {
-		w.send(ev)
-	}
-}
-
-// save persists b.data; a failure is logged and reported, never silently dropped.
-func (b *Backend) saveLocked() error {
-	if err := b.opts.Store.Save(b.data); err != nil {
-		b.logf("saving state: %v", err)
-		return &ipc.Error{Code: ipc.ErrInternal, Message: "cannot save state: " + err.Error()}
-	}
-	return nil
-}
-
-// stopSessionLocked cancels the running session and returns a channel closed when it has ended.
-func (b *Backend) stopSessionLocked() <-chan struct{} {
-	done := b.sessionDone
-	if b.sessionCancel != nil {
-		b.sessionCancel()
-	}
-	b.sessionCancel, b.sessionDone = nil, nil
-	if done == nil {
-		done = make(chan struct{})
-		close(done)
-	}
-	return done
-}
-
-func (b *Backend) startSessionLocked() {
-	b.stopSessionLocked()
-	c, err := b.clientFor(b.data.Prefs.LoginServer)
-	if err != nil {
-		b.lastErr = asIPCError(err)
-		b.setStateLocked(ipc.StateNeedsLogin)
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	b.sessionCancel, b.sessionDone = cancel, done
-	b.setStateLocked(ipc.StateStarting)
-	go func() {
-		defer close(done)
-		b.runSession(ctx, c)
-	}()
-}
-
-// Backoff for reconnects: jittered, capped low enough that a returning server is seen within
-// a few seconds.
-const (
-	backoffMin = 500 * time.Millisecond
-	backoffMax = 5 * time.Second
-)
-
-func nextBackoff(d time.Duration) time.Duration {
-	d *= 2
-	if d > backoffMax {
-		d = backoffMax
-	}
-	return d
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
-}
-
-// runSession keeps the node registered and the map poll running until ctx ends.
-func (b *Backend) runSession(ctx context.Context, c *control.Client) {
-	rep := newReporter(func(ctx context.Context) error { return b.sendReport(ctx, c) }, b.logf)
-	rep.start()
-	b.rep.Store(rep)
-	defer func() {
-		b.rep.CompareAndSwap(rep, nil)
-		rep.close()
-	}()
-	defer func() {
-		b.mu.Lock()
-		b.stopDataplaneLocked()
-		b.mu.Unlock()
-	}()
-	backoff := backoffMin
-	needRefresh := true
-	for ctx.Err() == nil {
-		if needRefresh {
-			ok, err := b.refreshRegistration(ctx, c)
-			if err != nil {
-				b.noteSessionError(ctx, err)
-				if !sleepCtx(ctx, jitter(backoff)) {
-					return
-				}
-				backoff = nextBackoff(backoff)
-				continue
-			}
-			if !ok {
-				return // needs login; state already says so
-			}
-			needRefresh = false
-		}
-		gotMap := false
-		err := b.pollOnce(ctx, c, func() { gotMap = true; backoff = backoffMin })
-		if ctx.Err() != nil {
-			return
-		}
-		b.mu.Lock()
-		b.connected = false
-		b.notifyLocked(ipc.EventState, nil)
-		b.mu.Unlock()
-		b.logf("map poll ended: %v", err)
-		var he *control.HTTPError
-		if errors.As(err, &he) && (he.Status == 401 || he.Status == 403 || he.Status == 404) {
-			needRefresh = true // the server no longer knows our node key
-		}
-		if !gotMap {
-			b.noteSessionError(ctx, err)
-		}
-		if !sleepCtx(ctx, jitter(backoff)) {
-			return
-		}
-		backoff = nextBackoff(backoff)
-	}
-}
-
-func (b *Backend) noteSessionError(ctx context.Context, err error) {
-	if ctx.Err() != nil {
-		return
-	}
-	b.logf("control: %v", err)
-	b.mu.Lock()
-	b.lastErr = asIPCError(err)
-	b.notifyLocked(ipc.EventState, b.lastErr)
-	b.mu.Unlock()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// refreshRegistration re-sends the current node key as tailscaled does on start. It returns
-// false when the server wants a new login (key expired or node unknown).
-func (b *Backend) refreshRegistration(ctx context.Context, c *control.Client) (bool, error) {
-	b.mu.Lock()
-	req := &wire.RegisterRequest{
-		NodeKey:  b.data.NodeKey.Public(),
-		Hostinfo: b.hostinfoLocked(),
-	}
-	b.mu.Unlock()
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	resp, err := c.Register(rctx, req)
-	if err != nil {
-		return false, err
-	}
-	if resp.Error != "" {
-		return false, &ipc.Error{Code: ipc.ErrLoginFailed, Message: "control server: " + resp.Error}
-	}
-	if resp.NodeKeyExpired || resp.AuthURL != "" || !resp.MachineAuthorized {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		b.logf("control: node key no longer valid (expired=%v); login needed", resp.NodeKeyExpired)
-		b.data.LoggedIn = false
-		b.saveLocked()
-		b.nm = netmap.New()
-		b.lastErr = &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "the node key has expired or the node was removed; log in again", Fix: "skein up"}
-		b.setStateLocked(ipc.StateNeedsLogin)
-		b.notifyLocked(ipc.EventNetmap, b.lastErr)
-		return false, nil
-	}
-	return true, nil
-}
-
-// pollOnce runs one map long-poll until it breaks.
-func (b *Backend) pollOnce(ctx context.Context, c *control.Client, onMap func()) error {
-	b.mu.Lock()
-	req := b.mapRequestLocked()
-	b.mu.Unlock()
-	first := true
-	return c.PollMap(ctx, req, func(mr *wire.MapResponse) error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if first {
-			if mr.KeepAlive {
-				return nil
-			}
-			if mr.Node == nil {
-				return errors.New("control: first map response has no self node")
-			}
-			// A new session starts from a clean map: the first response is a full one.
-			b.nm = netmap.New()
-			first = false
-			onMap()
-			b.connected = true
-			b.lastErr = nil
-		}
-		changed := b.nm.Apply(mr, time.Now())
-		if changed || b.dp == nil {
-			if err := b.startDataplaneLocked(); err != nil {
-				b.lastErr = &ipc.Error{Code: ipc.ErrInternal, Message: "cannot start the tunnel: " + oneLine(err.Error())}
-				b.notifyLocked(ipc.EventState, b.lastErr)
-				return err
-			}
-			b.applyDataplaneLocked()
-			b.syncPeerAPILocked()
-		}
-		if b.nm.Self != nil && b.nm.Expired(b.nm.Self, time.Now()) {
-			b.data.LoggedIn = false
-			b.saveLocked()
-			b.lastErr = &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "this node's key has expired; log in again", Fix: "skein up --force-reauth"}
-			b.setStateLocked(ipc.StateNeedsLogin)
-			b.notifyLocked(ipc.EventState, b.lastErr)
-			return errors.New("node key expired")
-		}
-		if b.state != ipc.StateRunning {
-			b.setStateLocked(ipc.StateRunning)
-		} else if changed {
-			b.notifyLocked(ipc.EventNetmap, nil)
-		}
-		return nil
-	})
-}
-
-// asIPCError classifies an error into the typed IPC error the front ends render.
-func asIPCError(err error) *ipc.Error {
-	var ie *ipc.Error
-	if errors.As(err, &ie) {
-		return ie
-	}
-	msg := err.Error()
-	var certErr *tls.CertificateVerificationError
-	if errors.As(err, &certErr) || strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate") {
-		return &ipc.Error{Code: ipc.ErrCertUntrusted, Message: "the login server's TLS certificate is not trusted: " + oneLine(msg),
-			Fix: "install the server's CA in the system store, or set SSL_CERT_FILE for skeind"}
-	}
-	var ne net.Error
-	var oe *net.OpError
-	var dnsErr *net.DNSError
-	if errors.As(err, &oe) || errors.As(err, &dnsErr) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		return &ipc.Error{Code: ipc.ErrServerUnreachable, Message: "cannot reach the login server: " + oneLine(msg)}
-	}
-	var he *control.HTTPError
-	if errors.As(err, &he) {
-		return &ipc.Error{Code: ipc.ErrServerUnreachable, Message: oneLine(msg)}
-	}
-	return &ipc.Error{Code: ipc.ErrInternal, Message: oneLine(msg)}
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
-// notifyFileLocked tells watchers that a file arrived in the Taildrop inbox.
-func (b *Backend) notifyFileLocked(f ipc.WaitingFile) {
-	for w := range b.watchers {
-		w.send(ipc.Event{Kind: ipc.EventFile, File: &f})
-	}
 }

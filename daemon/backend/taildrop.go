@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -19,20 +18,6 @@ import (
 
 // capFileSharing in the self node's CapMap means control lets this node use Taildrop.
 const capFileSharing = "https://tailscale.com/cap/file-sharing"
-
-// peerAPI is the running peer API: one listener per tailnet address of this node.
-type peerAPI struct {
-	addrs   []netip.Addr
-	servers []*http.Server
-	port4   uint16
-	port6   uint16
-}
-
-func (p *peerAPI) close() {
-	for _, s := range p.servers {
-		s.Close()
-	}
-}
 
 // openInbox opens the Taildrop inbox under the state directory once.
 func (b *Backend) openInboxLocked() *taildrop.Inbox {
@@ -49,92 +34,21 @@ func (b *Backend) openInboxLocked() *taildrop.Inbox {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.logf("taildrop: received %q (%d bytes) from %s", f.Name, f.Size, f.From)
-		b.notifyFileLocked(f)
+		for w := range b.watchers {
+			w.send(ipc.Event{Kind: ipc.EventFile, File: &f})
+		}
 	})
 	b.inbox = in
 	return in
 }
 
-// syncPeerAPILocked (re)starts the peer API when this node's addresses change, and stops it
-// when the tunnel is down.
-func (b *Backend) syncPeerAPILocked() {
-	var want []netip.Addr
-	if b.dp != nil && b.nm.Self != nil {
-		for _, a := range b.nm.Self.Addresses {
-			if a.IsSingleIP() {
-				want = append(want, a.Addr())
-			}
-		}
-	}
-	if b.papi != nil && slices.Equal(b.papi.addrs, want) {
-		return
-	}
-	if b.papi != nil {
-		b.papi.close()
-		b.papi = nil
-	}
-	if len(want) == 0 {
-		return
-	}
-	in := b.openInboxLocked()
-	if in == nil {
-		return
-	}
-	h := &taildrop.Handler{
-		Inbox:     in,
-		Lookup:    b.taildropPeer,
-		SelfAddrs: func() []netip.Addr { return slices.Clone(want) },
-		Allow:     b.taildropAllow,
-		Logf:      b.logf,
-	}
-	p := &peerAPI{addrs: want}
-	for _, a := range want {
-		ln, err := taildrop.Listen(context.Background(), a)
-		if err != nil {
-			b.logf("taildrop: %v", err)
-			continue
-		}
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
-		srv := taildrop.NewServer(h)
-		p.servers = append(p.servers, srv)
-		go srv.Serve(ln)
-		if a.Is4() {
-			p.port4 = port
-		} else {
-			p.port6 = port
-		}
-	}
-	b.papi = p
-	b.dp.SetPeerAPIPorts(p.port4, p.port6)
-	b.logf("taildrop: peer API on ports %d (IPv4) and %d (IPv6)", p.port4, p.port6)
-	b.sendHostinfoLocked()
-}
-
-// sendHostinfoLocked tells control about changed Hostinfo (services, routes).
-func (b *Backend) sendHostinfoLocked() {
-	if r := b.rep.Load(); r != nil && b.data.LoggedIn {
-		r.changed()
-	}
-}
-
-// peerAPIServicesLocked are the Hostinfo.Services entries for the running peer API.
-func (b *Backend) peerAPIServicesLocked() []wire.Service {
-	if b.papi == nil {
-		return nil
-	}
-	var s []wire.Service
-	if b.papi.port4 != 0 {
-		s = append(s, wire.Service{Proto: "peerapi4", Port: b.papi.port4})
-	}
-	if b.papi.port6 != 0 {
-		s = append(s, wire.Service{Proto: "peerapi6", Port: b.papi.port6})
-	}
-	return s
-}
-
+// taildropPeer names the peer a peer API request comes from.
 func (b *Backend) taildropPeer(remote netip.Addr) (taildrop.Peer, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.nm == nil {
+		return taildrop.Peer{}, false
+	}
 	remote = remote.Unmap()
 	for _, n := range b.nm.SortedPeers() {
 		for _, a := range n.Addresses {
@@ -151,10 +65,10 @@ func (b *Backend) taildropPeer(remote netip.Addr) (taildrop.Peer, bool) {
 func (b *Backend) taildropAllow(p taildrop.Peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	self := b.nm.Self
-	if self == nil {
+	if b.nm == nil || b.nm.Self == nil {
 		return errors.New("not connected")
 	}
+	self := b.nm.Self
 	if _, ok := self.CapMap[capFileSharing]; !ok {
 		return errors.New("Taildrop disabled; no storage directory")
 	}
@@ -166,7 +80,10 @@ func (b *Backend) taildropAllow(p taildrop.Peer) error {
 
 // canReceiveLocked says whether we may send files to n, and the base URL of its peer API.
 func (b *Backend) fileTargetLocked(n *wire.Node) (base string, why string) {
-	self := b.nm.Self
+	var self *wire.Node
+	if b.nm != nil {
+		self = b.nm.Self
+	}
 	switch {
 	case self == nil:
 		return "", "not connected"
@@ -201,7 +118,7 @@ func (b *Backend) fileTargetLocked(n *wire.Node) (base string, why string) {
 func (b *Backend) FileTargets(ctx context.Context) ([]ipc.FileTarget, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state != ipc.StateRunning {
+	if b.stateLocked() != ipc.StateRunning || b.nm == nil {
 		return nil, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
 	out := []ipc.FileTarget{}
@@ -221,18 +138,11 @@ func (b *Backend) PutFile(ctx context.Context, peer, name string, size int64, bo
 		return ipc.FilePutResult{}, &ipc.Error{Code: ipc.ErrBadRequest, Message: fmt.Sprintf("cannot send %q: %v", name, err)}
 	}
 	b.mu.Lock()
-	if b.state != ipc.StateRunning || b.dp == nil {
+	if b.stateLocked() != ipc.StateRunning || b.tun.dp == nil {
 		b.mu.Unlock()
 		return ipc.FilePutResult{}, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
-	n := b.findPeerLocked(peer)
-	if n == nil {
-		for _, p := range b.nm.SortedPeers() {
-			if p.StableID == peer {
-				n = p
-			}
-		}
-	}
+	n := b.findPeerOrIDLocked(peer)
 	if n == nil {
 		b.mu.Unlock()
 		return ipc.FilePutResult{}, &ipc.Error{Code: ipc.ErrNotFound, Message: fmt.Sprintf("no peer named %q", peer), Fix: "skein file cp --targets"}

@@ -183,6 +183,9 @@ type HTTPError struct {
 	Body   string
 }
 
+// HTTPStatus is the status code control answered with.
+func (e *HTTPError) HTTPStatus() int { return e.Status }
+
 func (e *HTTPError) Error() string {
 	return fmt.Sprintf("control %s: HTTP %d: %s", e.Path, e.Status, e.Body)
 }

@@ -75,10 +75,20 @@ type Dataplane struct {
 	plan         netPlan // last netmap's plan and prefs, re-applied on host changes
 	prefs        Prefs
 	havePlan     bool
-	routing      RoutingState
 	dns          dnsPlan
 	dnsWarned    map[string]bool
 	filterWarned map[string]bool
+
+	// pub is what status shows, published at the end of each apply under its own lock, so
+	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
+	pubMu sync.Mutex
+	pub   published
+}
+
+// published is the data plane's status as of its last apply.
+type published struct {
+	routing RoutingState
+	dns     dnsPlan
 }
 
 // Start creates the TUN device, brings up WireGuard and the transport, and installs the base
@@ -192,8 +202,33 @@ func (d *Dataplane) releaseMemoryWhenIdle(ctx context.Context) {
 	}
 }
 
-// Conn returns the transport, for status, ping and netcheck.
-func (d *Dataplane) Conn() *transport.Conn { return d.conn }
+// The transport's view, for status, ping and netcheck: the backend asks the data plane, which
+// owns the transport.
+
+// HomeDERP is our home DERP region (0 before the first DERP map).
+func (d *Dataplane) HomeDERP() int { return d.conn.HomeDERP() }
+
+// LastReport is the newest netcheck report.
+func (d *Dataplane) LastReport() transport.Report { return d.conn.LastReport() }
+
+// Endpoints are our own candidate addresses, as reported to control.
+func (d *Dataplane) Endpoints() []transport.Endpoint { return d.conn.Endpoints() }
+
+// PeerPath is the transport's path to a peer (direct address, DERP region, traffic).
+func (d *Dataplane) PeerPath(k key.NodePublic) (transport.PathInfo, bool) { return d.conn.PeerPath(k) }
+
+// Ping sends a disco ping to a peer over every path and returns the first pong.
+func (d *Dataplane) Ping(ctx context.Context, k key.NodePublic) transport.PingResult {
+	return d.conn.Ping(ctx, k)
+}
+
+// Netcheck runs a netcheck now.
+func (d *Dataplane) Netcheck(ctx context.Context) transport.Report { return d.conn.Netcheck(ctx) }
+
+// DNSQuery answers a DNS message as MagicDNS would over TCP (no truncation to a UDP size).
+func (d *Dataplane) DNSQuery(ctx context.Context, q []byte) []byte {
+	return d.dnsSrv.Handle(ctx, q, true)
+}
 
 // Close tears everything down: routes and rules first, then WireGuard, the transport and TUN.
 func (d *Dataplane) Close() {
@@ -392,7 +427,12 @@ func (d *Dataplane) applyHostLocked() error {
 		errs = append(errs, fmt.Errorf("forwarding: %w", err))
 	}
 	rs.Forwarding, rs.Masquerade = fc.Forward, fc.Masquerade
-	d.routing = rs
+	rs.ExitPeer = np.exitPeer
+	// Reading the firewall for warnings is host I/O too: done here, not per status request.
+	rs.Warnings = d.fwd.Warnings()
+	d.pubMu.Lock()
+	d.pub.routing = rs
+	d.pubMu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -408,12 +448,9 @@ type RoutingState struct {
 
 // Routing reports the installed routing state.
 func (d *Dataplane) Routing() RoutingState {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	rs := d.routing
-	rs.ExitPeer = d.plan.exitPeer
-	rs.Warnings = d.fwd.Warnings()
-	return rs
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	return d.pub.routing
 }
 
 // FilterStats are the packet filter's counters.

@@ -211,6 +211,9 @@ func (d *Dataplane) applyDNSLocked(nm *netmap.NetworkMap, prefs Prefs) {
 		}
 	}
 	d.dns = p
+	d.pubMu.Lock()
+	d.pub.dns = p
+	d.pubMu.Unlock()
 }
 
 // DNSState is the MagicDNS and system resolver state, for status.
@@ -229,9 +232,9 @@ type DNSState struct {
 
 // DNS reports the DNS state.
 func (d *Dataplane) DNS() DNSState {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p := d.dns
+	d.pubMu.Lock()
+	p := d.pub.dns
+	d.pubMu.Unlock()
 	st := DNSState{
 		MagicDNS:         p.magicDNS,
 		Hosts:            len(p.server.Hosts),
@@ -258,6 +261,3 @@ func (d *Dataplane) DNS() DNSState {
 	}
 	return st
 }
-
-// DNSServer is the MagicDNS resolver (for `skein dns query`).
-func (d *Dataplane) DNSServer() *dns.Server { return d.dnsSrv }

@@ -3,6 +3,7 @@
 package netmap
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,6 +224,16 @@ func normalize(n *wire.Node) *wire.Node {
 			}
 		}
 	}
+	return &c
+}
+
+// Clone returns a copy that shares the (immutable) nodes but none of the maps, so the copy
+// stays as it is while this map takes further responses.
+func (nm *NetworkMap) Clone() *NetworkMap {
+	c := *nm
+	c.Peers = maps.Clone(nm.Peers)
+	c.PacketFilters = maps.Clone(nm.PacketFilters)
+	c.UserProfiles = maps.Clone(nm.UserProfiles)
 	return &c
 }
 

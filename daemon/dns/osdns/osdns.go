@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -226,7 +227,8 @@ type backend interface {
 	set(Config) error
 	close() error
 	upstreams() []netip.AddrPort
-	status(*Status)
+	// status fills st; false when a reconfiguration holds the lock right now.
+	status(*Status) bool
 }
 
 // Manager configures the host resolver. Its methods are safe for concurrent use.
@@ -238,6 +240,8 @@ type Manager struct {
 
 	mu     sync.Mutex
 	closed bool
+	// last is the newest status, served while a reconfiguration holds the backend's lock.
+	last atomic.Pointer[Status]
 }
 
 // New picks a mode and returns a Manager that has not changed anything yet.
@@ -353,9 +357,18 @@ func (m *Manager) Close() error {
 func (m *Manager) Upstreams() []netip.AddrPort { return m.be.upstreams() }
 
 // Status reports the mode, the configuration in effect, and warnings.
+//
+// It never waits for a reconfiguration in progress (a D-Bus call or a file write): it then
+// returns the status as of the last one.
 func (m *Manager) Status() Status {
 	st := Status{Mode: m.mode, Reason: m.reason}
-	m.be.status(&st)
+	if !m.be.status(&st) {
+		if last := m.last.Load(); last != nil {
+			return *last
+		}
+		return st
+	}
+	m.last.Store(&st)
 	return st
 }
 

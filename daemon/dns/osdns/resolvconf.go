@@ -287,8 +287,10 @@ func (m *rcManager) upstreamsLocked() []netip.AddrPort {
 	return upstreamsFrom(ns, m.cfg)
 }
 
-func (m *rcManager) status(st *Status) {
-	m.mu.Lock()
+func (m *rcManager) status(st *Status) bool {
+	if !m.mu.TryLock() {
+		return false // a reconfiguration is in progress
+	}
 	defer m.mu.Unlock()
 	st.Path = m.path
 	st.Applied = m.want != nil && !m.backingOff
@@ -313,6 +315,7 @@ func (m *rcManager) status(st *Status) {
 		}
 	}
 	st.Warnings = w
+	return true
 }
 
 // startWatchLocked starts the goroutine that notices other programs rewriting the file. The

@@ -501,8 +501,10 @@ func linkIsDefaultRoute(ctx context.Context, conn *dbus.Conn, obj dbus.BusObject
 	return !ok || dr
 }
 
-func (m *resolvedManager) status(st *Status) {
-	m.mu.Lock()
+func (m *resolvedManager) status(st *Status) bool {
+	if !m.mu.TryLock() {
+		return false // a reconfiguration is in progress
+	}
 	defer m.mu.Unlock()
 	st.Applied = m.applied
 	st.Config = m.cfg.clone()
@@ -515,6 +517,7 @@ func (m *resolvedManager) status(st *Status) {
 		w = append(w, "no default route, match or search domain: systemd-resolved will send no queries to the tunnel")
 	}
 	st.Warnings = w
+	return true
 }
 
 // nameHasOwner asks the bus whether name currently has an owner.

@@ -1,0 +1,242 @@
+package backend
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skeinvpn/skein/daemon/dataplane"
+	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/ipc"
+)
+
+// activeWindow: a peer with traffic this recent is "active" in status, as in the official CLI.
+const activeWindow = 2 * time.Minute
+
+// Status returns a snapshot for front ends. It reads the immutable network map and the data
+// plane's status accessors, which never wait for an apply in progress.
+func (b *Backend) Status() ipc.Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.statusLocked()
+}
+
+func (b *Backend) statusLocked() ipc.Status {
+	st := ipc.Status{
+		Version:          b.opts.Version,
+		State:            b.stateLocked(),
+		AuthURL:          b.authURL,
+		LoginServer:      b.data.Prefs.LoginServer,
+		Peers:            []ipc.Peer{},
+		ControlConnected: b.connected,
+	}
+	if b.lastErr != nil {
+		st.Health = append(st.Health, ipc.Issue{Code: string(b.lastErr.Code), Message: b.lastErr.Message})
+	}
+	nm := b.nm
+	if nm == nil || nm.Self == nil || (st.State != ipc.StateRunning && st.State != ipc.StateStarting) {
+		return st
+	}
+	dp := b.tun.dp
+	now := time.Now()
+	self := b.peerLocked(nm.Self, now)
+	self.Online = b.connected
+	if dp != nil {
+		self.Relay = b.regionCodeLocked(dp.HomeDERP())
+	}
+	st.Self = &self
+	for _, p := range nm.SortedPeers() {
+		ps := b.peerLocked(p, now)
+		addPath(&ps, dp, p, now, b.regionCodeLocked)
+		st.Peers = append(st.Peers, ps)
+	}
+	for _, u := range nm.UserProfiles {
+		st.Users = append(st.Users, ipc.User{ID: int64(u.ID), LoginName: u.LoginName, DisplayName: u.DisplayName})
+	}
+	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
+	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
+	b.addRoutingStatusLocked(&st, dp)
+	b.addDNSStatusLocked(&st, dp)
+	return st
+}
+
+// magicDNSSuffix is the FQDN minus the host label, without the trailing dot.
+func magicDNSSuffix(fqdn, domain string) string {
+	fqdn = strings.TrimSuffix(fqdn, ".")
+	if i := strings.IndexByte(fqdn, '.'); i >= 0 {
+		return fqdn[i+1:]
+	}
+	return domain
+}
+
+func (b *Backend) peerLocked(n *wire.Node, now time.Time) ipc.Peer {
+	p := ipc.Peer{
+		ID:       int64(n.ID),
+		StableID: n.StableID,
+		NodeKey:  n.Key.String(),
+		DNSName:  n.Name,
+		UserID:   int64(n.User),
+		Online:   n.Online != nil && *n.Online,
+		LastSeen: n.LastSeen,
+		Expired:  b.nm.Expired(n, now),
+		Tags:     n.Tags,
+	}
+	if n.Hostinfo != nil {
+		p.HostName = n.Hostinfo.Hostname
+		p.OS = n.Hostinfo.OS
+		if l := n.Hostinfo.Location; l != nil {
+			p.Location = strings.Trim(l.City+", "+l.Country, ", ")
+		}
+	}
+	p.ExitNodeOption = dataplane.OffersExit(n)
+	p.ExitNode = p.ExitNodeOption && n.StableID != "" && n.StableID == b.data.Prefs.ExitNodeID
+	for _, r := range n.PrimaryRoutes {
+		if r.Bits() != 0 {
+			p.PrimaryRoutes = append(p.PrimaryRoutes, r)
+		}
+	}
+	if !n.KeyExpiry.IsZero() {
+		t := n.KeyExpiry
+		p.KeyExpiry = &t
+	}
+	for _, a := range n.Addresses {
+		if a.IsSingleIP() {
+			p.Addresses = append(p.Addresses, a.Addr())
+		}
+	}
+	return p
+}
+
+// regionCodeLocked names a DERP region as the map does ("" for none).
+func (b *Backend) regionCodeLocked(id int) string {
+	if b.nm != nil {
+		if dm := b.nm.DERPMap; dm != nil {
+			if r := dm.Regions[id]; r != nil && r.RegionCode != "" {
+				return r.RegionCode
+			}
+		}
+	}
+	if id == 0 {
+		return ""
+	}
+	return strconv.Itoa(id)
+}
+
+// addPath fills the data plane's view of a peer into its status.
+func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, now time.Time, region func(int) string) {
+	if dp == nil {
+		return
+	}
+	pi, ok := dp.PeerPath(n.Key)
+	if !ok {
+		return
+	}
+	p.TxBytes, p.RxBytes = pi.TxBytes, pi.RxBytes
+	last := pi.LastRecv
+	if pi.LastSend.After(last) {
+		last = pi.LastSend
+	}
+	p.Active = !last.IsZero() && now.Sub(last) < activeWindow
+	if pi.Direct.IsValid() {
+		p.CurAddr = pi.Direct.String()
+		p.LatencyMs = float64(pi.Latency.Microseconds()) / 1000
+	} else if pi.DERPRegion != 0 {
+		p.Relay = region(pi.DERPRegion)
+	}
+}
+
+// pathDigestLocked condenses every peer's path, to notice a change.
+func (b *Backend) pathDigestLocked(dp Dataplane) string {
+	if b.nm == nil {
+		return ""
+	}
+	var sb strings.Builder
+	now := time.Now()
+	for _, n := range b.nm.SortedPeers() {
+		var p ipc.Peer
+		addPath(&p, dp, n, now, b.regionCodeLocked)
+		fmt.Fprintf(&sb, "%d %s %s %v;", n.ID, p.CurAddr, p.Relay, p.Active)
+	}
+	return sb.String()
+}
+
+// addRoutingStatusLocked fills the exit node, packet filter and routing parts of a status.
+func (b *Backend) addRoutingStatusLocked(st *ipc.Status, dp Dataplane) {
+	if id := b.data.Prefs.ExitNodeID; id != "" {
+		es := &ipc.ExitNodeStatus{ID: id, Name: id}
+		for _, p := range st.Peers {
+			if p.StableID == id {
+				es.Name = p.ShortName()
+				if ip, err := netip.ParseAddr(p.FirstIP()); err == nil {
+					es.IP = ip
+				}
+				es.Online = p.Online && p.ExitNodeOption
+			}
+		}
+		st.ExitNode = es
+		if !es.Online {
+			st.Health = append(st.Health, ipc.Issue{Code: "exit_node_offline", Message: fmt.Sprintf("exit node %s is offline or no longer offers to be one; internet traffic is blocked until it is back or another is chosen", es.Name)})
+		}
+	}
+	if dp == nil {
+		return
+	}
+	fs := dp.FilterStats()
+	st.Filter = &ipc.FilterStatus{Rules: fs.Rules, Accepted: fs.Accepted, Dropped: fs.Dropped, DroppedBy: fs.DroppedBy}
+	rs := dp.Routing()
+	st.Routing = &ipc.RoutingStatus{Bypass: rs.Bypass, LANRoutes: rs.LAN, Forwarding: rs.Forwarding, Masquerade: rs.Masquerade, AcceptedRoutes: rs.Accepted}
+	for _, w := range rs.Warnings {
+		st.Health = append(st.Health, ipc.Issue{Code: "forwarding_blocked", Message: w})
+	}
+}
+
+// addDNSStatusLocked fills Status.DNS.
+func (b *Backend) addDNSStatusLocked(st *ipc.Status, dp Dataplane) {
+	if dp == nil {
+		return
+	}
+	ds := dp.DNS()
+	s := &ipc.DNSStatus{
+		AcceptDNS:     !b.data.Prefs.NoAcceptDNS,
+		MagicDNS:      ds.MagicDNS,
+		Resolver:      []netip.Addr{dataplane.MagicDNSv4},
+		Mode:          ds.Mode,
+		ModeReason:    ds.Reason,
+		Applied:       ds.Applied,
+		SearchDomains: ds.SearchDomains,
+		SplitRoutes:   ds.SplitRoutes,
+		Upstreams:     ds.Upstreams,
+		Hosts:         ds.Hosts,
+		ExtraRecords:  ds.ExtraRecords,
+		Warnings:      ds.Warnings,
+	}
+	if ds.TailnetUpstreams {
+		s.UpstreamsFrom = "tailnet"
+	} else if len(ds.Upstreams) > 0 {
+		s.UpstreamsFrom = "system"
+	}
+	st.DNS = s
+	for _, w := range ds.Warnings {
+		st.Health = append(st.Health, ipc.Issue{Code: "dns", Message: w})
+	}
+}
+
+// routePrefsLocked are the prefs the data plane applies with each netmap.
+func (b *Backend) routePrefsLocked() dataplane.Prefs {
+	p := b.data.Prefs
+	return dataplane.Prefs{
+		ExitNodeID:        p.ExitNodeID,
+		AllowLANAccess:    p.ExitNodeAllowLANAccess,
+		Bypass:            slices.Clone(p.ExitNodeBypass),
+		BypassVPNRoutes:   p.BypassVPNRoutes,
+		AdvertiseExitNode: p.AdvertiseExitNode,
+		AdvertiseRoutes:   slices.Clone(p.AdvertiseRoutes),
+		SNAT:              !p.NoSNAT,
+		AcceptRoutes:      p.AcceptRoutes,
+		PersistForwarding: p.PersistForwarding,
+		AcceptDNS:         !p.NoAcceptDNS,
+	}
+}
