@@ -5,13 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-)
 
-// Tailnet address ranges: never an exception or an advertised route, since sending them anywhere
-// but the tunnel would break the tailnet itself.
-var (
-	tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
-	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // ParseCIDRList parses "10.0.0.0/16,192.168.50.0/24" (commas and/or spaces; "" = none) into
@@ -33,8 +28,10 @@ func ParseCIDRList(what string, items []string) ([]netip.Prefix, error) {
 			if p.Bits() == 0 {
 				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s covers every address", what, p)}
 			}
-			if p.Overlaps(tailnetV4) || p.Overlaps(tailnetV6) {
-				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s overlaps the tailnet's own addresses (%s, %s)", what, p, tailnetV4, tailnetV6)}
+			// Never an exception or an advertised route: sending the tailnet's own ranges anywhere
+			// but the tunnel would break the tailnet itself.
+			if tsaddr.OverlapsTailnet(p) {
+				return nil, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("%s: %s overlaps the tailnet's own addresses (%s, %s)", what, p, tsaddr.CGNATRange, tsaddr.ULARange)}
 			}
 			if !slices.Contains(out, p) {
 				out = append(out, p)

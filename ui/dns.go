@@ -12,6 +12,8 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/skeinvpn/skein/ipc"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // The DNS part of the Settings tab: the accept-DNS switch, and a read-only summary of what the
@@ -22,7 +24,7 @@ import (
 const settingsAcceptDNS = "Use tailnet DNS"
 
 // defaultResolver is the helper's resolver address when the status does not name one.
-const defaultResolver = "100.100.100.100"
+var defaultResolver = tsaddr.MagicDNSv4.String()
 
 // maxSplitRoutes bounds the split-DNS lines of the summary; the rest are counted.
 const maxSplitRoutes = 8

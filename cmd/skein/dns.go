@@ -11,10 +11,12 @@ import (
 	"text/tabwriter"
 
 	"github.com/skeinvpn/skein/ipc"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // magicDNSAddr is where skeind's resolver answers, shown when the status does not say.
-const magicDNSAddr = "100.100.100.100"
+var magicDNSAddr = tsaddr.MagicDNSv4.String()
 
 func cmdDNS(c *cli, args []string) int {
 	f := c.newFlagSet("dns", "status [--all] [--json] | query NAME [TYPE]", `

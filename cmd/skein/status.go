@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -250,7 +249,7 @@ name, MagicDNS name, host name or one of its addresses.`)
 	return exitOK
 }
 
-// findPeer looks q up among this machine and its peers.
+// findPeer looks q up among this machine and its peers, in the helper's order (ipc.LookupPeer).
 func findPeer(st ipc.Status, q string) *ipc.Peer {
 	cands := make([]*ipc.Peer, 0, len(st.Peers)+1)
 	if st.Self != nil {
@@ -259,24 +258,9 @@ func findPeer(st ipc.Status, q string) *ipc.Peer {
 	for i := range st.Peers {
 		cands = append(cands, &st.Peers[i])
 	}
-	if ip, err := netip.ParseAddr(q); err == nil {
-		for _, p := range cands {
-			if slices.Contains(p.Addresses, ip.Unmap()) {
-				return p
-			}
-		}
+	i, err := ipc.LookupPeer(q, len(cands), func(i int) ipc.PeerNames { return cands[i].Names() })
+	if err != nil {
 		return nil
 	}
-	q = strings.TrimSuffix(q, ".")
-	for _, p := range cands {
-		if strings.EqualFold(q, p.ShortName()) || strings.EqualFold(q, strings.TrimSuffix(p.DNSName, ".")) {
-			return p
-		}
-	}
-	for _, p := range cands { // host names last: they need not be unique
-		if p.HostName != "" && strings.EqualFold(q, p.HostName) {
-			return p
-		}
-	}
-	return nil
+	return cands[i]
 }

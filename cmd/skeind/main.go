@@ -16,9 +16,7 @@ import (
 	"syscall"
 
 	"github.com/skeinvpn/skein/daemon/backend"
-	"github.com/skeinvpn/skein/daemon/dns/osdns"
-	"github.com/skeinvpn/skein/daemon/forwarding"
-	"github.com/skeinvpn/skein/daemon/router"
+	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/internal/version"
 	"github.com/skeinvpn/skein/ipc"
@@ -67,25 +65,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := log.New(stderr, "skeind: ", log.LstdFlags|log.Lmicroseconds)
 	logf := logger.Printf
 
-	// A crashed earlier run may have left its routes, rules and TUN device behind: remove
-	// them before anything else.
-	cleanFailed := false
-	if err := router.Cleanup(*tun, logf); err != nil {
-		logger.Printf("removing leftovers of an earlier run: %v", err)
-		cleanFailed = true
-	}
-	if err := forwarding.Cleanup(*statedir, logf); err != nil {
-		logger.Printf("undoing forwarding changes of an earlier run: %v", err)
-		cleanFailed = true
-	}
-	if err := osdns.Cleanup(osdns.Options{TunName: *tun, StateDir: *statedir, Logf: logf}); err != nil {
-		logger.Printf("restoring the system resolver after an earlier run: %v", err)
-		cleanFailed = true
-	}
-	if *cleanup {
-		if cleanFailed {
+	// A crashed earlier run may have left its routes, rules, TUN device, firewall and resolver
+	// changes behind: undo them before anything else.
+	if err := dataplane.Cleanup(*tun, *statedir, logf); err != nil {
+		logger.Printf("undoing what an earlier run left: %v", err)
+		if *cleanup {
 			return 1
 		}
+	}
+	if *cleanup {
 		return 0
 	}
 	store, err := state.Open(*statedir)

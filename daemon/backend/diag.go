@@ -28,10 +28,10 @@ func (b *Backend) Ping(ctx context.Context, peer string) (ipc.PingResult, error)
 		b.mu.Unlock()
 		return ipc.PingResult{}, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
-	n := b.findPeerLocked(peer)
-	if n == nil {
+	n, err := b.findPeerLocked(peer)
+	if err != nil {
 		b.mu.Unlock()
-		return ipc.PingResult{}, &ipc.Error{Code: ipc.ErrNotFound, Message: fmt.Sprintf("no peer named %q", peer)}
+		return ipc.PingResult{}, err
 	}
 	res := ipc.PingResult{NodeName: shortName(n)}
 	for _, a := range n.Addresses {

@@ -1,8 +1,8 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/skeinvpn/skein/daemon/dataplane"
@@ -10,41 +10,31 @@ import (
 	"github.com/skeinvpn/skein/ipc"
 )
 
-// findPeerLocked resolves a peer by short name, FQDN, host name or address.
-func (b *Backend) findPeerLocked(q string) *wire.Node {
+// findPeerLocked resolves a peer the way every front end does (ipc.LookupPeer: address,
+// StableID, MagicDNS name, short name, host name); nil and the reason when there is none.
+func (b *Backend) findPeerLocked(q string) (*wire.Node, error) {
 	if b.nm == nil {
-		return nil
+		return nil, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
-	q = strings.TrimSuffix(strings.ToLower(q), ".")
-	ip, ipErr := netip.ParseAddr(q)
-	for _, n := range b.nm.SortedPeers() {
-		fqdn := strings.ToLower(strings.TrimSuffix(n.Name, "."))
-		short, _, _ := strings.Cut(fqdn, ".")
-		if q == fqdn || q == short || (n.Hostinfo != nil && strings.ToLower(n.Hostinfo.Hostname) == q) {
-			return n
-		}
-		if ipErr == nil {
-			for _, a := range n.Addresses {
-				if a.Addr() == ip {
-					return n
-				}
-			}
-		}
+	peers := b.nm.SortedPeers()
+	i, err := ipc.LookupPeer(q, len(peers), func(i int) ipc.PeerNames { return nodeNames(peers[i]) })
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return peers[i], nil
 }
 
-// findPeerOrIDLocked is findPeerLocked that also takes a StableID.
-func (b *Backend) findPeerOrIDLocked(q string) *wire.Node {
-	if n := b.findPeerLocked(q); n != nil || b.nm == nil {
-		return n
+func nodeNames(n *wire.Node) ipc.PeerNames {
+	pn := ipc.PeerNames{StableID: n.StableID, DNSName: n.Name}
+	if n.Hostinfo != nil {
+		pn.HostName = n.Hostinfo.Hostname
 	}
-	for _, p := range b.nm.SortedPeers() {
-		if p.StableID == q {
-			return p
+	for _, a := range n.Addresses {
+		if a.IsSingleIP() {
+			pn.Addrs = append(pn.Addrs, a.Addr())
 		}
 	}
-	return nil
+	return pn
 }
 
 func shortName(n *wire.Node) string {
@@ -58,16 +48,21 @@ func shortName(n *wire.Node) string {
 	return name
 }
 
-// resolveExitNodeLocked maps the user's exit-node argument (short name, FQDN, host name, Tailscale
-// IP or StableID) to the StableID of a peer that offers to be an exit node.
+// resolveExitNodeLocked maps the user's exit-node argument (any name LookupPeer takes) to the
+// StableID of a peer that offers to be an exit node.
 func (b *Backend) resolveExitNodeLocked(q string) (string, error) {
-	n := b.findPeerOrIDLocked(q)
-	if n == nil {
-		msg := fmt.Sprintf("no peer named %q", q)
-		if b.nm == nil || b.nm.Self == nil {
-			msg += " (not connected: exit nodes are chosen from the tailnet's peers)"
+	n, err := b.findPeerLocked(q)
+	if err != nil {
+		var ie *ipc.Error
+		if errors.As(err, &ie) {
+			e := *ie
+			if b.nm == nil || b.nm.Self == nil {
+				e.Code, e.Message = ipc.ErrNotFound, fmt.Sprintf("no peer named %q (not connected: exit nodes are chosen from the tailnet's peers)", q)
+			}
+			e.Fix = "skein exit-node list"
+			return "", &e
 		}
-		return "", &ipc.Error{Code: ipc.ErrNotFound, Message: msg, Fix: "skein exit-node list"}
+		return "", err
 	}
 	if !dataplane.OffersExit(n) {
 		return "", &ipc.Error{Code: ipc.ErrBadRequest, Message: fmt.Sprintf("%s does not offer to be an exit node (it must advertise 0.0.0.0/0 and ::/0 and have them approved by the control server)", shortName(n)), Fix: "skein exit-node list"}

@@ -11,6 +11,8 @@ import (
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // activeWindow: a peer with traffic this recent is "active" in status, as in the official CLI.
@@ -202,7 +204,7 @@ func (b *Backend) addDNSStatusLocked(st *ipc.Status, dp Dataplane) {
 	s := &ipc.DNSStatus{
 		AcceptDNS:     !b.data.Prefs.NoAcceptDNS,
 		MagicDNS:      ds.MagicDNS,
-		Resolver:      []netip.Addr{dataplane.MagicDNSv4},
+		Resolver:      []netip.Addr{tsaddr.MagicDNSv4},
 		Mode:          ds.Mode,
 		ModeReason:    ds.Reason,
 		Applied:       ds.Applied,

@@ -142,10 +142,16 @@ func (b *Backend) PutFile(ctx context.Context, peer, name string, size int64, bo
 		b.mu.Unlock()
 		return ipc.FilePutResult{}, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
-	n := b.findPeerOrIDLocked(peer)
-	if n == nil {
+	n, err := b.findPeerLocked(peer)
+	if err != nil {
 		b.mu.Unlock()
-		return ipc.FilePutResult{}, &ipc.Error{Code: ipc.ErrNotFound, Message: fmt.Sprintf("no peer named %q", peer), Fix: "skein file cp --targets"}
+		var ie *ipc.Error
+		if errors.As(err, &ie) {
+			e := *ie
+			e.Fix = "skein file cp --targets"
+			return ipc.FilePutResult{}, &e
+		}
+		return ipc.FilePutResult{}, err
 	}
 	base, why := b.fileTargetLocked(n)
 	online := n.Online == nil || *n.Online

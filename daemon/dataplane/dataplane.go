@@ -29,12 +29,14 @@ import (
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/transport"
 	"github.com/skeinvpn/skein/daemon/wire"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // MTU of the tunnel, the official default: worst-case overhead keeps it under 1360 on the wire.
 const MTU = 1280
 
-var tsULA = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+var tsULA = tsaddr.ULARange
 
 // Options configure a Dataplane.
 type Options struct {
@@ -91,6 +93,24 @@ type published struct {
 	dns     dnsPlan
 }
 
+// Cleanup undoes what a crashed earlier run left on the host: rules, routes and the TUN device,
+// the nftables table and forwarding sysctls, the system resolver. It is the one entry point for
+// crash repair: skeind runs it before anything else at start, and `skeind --cleanup` (the unit's
+// ExecStopPost) runs only it. Every part is tried; the error joins the failures.
+func Cleanup(tunName, stateDir string, logf func(string, ...any)) error {
+	var errs []error
+	if err := router.Cleanup(tunName, logf); err != nil {
+		errs = append(errs, fmt.Errorf("removing routes and rules: %w", err))
+	}
+	if err := forwarding.Cleanup(stateDir, logf); err != nil {
+		errs = append(errs, fmt.Errorf("undoing forwarding changes: %w", err))
+	}
+	if err := osdns.Cleanup(osdns.Options{TunName: tunName, StateDir: stateDir, Logf: logf}); err != nil {
+		errs = append(errs, fmt.Errorf("restoring the system resolver: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
 // Start creates the TUN device, brings up WireGuard and the transport, and installs the base
 // routing. On error everything made so far is removed.
 func Start(opts Options) (dp *Dataplane, err error) {
@@ -104,13 +124,6 @@ func Start(opts Options) (dp *Dataplane, err error) {
 			d.Close()
 		}
 	}()
-	// A crashed earlier run may have left rules, routes or the device behind.
-	if err := router.Cleanup(opts.TunName, logf); err != nil {
-		logf("dataplane: cleanup of leftovers: %v", err)
-	}
-	if err := forwarding.Cleanup(opts.StateDir, logf); err != nil {
-		logf("dataplane: cleanup of forwarding leftovers: %v", err)
-	}
 	d.tun, err = tun.CreateTUN(opts.TunName, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w", opts.TunName, err)
@@ -388,7 +401,7 @@ func (d *Dataplane) applyHostLocked() error {
 				d.logf("dataplane: listing other VPNs' routes: %v", err)
 			}
 			for _, p := range vpn {
-				if !slices.Contains(cfg.Bypass, p) && !p.Overlaps(cgnat) && !p.Overlaps(tsULA) {
+				if !slices.Contains(cfg.Bypass, p) && !tsaddr.OverlapsTailnet(p) {
 					cfg.Bypass = append(cfg.Bypass, p)
 				}
 			}
@@ -435,8 +448,6 @@ func (d *Dataplane) applyHostLocked() error {
 	d.pubMu.Unlock()
 	return errors.Join(errs...)
 }
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 // RoutingState is what the data plane installed for routes and forwarding, for status.
 type RoutingState struct {

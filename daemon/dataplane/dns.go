@@ -10,12 +10,14 @@ import (
 	"github.com/skeinvpn/skein/daemon/dns/osdns"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/wire"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // MagicDNS service addresses, answered from the TUN packet path.
 var (
-	MagicDNSv4 = netip.MustParseAddr("100.100.100.100")
-	MagicDNSv6 = netip.MustParseAddr("fd7a:115c:a1e0::53")
+	MagicDNSv4 = tsaddr.MagicDNSv4
+	MagicDNSv6 = tsaddr.MagicDNSv6
 )
 
 // dnsPlan is the resolver and system configuration for one netmap.
@@ -28,16 +30,6 @@ type dnsPlan struct {
 	extraRecords     int
 	splitRoutes      map[string][]string
 	skipped          []string // resolvers that cannot be used (DoH), for one log line each
-}
-
-// reverseZones are the reverse-DNS zones of the tailnet's address ranges (100.64.0.0/10 and
-// the Tailscale ULA), answered locally with MagicDNS.
-func reverseZones() []string {
-	var z []string
-	for i := 64; i <= 127; i++ {
-		z = append(z, fmt.Sprintf("%d.100.in-addr.arpa.", i))
-	}
-	return append(z, "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa.")
 }
 
 func fqdn(s string) string {
@@ -103,7 +95,7 @@ func computeDNS(nm *netmap.NetworkMap, acceptDNS, v6 bool, sysUpstreams []netip.
 			p.server.LocalDomains = append(p.server.LocalDomains, fqdn(suffix))
 			match = append(match, suffix)
 		}
-		for _, z := range reverseZones() {
+		for _, z := range tsaddr.ReverseZones() {
 			p.server.LocalDomains = append(p.server.LocalDomains, z)
 			match = append(match, strings.TrimSuffix(z, "."))
 		}

@@ -28,6 +28,8 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
+
+	"github.com/skeinvpn/skein/daemon/sockmark"
 )
 
 const (
@@ -111,7 +113,7 @@ func Dial(ctx context.Context, opts DialOptions) (*Client, error) {
 	if opts.DialContext == nil {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		if opts.Mark != 0 {
-			d.Control = markControl(opts.Mark)
+			d.Control = sockmark.Control(opts.Mark)
 		}
 		opts.DialContext = d.DialContext
 	}

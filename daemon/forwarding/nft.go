@@ -12,6 +12,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // TableName is our nftables table (family inet). Nothing else is touched.
@@ -27,11 +29,9 @@ const (
 
 // Address ranges the tailnet uses for its own nodes.
 var (
-	tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
-	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
-	// ChromeOS hands its Linux containers addresses from this block of the
-	// CGNAT range, so they arrive on ordinary interfaces.
-	chromeOSV4 = netip.MustParsePrefix("100.115.92.0/23")
+	tailnetV4  = tsaddr.CGNATRange
+	tailnetV6  = tsaddr.ULARange
+	chromeOSV4 = tsaddr.ChromeOSVMRange
 )
 
 // neverForward are destinations that are never forwarded from the tailnet,

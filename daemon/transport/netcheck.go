@@ -12,6 +12,8 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/stun"
 	"github.com/skeinvpn/skein/daemon/wire"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 var netipAddrPortZero netip.AddrPort
@@ -33,11 +35,6 @@ const (
 	reSTUNJitter     = 6 * time.Second
 	homeKeepMargin   = 10 * time.Millisecond
 	maxSTUNPerReport = 32
-)
-
-var (
-	tsCGNAT = netip.MustParsePrefix("100.64.0.0/10")
-	tsULA   = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 )
 
 type stunProbe struct {
@@ -411,7 +408,7 @@ func (c *Conn) localEndpoints(rep Report) []Endpoint {
 				continue
 			}
 			ip = ip.Unmap()
-			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || tsCGNAT.Contains(ip) || tsULA.Contains(ip) {
+			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || tsaddr.IsTailnetAddr(ip) {
 				continue
 			}
 			if ip.Is6() && c.pconn6 == nil {

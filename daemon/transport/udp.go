@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/skeinvpn/skein/daemon/sockmark"
 )
 
 // socketBufferSize is what upstream wireguard-go asks for; large buffers matter more than
@@ -62,7 +64,7 @@ func listenUDP(network string, port uint16, mark uint32) (*udpSocket, error) {
 				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, socketBufferSize)
 			}
 			if mark != 0 {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+				serr = sockmark.Set(fd, mark)
 			}
 			if network == "udp6" {
 				unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)

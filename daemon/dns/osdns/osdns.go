@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // Mode names, as returned by Manager.Mode.
@@ -28,8 +30,8 @@ const DefaultResolvConf = "/etc/resolv.conf"
 // The MagicDNS service addresses. They are never reported as upstreams, whatever the system's
 // files say, because forwarding to them would be forwarding to ourselves.
 var (
-	MagicDNSv4 = netip.MustParseAddr("100.100.100.100")
-	MagicDNSv6 = netip.MustParseAddr("fd7a:115c:a1e0::53")
+	MagicDNSv4 = tsaddr.MagicDNSv4
+	MagicDNSv6 = tsaddr.MagicDNSv6
 )
 
 // resolvedStubs are the addresses systemd-resolved listens on. See Manager.Upstreams for why they
