@@ -66,6 +66,15 @@ type ext struct {
 	body []byte
 }
 
+// IPv6 extension header numbers (RFC 8200), for building test packets.
+const (
+	extHopByHop = 0
+	extRouting  = 43
+	extFragment = 44
+	extAuth     = 51
+	extDestOpts = 60
+)
+
 func hopByHop() ext   { return ext{extHopByHop, make([]byte, 7)} }
 func destOpts() ext   { return ext{extDestOpts, make([]byte, 15)} }
 func routingHdr() ext { return ext{extRouting, make([]byte, 7)} }

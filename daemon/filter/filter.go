@@ -100,7 +100,7 @@ func (e *Engine) SetSelfAddrs(addrs []netip.Prefix) {
 func (e *Engine) peerAPIAllows(p *packet, port uint16) bool {
 	c := e.peerAPI.Load()
 	want, self := c.port4, c.self4
-	if p.v6 {
+	if p.V6 {
 		want, self = c.port6, c.self6
 	}
 	if want == 0 || port != want {
@@ -137,16 +137,16 @@ func (e *Engine) verdict(b []byte) reason {
 	if rs == nil {
 		return reasonNoRule
 	}
-	f := rs.fam(p.v6)
+	f := rs.fam(p.V6)
 	if !f.local.contains(p.dst) {
 		return reasonNotForUs
 	}
-	if p.later {
+	if p.Later {
 		return ok
 	}
 	l4 := p.l4
 	switch {
-	case p.proto == protoTCP:
+	case p.Proto == protoTCP:
 		if len(l4) < tcpHeaderLen {
 			return reasonMalformed
 		}
@@ -159,26 +159,26 @@ func (e *Engine) verdict(b []byte) reason {
 		}
 		return reasonNoRule
 
-	case p.proto == protoUDP || p.proto == protoSCTP:
-		if len(l4) < udpHeaderLen || (p.proto == protoSCTP && len(l4) < sctpHeaderLen) {
+	case p.Proto == protoUDP || p.Proto == protoSCTP:
+		if len(l4) < udpHeaderLen || (p.Proto == protoSCTP && len(l4) < sctpHeaderLen) {
 			return reasonMalformed
 		}
 		k := flowKey{
 			src: p.src, dst: p.dst,
 			sport: binary.BigEndian.Uint16(l4[0:2]), dport: binary.BigEndian.Uint16(l4[2:4]),
-			proto: p.proto, v6: p.v6,
+			proto: p.Proto, v6: p.V6,
 		}
 		// Rules first: they need no lock.
-		if f.match(p.proto, p.src, p.dst, k.dport) || e.flows.hit(&k) {
+		if f.match(p.Proto, p.src, p.dst, k.dport) || e.flows.hit(&k) {
 			return ok
 		}
 		return reasonNoRule
 
-	case p.proto == protoICMPv4 && !p.v6, p.proto == protoICMPv6 && p.v6:
+	case p.Proto == protoICMPv4 && !p.V6, p.Proto == protoICMPv6 && p.V6:
 		if len(l4) < icmpHeaderLen {
 			return reasonMalformed
 		}
-		if len(l4) >= 8 && icmpReplyOrError(p.v6, l4[0], l4[1]) {
+		if len(l4) >= 8 && icmpReplyOrError(p.V6, l4[0], l4[1]) {
 			return ok
 		}
 		if f.matchAddrs(p.src, p.dst) {
@@ -186,13 +186,13 @@ func (e *Engine) verdict(b []byte) reason {
 		}
 		return reasonNoRule
 
-	case p.proto == protoTSMP:
-		if len(l4) < minTSMPLen || p.moreFrag {
+	case p.Proto == protoTSMP:
+		if len(l4) < minTSMPLen || p.MoreFrag {
 			return reasonMalformed
 		}
 		return ok
 	}
-	if f.matchAllPorts(p.proto, p.src, p.dst) {
+	if f.matchAllPorts(p.Proto, p.src, p.dst) {
 		return ok
 	}
 	return reasonUnknownProto
@@ -223,10 +223,10 @@ func icmpReplyOrError(v6 bool, typ, code uint8) bool {
 // flows are recorded so that their replies pass In.
 func (e *Engine) Out(pkt []byte) {
 	var p packet
-	if parse(pkt, &p) != ok || p.later || (p.proto != protoUDP && p.proto != protoSCTP) {
+	if parse(pkt, &p) != ok || p.Later || (p.Proto != protoUDP && p.Proto != protoSCTP) {
 		return
 	}
-	if len(p.l4) < udpHeaderLen || (p.proto == protoSCTP && len(p.l4) < sctpHeaderLen) {
+	if len(p.l4) < udpHeaderLen || (p.Proto == protoSCTP && len(p.l4) < sctpHeaderLen) {
 		return
 	}
 	if checkDst(&p) == reasonMulticast {
@@ -235,7 +235,7 @@ func (e *Engine) Out(pkt []byte) {
 	k := flowKey{
 		src: p.dst, dst: p.src,
 		sport: binary.BigEndian.Uint16(p.l4[2:4]), dport: binary.BigEndian.Uint16(p.l4[0:2]),
-		proto: p.proto, v6: p.v6,
+		proto: p.Proto, v6: p.V6,
 	}
 	e.flows.add(&k)
 }

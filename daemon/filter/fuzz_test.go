@@ -81,7 +81,7 @@ func FuzzIn(f *testing.F) {
 		}
 		// Whatever passed was addressed to a local network and not to a group.
 		var p packet
-		if first && (parse(b, &p) != ok || checkDst(&p) != ok || !rules.fam(p.v6).local.contains(p.dst)) {
+		if first && (parse(b, &p) != ok || checkDst(&p) != ok || !rules.fam(p.V6).local.contains(p.dst)) {
 			t.Fatalf("accepted %x: not a packet for a local network", b)
 		}
 	})
@@ -89,7 +89,7 @@ func FuzzIn(f *testing.F) {
 
 func isUDPish(b []byte) bool {
 	var p packet
-	return parse(b, &p) == ok && (p.proto == protoUDP || p.proto == protoSCTP)
+	return parse(b, &p) == ok && (p.Proto == protoUDP || p.Proto == protoSCTP)
 }
 
 // TestWriteFuzzSeeds regenerates testdata/fuzz/FuzzIn when SKEIN_WRITE_FUZZ_SEEDS=1.

@@ -8,16 +8,18 @@ import (
 	"strings"
 
 	"github.com/skeinvpn/skein/daemon/wire"
+
+	ippkt "github.com/skeinvpn/skein/daemon/packet"
 )
 
 // IP protocol numbers the filter treats specially.
 const (
-	protoICMPv4 = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
-	protoTSMP   = 99
-	protoSCTP   = 132
+	protoICMPv4 = ippkt.ICMP
+	protoTCP    = ippkt.TCP
+	protoUDP    = ippkt.UDP
+	protoICMPv6 = ippkt.ICMPv6
+	protoTSMP   = 99 // Tailscale's own control messages inside the tunnel
+	protoSCTP   = ippkt.SCTP
 )
 
 // addr is an IP address as a 128-bit number; IPv4 addresses use only the low 32 bits. The

@@ -3,13 +3,15 @@ package intercept
 import (
 	"encoding/binary"
 	"net/netip"
+
+	ippkt "github.com/skeinvpn/skein/daemon/packet"
 )
 
 const (
-	protoICMP   = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
+	protoICMP   = ippkt.ICMP
+	protoTCP    = ippkt.TCP
+	protoUDP    = ippkt.UDP
+	protoICMPv6 = ippkt.ICMPv6
 )
 
 // ipPacket is a parsed IPv4 or IPv6 packet. payload aliases the packet.
@@ -20,67 +22,18 @@ type ipPacket struct {
 	payload  []byte // transport header and data, cut to the length the IP header gives
 }
 
-// parseIP parses and validates the IP layer of pkt. Fragments, packets whose
-// length fields disagree with the buffer, IPv6 packets with extension headers
-// other than hop-by-hop and destination options, and (with verify) IPv4
-// headers with a bad checksum are rejected.
+// parseIP parses the IP layer of pkt with the tunnel's one parser (daemon/packet) and adds this
+// responder's own limits: no fragments (a DNS query or an echo request fits in one packet),
+// and with verify, a correct IPv4 header checksum.
 func parseIP(pkt []byte, verify bool) (p ipPacket, ok bool) {
-	if len(pkt) == 0 {
+	var ip ippkt.IP
+	if ippkt.Parse(pkt, &ip) != ippkt.OK || ip.Fragmented() {
 		return p, false
 	}
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < 20 {
-			return p, false
-		}
-		hl := int(pkt[0]&0x0f) * 4
-		total := int(be16(pkt[2:]))
-		if hl < 20 || total < hl || total > len(pkt) {
-			return p, false
-		}
-		if be16(pkt[6:])&0x3fff != 0 { // more fragments, or a fragment offset
-			return p, false
-		}
-		if verify && fold(sum(pkt[:hl], 0)) != 0xffff {
-			return p, false
-		}
-		p.proto = pkt[9]
-		p.src = netip.AddrFrom4([4]byte(pkt[12:16]))
-		p.dst = netip.AddrFrom4([4]byte(pkt[16:20]))
-		p.payload = pkt[hl:total]
-		return p, true
-	case 6:
-		if len(pkt) < 40 {
-			return p, false
-		}
-		end := 40 + int(be16(pkt[4:]))
-		if end > len(pkt) {
-			return p, false
-		}
-		p.v6 = true
-		p.src = netip.AddrFrom16([16]byte(pkt[8:24]))
-		p.dst = netip.AddrFrom16([16]byte(pkt[24:40]))
-		next, off := pkt[6], 40
-		for range 8 {
-			if next != 0 && next != 60 { // hop-by-hop, destination options
-				break
-			}
-			if off+8 > end {
-				return p, false
-			}
-			next, off = pkt[off], off+(int(pkt[off+1])+1)*8
-			if off > end {
-				return p, false
-			}
-		}
-		if next == 0 || next == 60 {
-			return p, false // too many extension headers
-		}
-		p.proto = next
-		p.payload = pkt[off:end]
-		return p, true
+	if verify && !ip.IPv4HeaderChecksumOK() {
+		return p, false
 	}
-	return p, false
+	return ipPacket{v6: ip.V6, src: ip.SrcAddr(), dst: ip.DstAddr(), proto: ip.Proto, payload: ip.L4()}, true
 }
 
 // sum adds b to the running ones' complement sum s (RFC 1071), b's bytes
