@@ -3,6 +3,8 @@ package ts2021
 import (
 	"bytes"
 	"errors"
+	"github.com/skeinvpn/skein/daemon/control/ts2021/ts2021test"
+	"github.com/skeinvpn/skein/daemon/key"
 	"io"
 	"net"
 	"testing"
@@ -94,10 +96,10 @@ func TestNoAllocsPerRecord(t *testing.T) {
 	}
 
 	// Read side: a stream of 200 records of 4077 bytes from the peer's view.
-	peer := &srvConn{tx: rx}
+	peer := ts2021test.NewConn(nil, nil, nil, rx, key.Raw{}, 0)
 	var stream []byte
 	for range 200 {
-		stream = append(stream, peer.record(msg[:maxPlaintext])...)
+		stream = append(stream, peer.Record(msg[:maxPlaintext])...)
 	}
 	src := bytes.NewReader(stream)
 	rc := newConn(fakeConn{}, src, tx, rx, CapabilityVersion)

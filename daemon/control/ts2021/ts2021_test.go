@@ -19,6 +19,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/control/ts2021/ts2021test"
 	"github.com/skeinvpn/skein/daemon/key"
 )
 
@@ -51,8 +52,8 @@ func TestNonceIsBigEndian(t *testing.T) {
 	var n [12]byte
 	for _, ctr := range []uint64{0, 1, 255, 256, 1 << 32, 1<<64 - 2} {
 		setNonce(&n, ctr)
-		if !bytes.Equal(n[:], tNonce(ctr)) {
-			t.Errorf("nonce(%d) = % x, want % x", ctr, n, tNonce(ctr))
+		if !bytes.Equal(n[:], ts2021test.Nonce(ctr)) {
+			t.Errorf("nonce(%d) = % x, want % x", ctr, n, ts2021test.Nonce(ctr))
 		}
 	}
 	setNonce(&n, 256)
@@ -73,12 +74,12 @@ func echo(done chan<- echoStats) func(s *srvConn) {
 	return func(s *srvConn) {
 		var st echoStats
 		defer func() {
-			st.clientRecords, st.serverRecords = s.rxN, s.txN
+			st.clientRecords, st.serverRecords = s.RxN, s.TxN
 			done <- st
 		}()
 		var pending []byte
 		for {
-			p, err := s.readRecord()
+			p, err := s.ReadRecord()
 			if err != nil {
 				if err != io.EOF {
 					st.err = err
@@ -87,23 +88,23 @@ func echo(done chan<- echoStats) func(s *srvConn) {
 			}
 			st.maxRecord = max(st.maxRecord, len(p))
 			pending = append(pending, p...)
-			for len(pending) >= 4077 || (len(pending) > 0 && s.rxN%7 == 0) {
+			for len(pending) >= 4077 || (len(pending) > 0 && s.RxN%7 == 0) {
 				n := min(len(pending), 4077)
-				if err := s.writeRecord(pending[:n]); err != nil {
+				if err := s.WriteRecord(pending[:n]); err != nil {
 					st.err = err
 					return
 				}
 				pending = pending[n:]
 			}
-			if s.rxN%5 == 0 {
-				if err := s.writeRecord(nil); err != nil { // zero-length records are legal
+			if s.RxN%5 == 0 {
+				if err := s.WriteRecord(nil); err != nil { // zero-length records are legal
 					st.err = err
 					return
 				}
 			}
-			if len(pending) > 0 && s.br.Buffered() == 0 {
+			if len(pending) > 0 && s.BR.Buffered() == 0 {
 				// Flush before the client would wait on us.
-				if err := s.writeRecord(pending); err != nil {
+				if err := s.WriteRecord(pending); err != nil {
 					st.err = err
 					return
 				}
@@ -225,7 +226,7 @@ func TestEarlyPayloadAbsent(t *testing.T) {
 	stream := []byte("\x00\x00\x06\x04\x00\x00\x00\x00\x00rest of the stream")
 	ts := newTestServer(t, false, srvOpts{
 		early: [][]byte{stream[:4], stream[4:12], stream[12:]},
-		run:   func(s *srvConn) { s.readRecord() },
+		run:   func(s *srvConn) { s.ReadRecord() },
 	})
 	c := dial(t, ts.opts())
 	if c.EarlyPayload() != nil {
@@ -251,7 +252,7 @@ func TestEarlyPayloadThenData(t *testing.T) {
 	srv := newTestServer(t, false, srvOpts{
 		// Early payload and the first data in the same record.
 		early: [][]byte{append(ep, "hello"...)},
-		run:   func(s *srvConn) { s.readRecord() },
+		run:   func(s *srvConn) { s.ReadRecord() },
 	})
 	c := dial(t, srv.opts())
 	if e := c.EarlyPayload(); e == nil || e.NodeKeyChallenge != chal {
@@ -266,7 +267,7 @@ func TestEarlyPayloadThenData(t *testing.T) {
 func TestEarlyPayloadTooLarge(t *testing.T) {
 	ts := newTestServer(t, false, srvOpts{
 		early: [][]byte{[]byte("\xff\xff\xffTS\x00\xa0\x00\x01")}, // 10 MiB + 1
-		run:   func(s *srvConn) { s.readRecord() },
+		run:   func(s *srvConn) { s.ReadRecord() },
 	})
 	err := dialErr(t, ts.opts())
 	if !strings.Contains(err.Error(), "exceeds 10 MiB") {
@@ -323,8 +324,8 @@ func TestWrongServerKey(t *testing.T) {
 
 func TestTruncatedRecord(t *testing.T) {
 	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) {
-		r := s.record([]byte("hello, world"))
-		s.nc.Write(r[:len(r)-5])
+		r := s.Record([]byte("hello, world"))
+		s.NC.Write(r[:len(r)-5])
 		// and hang up
 	}})
 	c := dial(t, ts.opts())
@@ -335,7 +336,7 @@ func TestTruncatedRecord(t *testing.T) {
 }
 
 func TestCleanEOF(t *testing.T) {
-	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) { s.writeRecord([]byte("bye")) }})
+	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) { s.WriteRecord([]byte("bye")) }})
 	c := dial(t, ts.opts())
 	b, err := io.ReadAll(c)
 	if err != nil || string(b) != "bye" {
@@ -345,8 +346,8 @@ func TestCleanEOF(t *testing.T) {
 
 func TestOversizedRecord(t *testing.T) {
 	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) {
-		s.nc.Write(append([]byte{4, 0x0f, 0xfe}, make([]byte, 4094)...)) // 4097 in total
-		s.readRecord()
+		s.NC.Write(append([]byte{4, 0x0f, 0xfe}, make([]byte, 4094)...)) // 4097 in total
+		s.ReadRecord()
 	}})
 	c := dial(t, ts.opts())
 	_, err := c.Read(make([]byte, 100))
@@ -357,12 +358,12 @@ func TestOversizedRecord(t *testing.T) {
 
 func TestTamperedRecord(t *testing.T) {
 	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) {
-		s.writeRecord([]byte("first"))
-		r := s.record([]byte("second"))
+		s.WriteRecord([]byte("first"))
+		r := s.Record([]byte("second"))
 		r[5] ^= 0x40
-		s.nc.Write(r)
-		s.writeRecord([]byte("third"))
-		s.readRecord()
+		s.NC.Write(r)
+		s.WriteRecord([]byte("third"))
+		s.ReadRecord()
 	}})
 	c := dial(t, ts.opts())
 	b := make([]byte, 100)
@@ -382,8 +383,8 @@ func TestTamperedRecord(t *testing.T) {
 
 func TestUnexpectedFrameTypeAfterHandshake(t *testing.T) {
 	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) {
-		s.nc.Write([]byte{3, 0, 2, 'n', 'o'})
-		s.readRecord()
+		s.NC.Write([]byte{3, 0, 2, 'n', 'o'})
+		s.ReadRecord()
 	}})
 	c := dial(t, ts.opts())
 	if _, err := c.Read(make([]byte, 10)); err == nil {
@@ -395,11 +396,11 @@ func TestUnexpectedFrameTypeAfterHandshake(t *testing.T) {
 func TestReadTimeoutResumes(t *testing.T) {
 	release := make(chan struct{})
 	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) {
-		r := s.record([]byte("split across a timeout"))
-		s.nc.Write(r[:7])
+		r := s.Record([]byte("split across a timeout"))
+		s.NC.Write(r[:7])
 		<-release
-		s.nc.Write(r[7:])
-		s.readRecord()
+		s.NC.Write(r[7:])
+		s.ReadRecord()
 	}})
 	c := dial(t, ts.opts())
 	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
@@ -452,7 +453,7 @@ func TestDialTLSVerifyFails(t *testing.T) {
 }
 
 func TestDialCustomDialer(t *testing.T) {
-	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) { s.readRecord() }})
+	ts := newTestServer(t, false, srvOpts{run: func(s *srvConn) { s.ReadRecord() }})
 	o := ts.opts()
 	real := strings.TrimPrefix(ts.URL, "http://")
 	var gotAddr string
