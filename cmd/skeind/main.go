@@ -76,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *cleanup {
 		return 0
 	}
+	if err := startPprof(logf); err != nil {
+		logger.Printf("%v", err)
+		return 2
+	}
 	store, err := state.Open(*statedir)
 	if err != nil {
 		logger.Printf("%v", err)
