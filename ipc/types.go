@@ -142,6 +142,26 @@ type Status struct {
 	Routing *RoutingStatus `json:"routing,omitempty"`
 	// DNS is the MagicDNS resolver's and the system resolver's configuration.
 	DNS *DNSStatus `json:"dns,omitempty"`
+	// Engine says how the helper keeps up with the network map (nil while the tunnel is down).
+	Engine *EngineStats `json:"engine,omitempty"`
+}
+
+// EngineStats are the helper's own figures on applying network maps to the tunnel, for
+// diagnosis and `make bench`: a large tailnet that changes often shows here first.
+type EngineStats struct {
+	// NetmapPeers are the peers in the map; WireGuardPeers those configured in WireGuard now
+	// (peers without recent traffic are added on their first packet).
+	NetmapPeers    int `json:"netmapPeers"`
+	WireGuardPeers int `json:"wireguardPeers"`
+	// Applies counts maps (full or delta) applied to the tunnel.
+	Applies uint64 `json:"applies"`
+	// Apply* are how long the tunnel took to apply a map; Latency* from the map's arrival from
+	// control until the tunnel carried it (queueing included); over the last 256 applies.
+	ApplyP50Ms   float64 `json:"applyP50Ms"`
+	ApplyP99Ms   float64 `json:"applyP99Ms"`
+	ApplyMaxMs   float64 `json:"applyMaxMs"`
+	LatencyP50Ms float64 `json:"latencyP50Ms"`
+	LatencyP99Ms float64 `json:"latencyP99Ms"`
 }
 
 // DNSStatus says what the helper configured for DNS, and why.

@@ -73,6 +73,7 @@ type Backend struct {
 	sessGen   uint64
 	phase     session.Phase
 	nm        *netmap.NetworkMap // immutable; nil when there is none
+	nmArrived time.Time          // when nm's response arrived from control
 	connected bool
 	authURL   string
 	// pending is the login waiting for the user's approval in a browser.
@@ -83,8 +84,9 @@ type Backend struct {
 	changed  chan struct{} // closed and replaced on every change
 	watchers map[*watcher]struct{}
 
-	tun   tunnel // the apply loop's side: what runs, and what it has applied
-	inbox *taildrop.Inbox
+	tun    tunnel // the apply loop's side: what runs, and what it has applied
+	engine engineStats
+	inbox  *taildrop.Inbox
 	// inboxErr: the Taildrop inbox could not be opened (receiving is off).
 	inboxErr error
 }
@@ -209,7 +211,7 @@ func (b *Backend) onSessionUpdate(u session.Update) {
 	phaseChanged := b.phase != u.Phase
 	b.phase, b.connected = u.Phase, u.Connected
 	if u.NetmapChanged {
-		b.nm = u.Netmap
+		b.nm, b.nmArrived = u.Netmap, u.Received
 	}
 	if u.Phase == session.LoginWait {
 		b.authURL = u.AuthURL

@@ -34,7 +34,7 @@ func TestUpWithAuthKey(t *testing.T) {
 		t.Errorf("stored %+v", d)
 	}
 	dp := e.dp()
-	if a := dp.lastApply(); a.nm == nil || len(a.nm.Peers) != 1 || !a.prefs.AcceptDNS {
+	if a := dp.lastApply(); a.nm == nil || a.nm.Len() != 1 || !a.prefs.AcceptDNS {
 		t.Errorf("data plane got %+v", a)
 	}
 	// The peer API listens and control hears of it (Hostinfo.Services) with our network facts.

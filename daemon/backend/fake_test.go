@@ -103,6 +103,7 @@ func (f *fakeDP) Ping(ctx context.Context, k key.NodePublic) transport.PingResul
 	return transport.PingResult{Endpoint: netip.MustParseAddrPort("198.51.100.9:41641"), Latency: 3 * time.Millisecond}
 }
 func (f *fakeDP) Netcheck(ctx context.Context) transport.Report { return f.LastReport() }
+func (f *fakeDP) WireGuardPeers() int                           { return 0 }
 func (f *fakeDP) FilterStats() filter.Stats                     { return filter.Stats{Rules: 2} }
 func (f *fakeDP) Routing() dataplane.RoutingState               { return dataplane.RoutingState{} }
 func (f *fakeDP) DNS() dataplane.DNSState                       { return dataplane.DNSState{MagicDNS: true, Hosts: 2} }

@@ -50,7 +50,7 @@ func (b *Backend) statusLocked() ipc.Status {
 		self.Relay = b.regionCodeLocked(dp.HomeDERP())
 	}
 	st.Self = &self
-	for _, p := range nm.SortedPeers() {
+	for p := range nm.Peers() {
 		ps := b.peerLocked(p, now)
 		addPath(&ps, dp, p, now, b.regionCodeLocked)
 		st.Peers = append(st.Peers, ps)
@@ -62,6 +62,9 @@ func (b *Backend) statusLocked() ipc.Status {
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
 	b.addRoutingStatusLocked(&st, dp)
 	b.addDNSStatusLocked(&st, dp)
+	if dp != nil {
+		st.Engine = b.engine.status(nm.Len(), dp.WireGuardPeers())
+	}
 	return st
 }
 
@@ -157,7 +160,7 @@ func (b *Backend) pathDigestLocked(dp Dataplane) string {
 	}
 	var sb strings.Builder
 	now := time.Now()
-	for _, n := range b.nm.SortedPeers() {
+	for n := range b.nm.Peers() {
 		var p ipc.Peer
 		addPath(&p, dp, n, now, b.regionCodeLocked)
 		fmt.Fprintf(&sb, "%d %s %s %v;", n.ID, p.CurAddr, p.Relay, p.Active)

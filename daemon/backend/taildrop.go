@@ -49,15 +49,11 @@ func (b *Backend) taildropPeer(remote netip.Addr) (taildrop.Peer, bool) {
 	if b.nm == nil {
 		return taildrop.Peer{}, false
 	}
-	remote = remote.Unmap()
-	for _, n := range b.nm.SortedPeers() {
-		for _, a := range n.Addresses {
-			if a.IsSingleIP() && a.Addr() == remote {
-				return taildrop.Peer{StableID: n.StableID, Name: shortName(n), UserID: int64(n.User), Tagged: len(n.Tags) > 0}, true
-			}
-		}
+	n := b.nm.PeerByAddr(remote)
+	if n == nil {
+		return taildrop.Peer{}, false
 	}
-	return taildrop.Peer{}, false
+	return taildrop.Peer{StableID: n.StableID, Name: shortName(n), UserID: int64(n.User), Tagged: len(n.Tags) > 0}, true
 }
 
 // taildropAllow: as the official client, files come only from untagged nodes of our own user,
@@ -122,7 +118,7 @@ func (b *Backend) FileTargets(ctx context.Context) ([]ipc.FileTarget, error) {
 		return nil, &ipc.Error{Code: ipc.ErrNeedsLogin, Message: "not connected", Fix: "skein up"}
 	}
 	out := []ipc.FileTarget{}
-	for _, n := range b.nm.SortedPeers() {
+	for n := range b.nm.Peers() {
 		if base, _ := b.fileTargetLocked(n); base == "" {
 			continue
 		}

@@ -35,6 +35,8 @@ type Dataplane interface {
 	Ping(ctx context.Context, k key.NodePublic) transport.PingResult
 	Netcheck(ctx context.Context) transport.Report
 
+	// WireGuardPeers is how many peers WireGuard has configured now.
+	WireGuardPeers() int
 	FilterStats() filter.Stats
 	Routing() dataplane.RoutingState
 	DNS() dataplane.DNSState
@@ -151,7 +153,7 @@ func (b *Backend) applyOnce() error {
 	b.mu.Lock()
 	gen := b.tun.gen
 	want := b.tunnelWantedLocked()
-	nm, prefs, node := b.nm, b.routePrefsLocked(), b.data.NodeKey
+	nm, arrived, prefs, node := b.nm, b.nmArrived, b.routePrefsLocked(), b.data.NodeKey
 	dp := b.tun.dp
 	stale := dp != nil && (!want || b.tun.dpKey != node.Public())
 	same := dp != nil && !stale && nm == b.tun.shown && reflect.DeepEqual(prefs, b.tun.prefs)
@@ -196,13 +198,19 @@ func (b *Backend) applyOnce() error {
 		go b.watchPaths(ndp, stop)
 		dp = ndp
 	}
+	var took time.Duration
 	if want {
+		start := time.Now()
 		if err := dp.SetNetmap(nm, prefs); err != nil {
 			b.logf("dataplane: %v", err)
 		}
+		took = time.Since(start)
 		b.syncPeerAPI(dp, nm)
 	}
 	b.mu.Lock()
+	if want {
+		b.engine.note(took, time.Since(arrived))
+	}
 	b.tun.applied = gen
 	if want {
 		b.tun.shown, b.tun.prefs = nm, prefs

@@ -91,6 +91,14 @@ type Dataplane struct {
 type published struct {
 	routing RoutingState
 	dns     dnsPlan
+	wgPeers int
+}
+
+// WireGuardPeers is how many peers WireGuard has configured.
+func (d *Dataplane) WireGuardPeers() int {
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	return d.pub.wgPeers
 }
 
 // Cleanup undoes what a crashed earlier run left on the host: rules, routes and the TUN device,
@@ -366,6 +374,9 @@ func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
 		}
 	}
 	d.wgPeers = want
+	d.pubMu.Lock()
+	d.pub.wgPeers = len(want)
+	d.pubMu.Unlock()
 
 	d.applyDNSLocked(nm, prefs)
 	d.plan, d.prefs, d.havePlan = np, prefs.clone(), true

@@ -88,7 +88,7 @@ func computeDNS(nm *netmap.NetworkMap, acceptDNS, v6 bool, sysUpstreams []netip.
 	var match []string
 	if cfg.Proxied {
 		addHost(nm.Self)
-		for _, n := range nm.SortedPeers() {
+		for n := range nm.Peers() {
 			addHost(n)
 		}
 		if _, suffix, ok := strings.Cut(strings.TrimSuffix(nm.Self.Name, "."), "."); ok && suffix != "" {

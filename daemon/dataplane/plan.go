@@ -94,7 +94,7 @@ func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
 	var np netPlan
 	np.exit = prefs.ExitNodeID != ""
 	hasULA := false
-	for _, p := range nm.SortedPeers() {
+	for p := range nm.Peers() {
 		if !usablePeer(nm, p, now) {
 			continue
 		}

@@ -1,21 +1,30 @@
-// Package netmap keeps the one in-memory network map built from the control server's full and
-// delta map responses.
+// Package netmap keeps the network map built from the control server's full and delta map
+// responses. A map hands out snapshots in O(1) (Clone) that never change afterwards: the peers
+// live in copy-on-write shards with their indexes (by key, address and name) and a sorted
+// list, so a delta copies only what it touches, and PeerDiff tells two snapshots apart by
+// looking only at the shards that differ.
 package netmap
 
 import (
+	"iter"
 	"maps"
+	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
 )
 
-// NetworkMap is the merged view of every map response received in one map session.
+// NetworkMap is the merged view of every map response received in one map session. Only its
+// owner calls Apply; Clone gives snapshots that others may read from any goroutine. The
+// maps below are replaced, never changed in place, once a snapshot may share them.
 type NetworkMap struct {
 	Self          *wire.Node
-	Peers         map[wire.NodeID]*wire.Node
+	peers         peerTable
 	DERPMap       *wire.DERPMap
 	DNSConfig     *wire.DNSConfig
 	Domain        string
@@ -30,7 +39,6 @@ type NetworkMap struct {
 // New returns an empty map.
 func New() *NetworkMap {
 	return &NetworkMap{
-		Peers:         map[wire.NodeID]*wire.Node{},
 		PacketFilters: map[string][]wire.FilterRule{},
 		UserProfiles:  map[wire.UserID]wire.UserProfile{},
 	}
@@ -64,13 +72,19 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 	if r.Domain != "" {
 		nm.Domain = r.Domain
 	}
-	for _, u := range r.UserProfiles {
-		nm.UserProfiles[u.ID] = u
+	if len(r.UserProfiles) > 0 {
+		nm.UserProfiles = maps.Clone(nm.UserProfiles)
+		for _, u := range r.UserProfiles {
+			nm.UserProfiles[u.ID] = u
+		}
+		changed = true
+	}
+	if r.PacketFilter != nil || r.PacketFilters != nil {
+		nm.PacketFilters = maps.Clone(nm.PacketFilters)
 		changed = true
 	}
 	if r.PacketFilter != nil {
 		nm.PacketFilters["base"] = r.PacketFilter
-		changed = true
 	}
 	if r.PacketFilters != nil {
 		if v, ok := r.PacketFilters["*"]; ok && v == nil {
@@ -86,7 +100,6 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 				nm.PacketFilters[name] = rules
 			}
 		}
-		changed = true
 	}
 	if nm.applyPeers(r, now) {
 		changed = true
@@ -99,34 +112,36 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 func (nm *NetworkMap) applyPeers(r *wire.MapResponse, now time.Time) bool {
 	changed := false
 	if len(r.Peers) > 0 {
-		clear(nm.Peers)
+		norm := make([]*wire.Node, 0, len(r.Peers))
 		for _, p := range r.Peers {
 			if p != nil {
-				nm.Peers[p.ID] = normalize(p)
+				norm = append(norm, normalize(p))
 			}
 		}
+		nm.peers.replaceAll(norm)
 		changed = true
-	} else {
+	}
+	te := nm.peers.edit()
+	if len(r.Peers) == 0 {
 		for _, p := range r.PeersChanged {
 			if p != nil {
-				nm.Peers[p.ID] = normalize(p)
+				te.put(normalize(p))
 				changed = true
 			}
 		}
 		for _, id := range r.PeersRemoved {
-			if _, ok := nm.Peers[id]; ok {
-				delete(nm.Peers, id)
+			if te.remove(id) {
 				changed = true
 			}
 		}
 	}
 	for _, pc := range r.PeersChangedPatch {
-		if pc != nil && nm.patch(pc) {
+		if pc != nil && nm.patch(te, pc) {
 			changed = true
 		}
 	}
 	for id, seen := range r.PeerSeenChange {
-		if p, ok := nm.Peers[id]; ok {
+		if p := nm.Peer(id); p != nil {
 			p2 := *p
 			if seen {
 				t := now
@@ -134,26 +149,26 @@ func (nm *NetworkMap) applyPeers(r *wire.MapResponse, now time.Time) bool {
 			} else {
 				p2.LastSeen = nil
 			}
-			nm.Peers[id] = &p2
+			te.put(&p2)
 			changed = true
 		}
 	}
 	for id, online := range r.OnlineChange {
-		if p, ok := nm.Peers[id]; ok {
+		if p := nm.Peer(id); p != nil {
 			p2 := *p
 			o := online
 			p2.Online = &o
-			nm.Peers[id] = &p2
+			te.put(&p2)
 			changed = true
 		}
 	}
 	return changed
 }
 
-// patch copies the node before changing it so that snapshots handed out earlier stay valid.
-func (nm *NetworkMap) patch(pc *wire.PeerChange) bool {
-	old, ok := nm.Peers[pc.NodeID]
-	if !ok {
+// patch makes a changed copy of the node: snapshots handed out earlier keep the old one.
+func (nm *NetworkMap) patch(te *tableEdit, pc *wire.PeerChange) bool {
+	old := nm.Peer(pc.NodeID)
+	if old == nil {
 		return false
 	}
 	p := *old
@@ -186,7 +201,7 @@ func (nm *NetworkMap) patch(pc *wire.PeerChange) bool {
 	if pc.KeyExpiry != nil {
 		p.KeyExpiry = *pc.KeyExpiry
 	}
-	nm.Peers[pc.NodeID] = &p
+	te.put(&p)
 	return true
 }
 
@@ -227,29 +242,107 @@ func normalize(n *wire.Node) *wire.Node {
 	return &c
 }
 
-// Clone returns a copy that shares the (immutable) nodes but none of the maps, so the copy
-// stays as it is while this map takes further responses.
+// Clone returns a snapshot: it shares everything with nm, and stays as it is while nm takes
+// further responses (nm copies what it changes). O(1).
 func (nm *NetworkMap) Clone() *NetworkMap {
 	c := *nm
-	c.Peers = maps.Clone(nm.Peers)
-	c.PacketFilters = maps.Clone(nm.PacketFilters)
-	c.UserProfiles = maps.Clone(nm.UserProfiles)
 	return &c
 }
 
-// SortedPeers returns the peers ordered by name, then ID, for stable output.
+// Peer returns the peer with the given ID, or nil.
+func (nm *NetworkMap) Peer(id wire.NodeID) *wire.Node {
+	p, _ := nm.peers.byID.get(id)
+	return p
+}
+
+// PeerByKey returns the peer with the given node key, or nil.
+func (nm *NetworkMap) PeerByKey(k key.NodePublic) *wire.Node {
+	if id, ok := nm.peers.byKey.get(k); ok {
+		if p := nm.Peer(id); p != nil && p.Key == k {
+			return p
+		}
+	}
+	return nil
+}
+
+// PeerByAddr returns the peer with the given tailnet address, or nil.
+func (nm *NetworkMap) PeerByAddr(a netip.Addr) *wire.Node {
+	if id, ok := nm.peers.byAddr.get(a.Unmap()); ok {
+		if p := nm.Peer(id); p != nil && slices.ContainsFunc(p.Addresses, func(q netip.Prefix) bool { return q.Addr() == a.Unmap() }) {
+			return p
+		}
+	}
+	return nil
+}
+
+// PeerByName returns the peer with the given MagicDNS name (any case, trailing dot optional).
+// Control gives every node a unique name; with duplicates it returns one of them, or none.
+func (nm *NetworkMap) PeerByName(fqdn string) *wire.Node {
+	name := strings.ToLower(strings.TrimSuffix(fqdn, "."))
+	if id, ok := nm.peers.byName.get(name); ok {
+		if p := nm.Peer(id); p != nil && lowerFQDN(p) == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Len is the number of peers.
+func (nm *NetworkMap) Len() int { return len(nm.peers.order) }
+
+// SortedPeers returns the peers ordered by name, then ID (a new slice each call).
 func (nm *NetworkMap) SortedPeers() []*wire.Node {
-	out := make([]*wire.Node, 0, len(nm.Peers))
-	for _, p := range nm.Peers {
+	out := make([]*wire.Node, 0, len(nm.peers.order))
+	for p := range nm.Peers() {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b *wire.Node) int {
-		if c := strings.Compare(a.Name, b.Name); c != 0 {
-			return c
-		}
-		return int(a.ID - b.ID)
-	})
 	return out
+}
+
+// Peers yields the peers ordered by name, then ID, without building a slice.
+func (nm *NetworkMap) Peers() iter.Seq[*wire.Node] {
+	return func(yield func(*wire.Node) bool) {
+		for _, k := range nm.peers.order {
+			if p := nm.Peer(k.id); p != nil && !yield(p) {
+				return
+			}
+		}
+	}
+}
+
+// PeerDiff lists what changed from prev to nm: peers added or changed (a new value), and
+// peers removed (their last value). It looks only at the index shards the two maps do not
+// share, so a single-peer delta costs a shard's worth of comparisons, not the whole map.
+func (nm *NetworkMap) PeerDiff(prev *NetworkMap) (changed, removed []*wire.Node) {
+	for i := range shardCount {
+		var was map[wire.NodeID]*wire.Node
+		if prev != nil {
+			was = prev.peers.byID.shards[i]
+		}
+		now := nm.peers.byID.shards[i]
+		if sameMap(was, now) {
+			continue
+		}
+		for id, p := range now {
+			if was[id] != p {
+				changed = append(changed, p)
+			}
+		}
+		for id, p := range was {
+			if _, ok := now[id]; !ok {
+				removed = append(removed, p)
+			}
+		}
+	}
+	return changed, removed
+}
+
+// sameMap reports whether two maps are the same map (not merely equal).
+func sameMap[K comparable, V any](a, b map[K]V) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // ServerNow estimates the control server's current time, correcting our clock's skew.

@@ -25,8 +25,8 @@ func TestFullThenDeltas(t *testing.T) {
 	if !nm.Apply(full, now) {
 		t.Fatal("full response reported no change")
 	}
-	if len(nm.Peers) != 2 || nm.Peers[2].HomeDERP != 999 {
-		t.Fatalf("peers after full: %+v", nm.Peers)
+	if nm.Len() != 2 || nm.Peer(2).HomeDERP != 999 {
+		t.Fatalf("peers after full: %+v", nm.SortedPeers())
 	}
 	if nm.Self.AllowedIPs == nil {
 		t.Error("nil AllowedIPs not defaulted to Addresses")
@@ -34,29 +34,29 @@ func TestFullThenDeltas(t *testing.T) {
 	if got := nm.SortedPeers(); got[0].ID != 3 {
 		t.Errorf("sorted order: first %d, want 3", got[0].ID)
 	}
-	snapshot := nm.Peers[3]
+	snapshot := nm.Peer(3)
 
 	if nm.Apply(&wire.MapResponse{KeepAlive: true}, now) {
 		t.Error("keep-alive reported a change")
 	}
 	nm.Apply(&wire.MapResponse{PeersChangedPatch: []*wire.PeerChange{{NodeID: 3, Online: on(false)}, {NodeID: 99, Online: on(true)}}}, now)
-	if *nm.Peers[3].Online {
+	if *nm.Peer(3).Online {
 		t.Error("patch did not mark peer offline")
 	}
 	if !*snapshot.Online {
 		t.Error("patch mutated an earlier snapshot")
 	}
-	if _, ok := nm.Peers[99]; ok {
+	if nm.Peer(99) != nil {
 		t.Error("patch for an unknown node created it")
 	}
 	nm.Apply(&wire.MapResponse{PeersChanged: []*wire.Node{{ID: 4, Name: "c.ts.test."}}, PeersRemoved: []wire.NodeID{2}}, now)
-	if _, ok := nm.Peers[2]; ok || nm.Peers[4] == nil {
-		t.Fatalf("changed/removed not applied: %+v", nm.Peers)
+	if nm.Peer(2) != nil || nm.Peer(4) == nil {
+		t.Fatalf("changed/removed not applied: %+v", nm.SortedPeers())
 	}
 	// An empty Peers list is "no change", not "no peers".
 	nm.Apply(&wire.MapResponse{Node: nm.Self, Peers: []*wire.Node{}}, now)
-	if len(nm.Peers) != 2 {
-		t.Fatalf("empty Peers dropped peers: %d left", len(nm.Peers))
+	if nm.Len() != 2 {
+		t.Fatalf("empty Peers dropped peers: %d left", nm.Len())
 	}
 	nm.Apply(&wire.MapResponse{PacketFilters: map[string][]wire.FilterRule{"*": nil, "extra": {{SrcIPs: []string{"100.64.0.2"}}}}}, now)
 	if _, ok := nm.PacketFilters["base"]; ok || len(nm.PacketFilters["extra"]) != 1 {

@@ -165,6 +165,7 @@ func (s *Session) poll(ctx context.Context, gen uint64, c Control, node key.Node
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		received := time.Now()
 		first := nm == nil
 		if first {
 			if mr.KeepAlive {
@@ -187,7 +188,7 @@ func (s *Session) poll(ctx context.Context, gen uint64, c Control, node key.Node
 		snap := nm.Clone()
 		s.emit(gen, func(u *Update) {
 			u.Phase, u.Connected, u.Err = Running, true, nil
-			u.Netmap, u.NetmapChanged = snap, true
+			u.Netmap, u.NetmapChanged, u.Received = snap, true, received
 		})
 		return nil
 	})

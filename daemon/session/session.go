@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
@@ -67,6 +68,8 @@ type Update struct {
 	Netmap *netmap.NetworkMap
 	// NetmapChanged says this update carries a map that differs from the previous update's.
 	NetmapChanged bool
+	// Received is when the response that made Netmap arrived (for the owner's latency figures).
+	Received time.Time
 	// Connected: the map long-poll is open.
 	Connected bool
 	// AuthURL is where the user approves an interactive login (LoginWait only).

@@ -114,14 +114,14 @@ func TestRunDeliversImmutableMaps(t *testing.T) {
 	}
 	p.Send(&wire.MapResponse{Node: p.Node.SelfNode(), Peers: []*wire.Node{peer(10, "100.64.0.10")}})
 	u := h.waitFor("a first map", func(u session.Update) bool { return u.Phase == session.Running && u.NetmapChanged })
-	if !u.Connected || u.Err != nil || len(u.Netmap.Peers) != 1 {
+	if !u.Connected || u.Err != nil || u.Netmap.Len() != 1 {
 		t.Fatalf("first map update: %+v", u)
 	}
 	first := u.Netmap
 	p.Send(&wire.MapResponse{PeersChanged: []*wire.Node{peer(11, "100.64.0.11")}})
-	u = h.waitFor("a delta", func(u session.Update) bool { return u.NetmapChanged && len(u.Netmap.Peers) == 2 })
-	if len(first.Peers) != 1 {
-		t.Errorf("the map handed out first changed afterwards: %d peers", len(first.Peers))
+	u = h.waitFor("a delta", func(u session.Update) bool { return u.NetmapChanged && u.Netmap.Len() == 2 })
+	if first.Len() != 1 {
+		t.Errorf("the map handed out first changed afterwards: %d peers", first.Len())
 	}
 	// A keep-alive changes nothing and is not an update.
 	n := len(h.all())

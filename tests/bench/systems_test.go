@@ -81,10 +81,10 @@ type skeinNode struct {
 	socket string
 }
 
-func startSkein(t *testing.T, h *lab.Host) *skeinNode {
+func startSkein(t *testing.T, h *lab.Host, env ...string) *skeinNode {
 	t.Helper()
 	n := &skeinNode{t: t, host: h, socket: filepath.Join(h.Dir(), "skeind.sock")}
-	p, err := h.StartProcess(skeindBin, nil, "--statedir", filepath.Join(h.Dir(), "skein-state"), "--socket", n.socket)
+	p, err := h.StartProcess(skeindBin, env, "--statedir", filepath.Join(h.Dir(), "skein-state"), "--socket", n.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
