@@ -99,6 +99,20 @@ type Config struct {
 	// Upstreams handle every name not matched above. Empty means such
 	// queries get SERVFAIL (and one log line per config).
 	Upstreams []Upstream
+	// Names answers, at query time, for names too many and too changeable
+	// to compile (the tailnet's peers): forward lookups, PTR for their
+	// addresses, and single-label names under SearchDomains. Hosts win
+	// where both know a name (their addresses are merged).
+	Names Names
+}
+
+// Names is a source of owner names looked up per query, so that a change
+// to one of them costs nothing here.
+type Names interface {
+	// Lookup returns the addresses of a lower-case FQDN with trailing dot.
+	Lookup(name string) ([]netip.Addr, bool)
+	// Reverse returns the lower-case FQDN (trailing dot) that owns a.
+	Reverse(a netip.Addr) (string, bool)
 }
 
 // Options configure a Server. Zero values select the defaults.

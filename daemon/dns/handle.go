@@ -78,7 +78,7 @@ func (s *Server) Handle(ctx context.Context, query []byte, tcp bool) []byte {
 
 	t := s.cfg.Load()
 	name := lowerASCII(q.Name)
-	if rec, ok := t.names[name]; ok {
+	if rec, ok := t.lookup(name); ok {
 		s.stats.local.Add(1)
 		return s.finish(localAnswer(req, opt, rec), limit)
 	}

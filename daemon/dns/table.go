@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -47,6 +48,114 @@ type table struct {
 	names map[string]*nameRec // lower-case FQDN → data (hosts, reverse names, short names, ENTs)
 	zones map[string]*zone    // lower-case suffix → local or routed
 	def   *upstreamSet        // default upstreams
+	// dyn answers names looked up per query; search are the search
+	// domains (canonical, in order) for its single-label names.
+	dyn    Names
+	search []string
+}
+
+// lookup finds what is answerable for name: the compiled records, then the
+// dynamic source (forward, PTR, short names through the search domains).
+func (t *table) lookup(name string) (*nameRec, bool) {
+	rec, ok := t.names[name]
+	if t.dyn == nil {
+		return rec, ok
+	}
+	if dr, dok := t.dynamic(name); dok {
+		if !ok {
+			return dr, true
+		}
+		merged := *rec
+		merged.a = append(slices.Clone(rec.a), dr.a...)
+		merged.aaaa = append(slices.Clone(rec.aaaa), dr.aaaa...)
+		merged.ptr = append(slices.Clone(rec.ptr), dr.ptr...)
+		return &merged, true
+	}
+	return rec, ok
+}
+
+func (t *table) dynamic(name string) (*nameRec, bool) {
+	if addrs, ok := t.dyn.Lookup(name); ok {
+		return addrRec(addrs), true
+	}
+	if a, ok := reverseName(name); ok {
+		if n, ok := t.dyn.Reverse(a); ok {
+			return &nameRec{ptr: []string{n}}, true
+		}
+		return nil, false
+	}
+	if p, ok := parentName(name); ok && p == "." && len(name) > 1 {
+		for _, d := range t.search {
+			if addrs, ok := t.dyn.Lookup(name[:len(name)-1] + "." + d); ok {
+				return addrRec(addrs), true
+			}
+		}
+	}
+	return nil, false
+}
+
+func addrRec(addrs []netip.Addr) *nameRec {
+	rec := &nameRec{}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is4() {
+			b := a.As4()
+			rec.a = append(rec.a, net.IP(b[:]))
+		} else {
+			b := a.As16()
+			rec.aaaa = append(rec.aaaa, net.IP(b[:]))
+		}
+	}
+	return rec
+}
+
+// reverseName parses an in-addr.arpa or ip6.arpa owner name (lower case,
+// trailing dot) into the address it names.
+func reverseName(name string) (netip.Addr, bool) {
+	if v4, ok := strings.CutSuffix(name, ".in-addr.arpa."); ok {
+		parts := strings.Split(v4, ".")
+		if len(parts) != 4 {
+			return netip.Addr{}, false
+		}
+		var b [4]byte
+		for i, p := range parts {
+			n, err := strconv.ParseUint(p, 10, 8)
+			if err != nil || (len(p) > 1 && p[0] == '0') {
+				return netip.Addr{}, false
+			}
+			b[3-i] = byte(n)
+		}
+		return netip.AddrFrom4(b), true
+	}
+	if v6, ok := strings.CutSuffix(name, ".ip6.arpa."); ok {
+		if len(v6) != 63 { // 32 nibbles and 31 dots
+			return netip.Addr{}, false
+		}
+		var b [16]byte
+		for i := range 32 {
+			c := v6[2*i]
+			if i < 31 && v6[2*i+1] != '.' {
+				return netip.Addr{}, false
+			}
+			var nib byte
+			switch {
+			case c >= '0' && c <= '9':
+				nib = c - '0'
+			case c >= 'a' && c <= 'f':
+				nib = c - 'a' + 10
+			default:
+				return netip.Addr{}, false
+			}
+			pos := 31 - i // the first label is the last nibble
+			if pos%2 == 0 {
+				b[pos/2] |= nib << 4
+			} else {
+				b[pos/2] |= nib
+			}
+		}
+		return netip.AddrFrom16(b), true
+	}
+	return netip.Addr{}, false
 }
 
 // specialLocal are special-use domains that are never sent to unicast
@@ -179,6 +288,7 @@ func (s *Server) compile(cfg Config) *table {
 		zones: make(map[string]*zone, len(cfg.LocalDomains)+len(cfg.Routes)+len(specialLocal)),
 	}
 	t.def = s.newUpstreamSet("default", cfg.Upstreams, stubLoops)
+	t.dyn = cfg.Names
 
 	// Zones. Routes first, then local domains (an explicit local domain
 	// overrides a route for the very same suffix), then the special-use
@@ -295,6 +405,7 @@ func (s *Server) compile(cfg Config) *table {
 		}
 		if _, dup := search[n]; !dup {
 			search[n] = i
+			t.search = append(t.search, n)
 		}
 	}
 	if len(search) > 0 {
