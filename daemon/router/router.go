@@ -155,6 +155,58 @@ func (r *Router) Set(cfg Config) error {
 	return r.applyLocked()
 }
 
+// UpdateRoutes adds and removes routes via the tunnel in table 52 (a peer joining or leaving)
+// without reading the kernel's tables, which Set does every time: with 10,000 peers that read
+// costs tens of milliseconds. What Set last asked for is updated too, so a later Set, Check
+// or a repair after someone flushed the table keeps the change. Routes the family is off for
+// are skipped, as Set skips them.
+func (r *Router) UpdateRoutes(add, remove []netip.Prefix) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errors.New("router: closed")
+	}
+	if !r.haveCfg {
+		return errors.New("router: UpdateRoutes before Set")
+	}
+	link, err := r.k.h.LinkByName(r.tun)
+	if err != nil {
+		return fmt.Errorf("router: link %q: %w", r.tun, err)
+	}
+	idx := link.Attrs().Index
+	gone := make(map[netip.Prefix]bool, len(remove))
+	var errs []error
+	for _, p := range remove {
+		p = p.Masked()
+		gone[p] = true
+		if !p.IsValid() || (p.Addr().Is6() && !r.v6) {
+			continue
+		}
+		err := r.k.h.RouteDel(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(p), Table: Table})
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("route %v: %w", p, err))
+		}
+	}
+	kept := r.cfg.Routes[:0:0]
+	for _, p := range r.cfg.Routes {
+		if !gone[p.Masked()] {
+			kept = append(kept, p)
+		}
+	}
+	for _, p := range add {
+		p = p.Masked()
+		kept = append(kept, p)
+		if !p.IsValid() || (p.Addr().Is6() && !r.v6) {
+			continue
+		}
+		if err := r.k.h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(p), Table: Table}); err != nil {
+			errs = append(errs, fmt.Errorf("route %v: %w", p, err))
+		}
+	}
+	r.cfg.Routes = kept
+	return errors.Join(errs...)
+}
+
 func (r *Router) applyLocked() error {
 	p, err := r.plan(r.cfg)
 	if err != nil {

@@ -500,3 +500,32 @@ func TestDefaultRoutesStay(t *testing.T) {
 	}
 	assertInSync(t, r)
 }
+
+// UpdateRoutes adds and removes single routes without a full Set, and a later Set keeps them:
+// what it asked for is part of the config.
+func TestUpdateRoutes(t *testing.T) {
+	e := newEnv(t)
+	e.createTUN()
+	r := e.newRouter()
+	if err := r.UpdateRoutes([]netip.Prefix{netip.MustParsePrefix("100.64.9.9/32")}, nil); err == nil {
+		t.Error("UpdateRoutes before Set succeeded")
+	}
+	mustSet(t, r, baseConfig())
+	add := []netip.Prefix{netip.MustParsePrefix("100.64.9.9/32"), netip.MustParsePrefix("fd7a:115c:a1e0::99/128")}
+	if err := r.UpdateRoutes(add, []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}); err != nil {
+		t.Fatal(err)
+	}
+	t4, t6 := e.ip("-4", "route", "show", "table", "52"), e.ip("-6", "route", "show", "table", "52")
+	if !strings.Contains(t4, "100.64.9.9 dev "+tunName) || strings.Contains(t4, "100.64.0.2 ") || !strings.Contains(t6, "fd7a:115c:a1e0::99 dev "+tunName) {
+		t.Fatalf("table 52 after UpdateRoutes:\n%s\n%s", t4, t6)
+	}
+	// Removing what is not there is not an error.
+	if err := r.UpdateRoutes(nil, []netip.Prefix{netip.MustParsePrefix("100.64.77.7/32")}); err != nil {
+		t.Errorf("removing an absent route: %v", err)
+	}
+	mustSet(t, r, r.cfg) // the full reconciliation keeps what UpdateRoutes did
+	if t4 := e.ip("-4", "route", "show", "table", "52"); !strings.Contains(t4, "100.64.9.9 dev "+tunName) || strings.Contains(t4, "100.64.0.2 ") {
+		t.Errorf("Set undid UpdateRoutes:\n%s", t4)
+	}
+	assertInSync(t, r)
+}
