@@ -94,7 +94,7 @@ func TestNamesSource(t *testing.T) {
 	if _, got := answers("peer2."+suffix, mdns.TypeA); len(got) != 1 {
 		t.Errorf("new peer not answered: %v", got)
 	}
-	names.set("peer2."+suffix)
+	names.set("peer2." + suffix)
 	if rc, _ := answers("peer2."+suffix, mdns.TypeA); rc != mdns.RcodeNameError {
 		t.Errorf("removed peer still answered: rcode %d", rc)
 	}
