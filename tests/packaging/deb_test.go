@@ -304,8 +304,23 @@ func TestHelperCapabilities(t *testing.T) {
 		full := append([]string{"--net", "setpriv", "--no-new-privs", "--bounding-set=" + set, "--inh-caps=-all", "--"}, args...)
 		return exec.Command("unshare", full...)
 	}
+	// The unit is Type=notify: skeind tells systemd through $NOTIFY_SOCKET. Here the test is
+	// systemd's end of that socket.
+	if !regexp.MustCompile(`(?m)^Type=notify$`).Match(unit) || !regexp.MustCompile(`(?m)^NotifyAccess=main$`).Match(unit) {
+		t.Errorf("skeind.service is not Type=notify with NotifyAccess=main")
+	}
+	// A private UTS namespace would hide every later hostname change from skeind.
+	if regexp.MustCompile(`(?m)^ProtectHostname=(yes|true|on|1)`).Match(unit) {
+		t.Errorf("skeind.service has ProtectHostname=yes: skeind would never see the hostname change")
+	}
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(work, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	var log bytes.Buffer
 	d := limited(skeind, "--statedir", filepath.Join(work, "state"), "--socket", sock, "--tun", "skeintest0", "--port", "0")
+	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(work, "notify"))
 	d.Stdout, d.Stderr = &log, &log
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
@@ -315,27 +330,33 @@ func TestHelperCapabilities(t *testing.T) {
 	defer func() {
 		d.Process.Signal(syscall.SIGKILL)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
+	msgs := readNotify(notify)
+	waitMsg := func(what string, timeout time.Duration) string {
+		t.Helper()
 		select {
+		case msg := <-msgs:
+			return msg
 		case err := <-done:
-			t.Fatalf("skeind with only %s exited: %v\n%s", m[1], err, log.String())
-		default:
+			t.Fatalf("skeind with only %s exited before %s: %v\n%s", m[1], what, err, log.String())
+		case <-time.After(timeout):
+			t.Fatalf("skeind with only %s sent no %s in %v\n%s", m[1], what, timeout, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("skeind with only %s did not open its socket in 15 s\n%s", m[1], log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return ""
 	}
+	ready := waitMsg("READY=1", 15*time.Second)
+	// Ready means ready: the socket answers at once, without a retry.
 	out, err := runErr("", nil, cli, "--socket", sock, "status", "--json")
 	if err != nil || !strings.Contains(out, "{") {
-		t.Errorf("skein status against the limited skeind: %v\n%s", err, out)
+		t.Errorf("skein status right after READY=1: %v\n%s", err, out)
 	}
+	if !strings.HasPrefix(ready, "READY=1\n") || !regexp.MustCompile(`(?m)^STATUS=Logged out; run 'skein up' to log in$`).MatchString(ready) {
+		t.Errorf("first notify message %q, want READY=1 and the logged-out STATUS", ready)
+	}
+	t.Logf("notify: %q", ready)
 	d.Process.Signal(syscall.SIGTERM)
+	if msg := waitMsg("STOPPING=1", 20*time.Second); !strings.HasPrefix(msg, "STOPPING=1") {
+		t.Errorf("after SIGTERM skeind sent %q, want STOPPING=1", msg)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -343,6 +364,9 @@ func TestHelperCapabilities(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("skeind did not stop in 20 s after SIGTERM\n%s", log.String())
+	}
+	if !regexp.MustCompile(`(?m)^skeind: \d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+ version `).MatchString(log.String()) {
+		t.Errorf("log lines on a plain stderr should carry their own timestamp and prefix:\n%s", log.String())
 	}
 
 	// Leftovers of a crashed run (a TUN device, a rule at skeind's priority, a table-52 route)
@@ -362,6 +386,23 @@ func TestHelperCapabilities(t *testing.T) {
 		t.Errorf("skeind --cleanup without capabilities removed leftovers (%s): the check proves nothing", got)
 	}
 	t.Logf("skeind ran, served skein status, stopped, and removed a crashed run's link, rule and route with only %s (and could not without)", m[1])
+}
+
+// readNotify delivers each datagram sent to systemd's end of NOTIFY_SOCKET.
+func readNotify(c *net.UnixConn) <-chan string {
+	ch := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return ch
 }
 
 // make install puts the same files under DESTDIR/PREFIX (the unit pointing at PREFIX's
