@@ -91,6 +91,7 @@ install: install-helper install-desktop
 
 install-helper: build
 	$(GO) run ./packaging/gen docs -skein $(BIN)/skein -skeind $(BIN)/skeind -version $(VERSION) -out $(BIN)/gen
+	GO=$(GO) $(GO) run ./packaging/gen notices -bin $(BIN)/skeind -bin $(BIN)/skein -out $(BIN)/gen/doc/skein/copyright
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh helper
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && systemd-tmpfiles --create skein.conf; \
@@ -100,6 +101,7 @@ install-helper: build
 
 install-desktop: build-gui
 	$(GO) run ./packaging/gen icons -src assets/skein.png -out $(BIN)/gen/icons
+	GO=$(GO) $(GO) run ./packaging/gen notices -bin $(BIN)/skein-gui -out $(BIN)/gen/doc/skein-desktop/copyright
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh desktop
 	@if [ -z "$(DESTDIR)" ]; then \
 		command -v update-desktop-database >/dev/null && update-desktop-database -q $(PREFIX)/share/applications || true; \

@@ -48,6 +48,7 @@ func TestDebContents(t *testing.T) {
 			"usr/share/bash-completion/completions/skein",
 			"usr/share/zsh/vendor-completions/_skein",
 			"usr/share/fish/vendor_completions.d/skein.fish",
+			"usr/share/doc/skein/copyright",
 		},
 		desktop: {
 			"usr/bin/skein-gui",
@@ -55,6 +56,7 @@ func TestDebContents(t *testing.T) {
 			"usr/share/metainfo/" + appID + ".metainfo.xml",
 			"usr/share/icons/hicolor/256x256/apps/" + appID + ".png",
 			"usr/share/icons/hicolor/48x48/apps/" + appID + ".png",
+			"usr/share/doc/skein-desktop/copyright",
 		},
 	}
 	for deb, files := range wantFiles {
@@ -414,7 +416,8 @@ func TestMakeInstall(t *testing.T) {
 	run(t, repo(t), "make", "install", "DESTDIR="+dest, "PREFIX=/opt/skein")
 	for _, f := range []string{"opt/skein/sbin/skeind", "opt/skein/bin/skein", "opt/skein/bin/skein-gui",
 		"opt/skein/share/man/man1/skein.1.gz", "opt/skein/share/applications/" + appID + ".desktop",
-		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf"} {
+		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf",
+		"opt/skein/share/doc/skein/copyright", "opt/skein/share/doc/skein-desktop/copyright"} {
 		if !exists(filepath.Join(dest, f)) {
 			t.Errorf("make install did not install /%s", f)
 		}

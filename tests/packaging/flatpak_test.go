@@ -183,6 +183,7 @@ func TestFlatpakOfflineBuild(t *testing.T) {
 	if out := run(t, "", bin, "--version"); !strings.Contains(out, "skein-gui") {
 		t.Errorf("skein-gui --version: %q", out)
 	}
+	checkCopyright(t, filepath.Join(app, "share/doc/skein-desktop/copyright"), bin)
 	for _, f := range []string{
 		"share/applications/" + appID + ".desktop",
 		"share/metainfo/" + appID + ".metainfo.xml",

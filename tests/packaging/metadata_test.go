@@ -33,7 +33,8 @@ type metainfo struct {
 			Inner string `xml:",innerxml"`
 		} `xml:"description"`
 	} `xml:"releases>release"`
-	Binaries []string `xml:"provides>binary"`
+	Binaries       []string `xml:"provides>binary"`
+	ProjectLicense string   `xml:"project_license"`
 }
 
 func readMetainfo(t *testing.T, path string) metainfo {
@@ -136,6 +137,11 @@ func TestMetainfo(t *testing.T) {
 	}
 	if len(m.Binaries) != 1 || m.Binaries[0] != "skein-gui" {
 		t.Errorf("provides binaries %q, want skein-gui", m.Binaries)
+	}
+	// Flathub requires the project's licence; it is the one in LICENSE.
+	own, err := os.ReadFile(filepath.Join(repo(t), "LICENSE"))
+	if m.ProjectLicense != "BSD-3-Clause" || err != nil || !strings.HasPrefix(string(own), "BSD 3-Clause License\n") {
+		t.Errorf("project_license %q (LICENSE: %v), want BSD-3-Clause as in LICENSE", m.ProjectLicense, err)
 	}
 }
 
