@@ -78,6 +78,13 @@ helper() {
 desktop() {
     put 755 "$BIN/skein-gui" "$PREFIX/bin/skein-gui"
     put 644 "packaging/linux/$APPID.desktop" "$PREFIX/share/applications/$APPID.desktop"
+    if [ $uninstall = 1 ]; then
+        rm -f "$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+    else
+        install -d -m 755 "$DESTDIR$PREFIX/share/dbus-1/services"
+        sed "s|@BINDIR@|$PREFIX/bin|g" "packaging/linux/$APPID.service.in" >"$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+        chmod 644 "$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+    fi
     put 644 "packaging/linux/$APPID.metainfo.xml" "$PREFIX/share/metainfo/$APPID.metainfo.xml"
     put 644 "$GEN/doc/skein-desktop/copyright" "$PREFIX/share/doc/skein-desktop/copyright"
     # The sizes packaging/gen icons makes (its IconSizes).

@@ -57,6 +57,7 @@ func TestDebContents(t *testing.T) {
 			"usr/share/icons/hicolor/256x256/apps/" + appID + ".png",
 			"usr/share/icons/hicolor/48x48/apps/" + appID + ".png",
 			"usr/share/doc/skein-desktop/copyright",
+			"usr/share/dbus-1/services/" + appID + ".service",
 		},
 	}
 	for deb, files := range wantFiles {
@@ -80,6 +81,7 @@ func TestDebContents(t *testing.T) {
 			}
 		}
 	}
+	checkDBusService(t, filepath.Join(extract(t, desktop), "usr/share/dbus-1/services", appID+".service"), "/usr/bin")
 	ctl := t.TempDir()
 	run(t, "", "dpkg-deb", "-e", skein, ctl)
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
@@ -422,6 +424,7 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("make install did not install /%s", f)
 		}
 	}
+	checkDBusService(t, filepath.Join(dest, "opt/skein/share/dbus-1/services", appID+".service"), "/opt/skein/bin")
 	unit, err := os.ReadFile(filepath.Join(dest, "opt/skein/lib/systemd/system/skeind.service"))
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,10 @@ func TestDesktopFile(t *testing.T) {
 		// %F: a file manager's "Open with Skein" hands the files over to send (a picker asks
 		// the peer); launched without files it is a plain start.
 		"Exec": "skein-gui --send %F",
-		"Type": "Application",
+		// The desktop starts the app (or reaches the running one) through the session bus: it
+		// calls org.freedesktop.Application on the app ID, which the D-Bus service file starts.
+		"DBusActivatable": "true",
+		"Type":            "Application",
 		// Fyne names its windows' X11 class after the app (fyne package writes the same).
 		"StartupWMClass": strings.Trim(f["Details.Name"], `"`),
 	}
@@ -166,6 +169,29 @@ func TestFyneAppToml(t *testing.T) {
 	cfg, err := png.DecodeConfig(file)
 	if err != nil || cfg.Width != cfg.Height || cfg.Width < 256 {
 		t.Errorf("%s: %v, %dx%d; want a square PNG of at least 256 px", icon, err, cfg.Width, cfg.Height)
+	}
+}
+
+// checkDBusService checks the D-Bus service file that starts the app for its DBusActivatable
+// desktop file: named after the app ID, running skein-gui from bindir in the tray.
+func checkDBusService(t *testing.T, path, bindir string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("no D-Bus service file: %v", err)
+		return
+	}
+	kv := map[string]string{}
+	group := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "[") {
+			group = l
+		} else if k, v, ok := strings.Cut(l, "="); ok && group == "[D-BUS Service]" {
+			kv[k] = v
+		}
+	}
+	if kv["Name"] != appID || kv["Exec"] != bindir+"/skein-gui --minimized" {
+		t.Errorf("%s: Name=%q Exec=%q, want %s and %s/skein-gui --minimized", path, kv["Name"], kv["Exec"], appID, bindir)
 	}
 }
 
