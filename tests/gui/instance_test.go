@@ -1,7 +1,6 @@
 package gui_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -144,27 +143,10 @@ func activationBus(t *testing.T, dir string) (addr string, log func() string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var buf bytes.Buffer
-	cmd.Stderr = &lockedWriter{mu: &mu, w: &buf}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the bus address: %v", err)
-	}
-	return strings.TrimSpace(line), func() string { mu.Lock(); defer mu.Unlock(); return buf.String() }
+	addr = portaltest.StartBusWith(t, &lockedWriter{mu: &mu, w: &buf}, "--config-file="+conf)
+	return addr, func() string { mu.Lock(); defer mu.Unlock(); return buf.String() }
 }
 
 // The desktop file is DBusActivatable: with the D-Bus service file the packages install, a

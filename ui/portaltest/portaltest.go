@@ -8,6 +8,7 @@ package portaltest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -28,12 +29,19 @@ const (
 // StartBus runs a private session bus (dbus-daemon) for the test and returns its address.
 func StartBus(t testing.TB) string {
 	t.Helper()
-	cmd := exec.Command("dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1")
+	return StartBusWith(t, os.Stderr, "--session")
+}
+
+// StartBusWith runs dbus-daemon with config (such as --session or --config-file=FILE), its log
+// going to stderr, until the test ends, and returns the bus's address.
+func StartBusWith(t testing.TB, stderr io.Writer, config string) string {
+	t.Helper()
+	cmd := exec.Command("dbus-daemon", config, "--nofork", "--nopidfile", "--print-address=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("dbus-daemon: %v (install dbus-daemon)", err)
