@@ -73,7 +73,7 @@ PKGDIR ?= $(BIN)/packages
 # With SYSTEMD_ENABLE=0, `make install` leaves skeind.service disabled and stopped.
 SYSTEMD_ENABLE ?= 1
 
-.PHONY: package package-test install install-helper install-desktop uninstall flatpak flatpak-prepare
+.PHONY: package package-test pkgtest-root install install-helper install-desktop uninstall flatpak flatpak-prepare
 
 # The .deb packages skein and skein-desktop, built reproducibly with nfpm into $(PKGDIR).
 package:
@@ -85,12 +85,18 @@ package:
 package-test: package
 	VERSION=$(VERSION) $(GO) test -count=1 -timeout 30m -v ./tests/packaging/ -args -package-test -packages $(CURDIR)/$(PKGDIR)
 
+# Only the clean Debian root's cache (debootstrap, mostly download): CI makes it in the
+# background while the other tests run.
+pkgtest-root:
+	$(GO) test -count=1 -timeout 20m -v -run '^TestDebianRootCache$$' ./tests/packaging/ -args -package-test
+
 # Install on a host without packages (root, Go on PATH): `make install` or, for a machine
 # without a desktop, `make install-helper`. DESTDIR and PREFIX work as usual.
 install: install-helper install-desktop
 
 install-helper: build
 	$(GO) run ./packaging/gen docs -skein $(BIN)/skein -skeind $(BIN)/skeind -version $(VERSION) -out $(BIN)/gen
+	GO=$(GO) $(GO) run ./packaging/gen notices -bin $(BIN)/skeind -bin $(BIN)/skein -out $(BIN)/gen/doc/skein/copyright
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh helper
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && systemd-tmpfiles --create skein.conf; \
@@ -100,6 +106,7 @@ install-helper: build
 
 install-desktop: build-gui
 	$(GO) run ./packaging/gen icons -src assets/skein.png -out $(BIN)/gen/icons
+	GO=$(GO) $(GO) run ./packaging/gen notices -bin $(BIN)/skein-gui -out $(BIN)/gen/doc/skein-desktop/copyright
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh desktop
 	@if [ -z "$(DESTDIR)" ]; then \
 		command -v update-desktop-database >/dev/null && update-desktop-database -q $(PREFIX)/share/applications || true; \

@@ -4,9 +4,12 @@
 //	skein-gui --send FILE...
 //
 // It talks to skeind over its socket (--socket, else $SKEIN_SOCKET, else /run/skein/skeind.sock).
-// Only one instance runs per user: a second launch shows the first one's window and exits;
-// with --send (the desktop file's "Exec=skein-gui --send %F") it hands the files to the running
-// instance, which asks which device gets them.
+// Only one instance runs per user: it owns io.github.skeinvpn.Skein on the session bus and
+// implements org.freedesktop.Application, so a second launch shows the first one's window and
+// exits; with --send (the desktop file's "Exec=skein-gui --send %F") it hands the files to the
+// running instance, which asks which device gets them. The desktop (DBusActivatable=true) and
+// the bus (the D-Bus service file) call the same interface. Without a session bus the instances
+// meet on a Unix socket instead.
 package main
 
 import (
@@ -43,7 +46,7 @@ func run() int {
 	minimized := fs.Bool("minimized", false, "start hidden in the tray (the window opens from the tray's \"Open Skein\")")
 	socket := fs.String("socket", "", "skeind's socket (default $"+ipc.SocketEnv+" or "+ipc.DefaultSocket+")")
 	trayTheme := fs.String("tray-theme", "auto", "tray icon variant: auto (follow the app theme), light (for light panels) or dark")
-	instanceSock := fs.String("instance-socket", "", "single-instance socket (default $XDG_RUNTIME_DIR/skein-gui.sock)")
+	instanceSock := fs.String("instance-socket", "", "single-instance socket instead of the session bus (default without a bus: $XDG_RUNTIME_DIR/skein-gui.sock)")
 	verbose := fs.Bool("verbose", false, "log the connection to skeind on stderr")
 	showVersion := fs.Bool("version", false, "print the version")
 	send := fs.Bool("send", false, "send the FILEs given after the flags to a device (a picker asks which one)")
@@ -77,11 +80,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "skein-gui: --tray-theme must be auto, light or dark\n")
 		return 2
 	}
-	path := *instanceSock
-	if path == "" {
-		path = ui.InstanceSocket()
-	}
-	inst, err := ui.Claim(path, files...)
+	inst, err := ui.ClaimInstance(*instanceSock, files...)
 	if errors.Is(err, ui.ErrRunning) {
 		if len(files) > 0 {
 			fmt.Fprintf(os.Stderr, "skein-gui: already running; handed it %d file(s) to send\n", len(files))
@@ -106,13 +105,25 @@ func run() int {
 		tt = ""
 	}
 	opts := ui.Options{Socket: *socket, TrayTheme: tt, NoTrayHost: !trayHostPresent()}
+	opts.Logf = func(string, ...any) {}
 	if *verbose {
 		opts.Logf = log.New(os.Stderr, "skein-gui: ", log.LstdFlags|log.Lmicroseconds).Printf
 	}
 	a := ui.New(fa, opts)
 	if inst != nil {
-		go inst.ServeSend(func() { fyne.Do(a.ShowWindow) }, func(paths []string) {
-			fyne.Do(func() { a.SendFiles(paths) })
+		go inst.ServeHandlers(ui.Handlers{
+			Show: func() {
+				opts.Logf("asked to show the window")
+				fyne.Do(a.ShowWindow)
+			},
+			Send: func(paths []string) {
+				opts.Logf("handed %d file(s) to send", len(paths))
+				fyne.Do(func() { a.SendFiles(paths) })
+			},
+			Quit: func() {
+				opts.Logf("asked to quit")
+				fyne.Do(fa.Quit)
+			},
 		})
 		defer inst.Close()
 	}

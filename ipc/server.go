@@ -12,10 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/skeinvpn/skein/internal/userdb"
 )
 
 // MaxRequestBody bounds every POST body; real requests are a few hundred bytes.
@@ -57,7 +57,8 @@ type ServerOptions struct {
 	// OwnUID is the daemon's own uid, which may always change state (it owns the daemon's
 	// state anyway). Zero means os.Getuid(); root is allowed regardless.
 	OwnUID uint32
-	// LookupUID resolves the operator's user name; nil means os/user.Lookup. Tests replace it.
+	// LookupUID resolves the operator's user name; nil means userdb.LookupName (/etc/passwd,
+	// then NSS through getent). Tests replace it.
 	LookupUID func(name string) (uint32, error)
 	// Logf logs request failures worth an administrator's eye; nil means log.Printf.
 	Logf func(format string, args ...any)
@@ -353,15 +354,8 @@ func (s *Server) authorizeWrite(uid uint32, setsOperator bool) *Error {
 }
 
 func lookupUID(name string) (uint32, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return 0, err
-	}
-	return uint32(n), nil
+	u, err := userdb.LookupName(name)
+	return u.UID, err
 }
 
 // decodeBody strictly decodes exactly one JSON value of at most MaxRequestBody bytes into v.

@@ -556,3 +556,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The default operator look-up finds users that only NSS knows (SSSD, LDAP, homed, extrausers):
+// skeind has no cgo, so it asks getent when /etc/passwd does not have the name. Here a fake
+// getent on PATH plays the NSS source.
+func TestOperatorKnownOnlyToNSS(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\n[ \"$1\" = passwd ] && [ \"$2\" = nssalice ] || exit 2\necho 'nssalice:x:4242:4242::/home/nssalice:/bin/sh'\n"
+	if err := os.WriteFile(filepath.Join(dir, "getent"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	b := ipctest.NewBackend(testStatus(), ipc.Prefs{Operator: "nssalice"})
+	s := ipc.NewServer(b, ipc.ServerOptions{OwnUID: 999})
+	if e := s.AuthorizeWrite(4242, false); e != nil {
+		t.Errorf("the NSS operator (uid 4242) was refused: %+v", e)
+	}
+	if e := s.AuthorizeWrite(4243, false); e == nil || e.Code != ipc.ErrNeedsOperator {
+		t.Errorf("uid 4243 (not the operator): %+v, want %s", e, ipc.ErrNeedsOperator)
+	}
+}

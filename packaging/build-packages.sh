@@ -2,8 +2,8 @@
 # make package: builds skeind, skein and skein-gui, the man pages, completions and icons,
 # stages the two package trees with packaging/install.sh and wraps them with nfpm:
 #
-#   OUT/skein_VERSION_ARCH.deb          helper + CLI + systemd unit
-#   OUT/skein-desktop_VERSION_ARCH.deb  desktop app + .desktop + metainfo + icons
+#   OUT/skein_VERSION_ARCH.deb          helper + CLI + systemd unit + copyright
+#   OUT/skein-desktop_VERSION_ARCH.deb  desktop app + .desktop + metainfo + icons + copyright
 #
 # Reproducible: the same commit, Go and C toolchain give byte-identical packages
 # (-trimpath, no build ID, file times and man page dates from SOURCE_DATE_EPOCH, which
@@ -53,6 +53,9 @@ CGO_ENABLED=0 $GO build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$work/
 CGO_ENABLED=1 $GO build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$work/bin/skein-gui" .
 $GO run ./packaging/gen docs -skein "$work/bin/skein" -skeind "$work/bin/skeind" -version "$PKG_VERSION" -out "$work/gen"
 $GO run ./packaging/gen icons -src assets/skein.png -out "$work/gen/icons"
+# The copyright files with every linked module's licence, from the binaries' build info.
+GO=$GO $GO run ./packaging/gen notices -bin "$work/bin/skeind" -bin "$work/bin/skein" -out "$work/gen/doc/skein/copyright"
+GO=$GO $GO run ./packaging/gen notices -bin "$work/bin/skein-gui" -out "$work/gen/doc/skein-desktop/copyright"
 
 # The newest glibc symbol version skein-gui uses is the libc6 it depends on.
 PKG_GLIBC=$(objdump -T "$work/bin/skein-gui" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)

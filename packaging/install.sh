@@ -5,12 +5,14 @@
 #
 #   packaging/install.sh [--uninstall] helper|desktop...
 #
-#   helper   skeind, skein, the systemd unit, tmpfiles.d entry, man pages, shell completions
-#   desktop  skein-gui, its .desktop file, AppStream metainfo and icons
+#   helper   skeind, skein, the systemd unit, tmpfiles.d entry, man pages, shell completions,
+#            the copyright file (share/doc/skein/copyright)
+#   desktop  skein-gui, its .desktop file, D-Bus service file, AppStream metainfo, icons and
+#            copyright file (share/doc/skein-desktop/copyright)
 #
 # Settings (environment): DESTDIR (staging root, default none), PREFIX (default /usr/local),
-# BIN (built binaries, default bin), GEN (output of `packaging/gen docs` and `gen icons`,
-# default $BIN/gen), SYSTEMDUNITDIR (default $PREFIX/lib/systemd/system), TMPFILESDIR
+# BIN (built binaries, default bin), GEN (output of `packaging/gen docs`, `gen icons` and
+# `gen notices` into GEN/doc/PACKAGE/copyright, default $BIN/gen), SYSTEMDUNITDIR (default $PREFIX/lib/systemd/system), TMPFILESDIR
 # (default $PREFIX/lib/tmpfiles.d), ZSHCOMPDIR (default: Debian's vendor-completions for
 # PREFIX=/usr, else $PREFIX/share/zsh/site-functions).
 set -euo pipefail
@@ -70,12 +72,21 @@ helper() {
     put 644 "$GEN/completions/bash/skein" "$PREFIX/share/bash-completion/completions/skein"
     put 644 "$GEN/completions/zsh/_skein" "$ZSHCOMPDIR/_skein"
     put 644 "$GEN/completions/fish/skein.fish" "$PREFIX/share/fish/vendor_completions.d/skein.fish"
+    put 644 "$GEN/doc/skein/copyright" "$PREFIX/share/doc/skein/copyright"
 }
 
 desktop() {
     put 755 "$BIN/skein-gui" "$PREFIX/bin/skein-gui"
     put 644 "packaging/linux/$APPID.desktop" "$PREFIX/share/applications/$APPID.desktop"
+    if [ $uninstall = 1 ]; then
+        rm -f "$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+    else
+        install -d -m 755 "$DESTDIR$PREFIX/share/dbus-1/services"
+        sed "s|@BINDIR@|$PREFIX/bin|g" "packaging/linux/$APPID.service.in" >"$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+        chmod 644 "$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+    fi
     put 644 "packaging/linux/$APPID.metainfo.xml" "$PREFIX/share/metainfo/$APPID.metainfo.xml"
+    put 644 "$GEN/doc/skein-desktop/copyright" "$PREFIX/share/doc/skein-desktop/copyright"
     # The sizes packaging/gen icons makes (its IconSizes).
     local s
     for s in 16 24 32 48 64 128 256; do

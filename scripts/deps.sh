@@ -11,8 +11,10 @@ for pkg in libgl1-mesa-dev libgl1-mesa-dri xorg-dev xvfb dbus-daemon x11-apps; d
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Packaging (make package-test): debootstrap for a clean Debian root, the validators of the
-# unit, desktop file and metainfo, flatpak-builder to parse the manifest, objdump.
-for pkg in debootstrap desktop-file-utils appstream flatpak-builder systemd binutils xz-utils; do
+# unit, desktop file and metainfo, flatpak-builder to parse the manifest, objdump, and an extra
+# NSS source (extrausers; inert until an nsswitch.conf names it) for an operator /etc/passwd
+# does not list.
+for pkg in debootstrap desktop-file-utils appstream flatpak-builder systemd binutils xz-utils libnss-extrausers; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26)"; exit 1; }

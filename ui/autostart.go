@@ -7,10 +7,65 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/skeinvpn/skein/ipc"
 )
 
-// The "Start at login" option writes an XDG autostart entry
-// ($XDG_CONFIG_HOME/autostart/io.github.skeinvpn.Skein.desktop) that starts the app in the tray.
+// The "Start at login" option starts the app in the tray when the user logs in. Outside a
+// sandbox it writes an XDG autostart entry ($XDG_CONFIG_HOME/autostart/APPID.desktop). Inside
+// a Flatpak that directory is the sandbox's private copy, which the session never reads, so the
+// Background portal is asked instead: it writes the session's entry, which runs the app through
+// `flatpak run` with autostartCommand. The sandbox cannot read that entry back, so the portal's
+// last answer is kept in the app's preferences.
+
+// autostartCommand is the command line the portal's entry runs (inside the sandbox).
+var autostartCommand = []string{"skein-gui", "--minimized"}
+
+// prefStartAtLogin remembers the portal's answer.
+const prefStartAtLogin = "startAtLogin"
+
+// startAtLoginEnabled tells whether "Start at login" is on.
+func (a *App) startAtLoginEnabled() bool {
+	if usePortals() {
+		return a.fa.Preferences().Bool(prefStartAtLogin)
+	}
+	return autostartEnabled(a.opts.AutostartDir)
+}
+
+// setStartAtLogin switches "Start at login" (UI goroutine). The portal may ask the user first,
+// so its answer arrives later; the checkbox waits for it, disabled.
+func (a *App) setStartAtLogin(on bool) {
+	s := a.settings
+	fail := func(err error) {
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "start at login: " + err.Error()}, true
+	}
+	if !usePortals() {
+		if err := setAutostart(a.opts.AutostartDir, a.exePath(), on); err != nil {
+			fail(err)
+		} else {
+			s.autostartOn = on
+		}
+		a.refresh()
+		return
+	}
+	s.autostart.Disable()
+	go func() {
+		got, err := portalBackground(on, autostartCommand, "Start Skein in the tray when you log in")
+		a.do(func() {
+			s.autostart.Enable()
+			if err != nil {
+				fail(err)
+			} else {
+				a.fa.Preferences().SetBool(prefStartAtLogin, got)
+				s.autostartOn = got
+				if got != on {
+					fail(errPortalDenied)
+				}
+			}
+			a.refresh()
+		})
+	}()
+}
 
 // autostartFile is the entry's path for dir ("" = the user's autostart directory).
 func autostartFile(dir string) string {

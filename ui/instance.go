@@ -10,18 +10,21 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 )
 
-// Single instance: the first app listens on a Unix socket in $XDG_RUNTIME_DIR; a second
-// launch finds it, asks it to show its window (or, with `--send FILE...`, to offer to send the
-// files), and exits.
+// Single instance: the first app owns the app ID on the session bus (dbusapp.go); a second
+// launch finds it there, asks it to show its window (or, with `--send FILE...`, to offer to
+// send the files), and exits. Without a session bus (or with --instance-socket) the first app
+// listens on a Unix socket in $XDG_RUNTIME_DIR instead, with the same effect.
 //
-// The protocol is one line each way: "show" or "send " + a JSON array of absolute paths, then
-// "ok". Only connections from this user's own uid are served.
+// The socket's protocol is one line each way: "show" or "send " + a JSON array of absolute
+// paths, then "ok". Only connections from this user's own uid are served.
 
 // InstanceSocket is the path of the single-instance socket for this user.
 func InstanceSocket() string {
@@ -33,10 +36,40 @@ func InstanceSocket() string {
 	return filepath.Join(dir, "skein-gui.sock")
 }
 
-// Instance is the first instance's listener.
+// Instance is the first instance's listener: its bus name, or its socket.
 type Instance struct {
 	l    net.Listener
 	path string
+
+	bus  *dbus.Conn
+	app  *application
+	done chan struct{}
+	once sync.Once
+}
+
+// ClaimInstance makes this process the app's instance: on the session bus when there is one
+// and socket is "", else on the Unix socket (socket, or InstanceSocket()). When another
+// instance runs it is asked to show its window, or to send files, and ErrRunning is returned.
+func ClaimInstance(socket string, files ...string) (*Instance, error) {
+	if socket == "" {
+		conn, err := dbus.ConnectSessionBus()
+		if err == nil {
+			in, err := claimBus(conn, files)
+			if in == nil {
+				conn.Close()
+			}
+			return in, err
+		}
+		socket = InstanceSocket()
+	}
+	return Claim(socket, files...)
+}
+
+// Handlers are what the instance does when asked.
+type Handlers struct {
+	Show func()               // show and raise the window
+	Send func(paths []string) // offer to send these files; nil means Show
+	Quit func()               // quit the app (ActivateAction "quit"); nil ignores it
 }
 
 // ErrRunning is returned by Claim when another instance took the request (to show its window,
@@ -107,6 +140,16 @@ func (in *Instance) Serve(show func()) { in.ServeSend(show, nil) }
 // ServeSend calls show for every "show" request and send with the paths of every "send"
 // request (show when send is nil), until Close.
 func (in *Instance) ServeSend(show func(), send func(paths []string)) {
+	in.ServeHandlers(Handlers{Show: show, Send: send})
+}
+
+// ServeHandlers serves requests with h until Close.
+func (in *Instance) ServeHandlers(h Handlers) {
+	if in.bus != nil {
+		in.serveBus(h)
+		return
+	}
+	show, send := h.Show, h.Send
 	for {
 		c, err := in.l.Accept()
 		if err != nil {
@@ -169,8 +212,37 @@ func sameUser(c net.Conn) bool {
 	return int(cred.Uid) == os.Getuid()
 }
 
-// Close stops listening and removes the socket.
+// serveBus runs the requests that arrive over D-Bus, in order.
+func (in *Instance) serveBus(h Handlers) {
+	for {
+		select {
+		case <-in.done:
+			return
+		case r := <-in.app.reqs:
+			switch {
+			case r.action == "quit":
+				if h.Quit != nil {
+					h.Quit()
+				}
+			case len(r.paths) > 0 && h.Send != nil:
+				h.Send(r.paths)
+			default:
+				h.Show()
+			}
+		}
+	}
+}
+
+// Close gives up the bus name (or stops listening and removes the socket).
 func (in *Instance) Close() {
+	if in.bus != nil {
+		in.once.Do(func() {
+			close(in.done)
+			in.bus.ReleaseName(AppID)
+			in.bus.Close()
+		})
+		return
+	}
 	in.l.Close()
 	os.Remove(in.path)
 }

@@ -9,10 +9,10 @@ import (
 
 // Desktop notifications with an action, straight over D-Bus (org.freedesktop.Notifications).
 //
-// beeep (in go.mod) does send over that interface on Linux, but passes no actions and closes its
-// connection right after Notify, so a click could never come back; Fyne's SendNotification has
-// no actions either. The app therefore calls Notify itself, on a private session-bus connection
-// that stays open to hear ActionInvoked. When that fails (no server, or a Flatpak without
+// Libraries such as beeep do send over that interface on Linux, but pass no actions and close
+// their connection right after Notify, so a click could never come back; Fyne's
+// SendNotification has no actions either. The app therefore calls Notify itself, on a private
+// session-bus connection that stays open to hear ActionInvoked. When that fails (no server, or a Flatpak without
 // --talk-name=org.freedesktop.Notifications) the app falls back to Fyne's notification, which in
 // a Flatpak build goes through the notification portal.
 

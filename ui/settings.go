@@ -69,15 +69,9 @@ func newSettingsPage(a *App) *settingsPage {
 	s.operatorFix.Importance = widget.LowImportance
 	s.server.Selectable = true
 	s.autostart = widget.NewCheck("Start Skein in the tray when I log in", func(on bool) {
-		if s.loading {
-			return
+		if !s.loading {
+			a.setStartAtLogin(on)
 		}
-		if err := setAutostart(a.opts.AutostartDir, a.exePath(), on); err != nil {
-			a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "start at login: " + err.Error()}, true
-		} else {
-			s.autostartOn = on
-		}
-		a.refresh()
 	})
 	caption := func() *widget.Label {
 		l := widget.NewLabel("")
@@ -118,7 +112,7 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("Desktop", s.autostart),
 	)
 	s.content = container.NewVScroll(container.NewPadded(form))
-	s.autostartOn = autostartEnabled(a.opts.AutostartDir)
+	s.autostartOn = a.startAtLoginEnabled()
 	return s
 }
 

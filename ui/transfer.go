@@ -323,7 +323,7 @@ func (a *App) runReceive(t *transfer, f ipc.WaitingFile, dir string, mkdir bool)
 	if derr != nil && !isNotFound(derr) {
 		e.text += " (skeind kept its copy: " + asError(derr).Message + ")"
 	}
-	open := func() { a.do(func() { a.openFolder(dir) }) }
+	open := func() { a.do(func() { a.showInFolder(dir, path) }) }
 	a.notifyUser(f.Name+" from "+t.peer, "Saved to "+tildePath(path), open)
 	a.finishLater(t, &e)
 }
@@ -354,13 +354,36 @@ func (a *App) notifyUser(summary, body string, open func()) {
 	}
 }
 
-// openFolder shows dir in the file manager (xdg-open, or the OpenURI portal in a Flatpak).
-func (a *App) openFolder(dir string) {
-	u := &url.URL{Scheme: "file", Path: dir}
-	if err := a.openURI(u); err != nil {
+// openFolder shows dir in the file manager.
+func (a *App) openFolder(dir string) { a.showInFolder(dir, "") }
+
+// showInFolder opens dir in the file manager (UI goroutine). Outside a sandbox that is
+// xdg-open of its file:// URL. In a Flatpak the OpenURI portal refuses file:// URLs, so it gets
+// a descriptor instead: of file, when given and still there, which the file manager shows
+// selected in its folder, else of dir itself.
+func (a *App) showInFolder(dir, file string) {
+	failed := func(err error) {
 		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "cannot open " + tildePath(dir) + ": " + err.Error()}, true
 		a.refresh()
 	}
+	if !usePortals() {
+		if err := a.openURI(&url.URL{Scheme: "file", Path: dir}); err != nil {
+			failed(err)
+		}
+		return
+	}
+	go func() {
+		err := errors.New("no file")
+		if file != "" {
+			err = portalShow(file)
+		}
+		if err != nil {
+			err = portalShow(dir)
+		}
+		if err != nil {
+			a.do(func() { failed(err) })
+		}
+	}()
 }
 
 // ---- sending ----

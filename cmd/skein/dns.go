@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/json"
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -67,12 +67,7 @@ and why), followed by any warnings. Exits 1 when skein is not connected.`)
 		if st.DNS == nil {
 			return c.fail(&ipc.Error{Message: fmt.Sprintf("no DNS status: skein is not connected (state: %s)", st.State), Fix: "skein up"})
 		}
-		b, err := json.MarshalIndent(st.DNS, "", "  ")
-		if err != nil {
-			return c.fail(err)
-		}
-		fmt.Fprintf(c.stdout, "%s\n", b)
-		return exitOK
+		return c.printJSON(st.DNS)
 	}
 	if msg, ok := describeNotRunning(st); !ok {
 		fmt.Fprintln(c.stdout, msg)
@@ -250,7 +245,9 @@ func cmdDNSQuery(c *cli, args []string) int {
 Ask skeind's resolver (`+magicDNSAddr+`) for NAME, as any program on this machine would, and
 show who answered (Skein itself from the tailnet's names, or the resolver it forwarded to),
 the response code and the answers. TYPE is A (the default), AAAA, PTR, CNAME, MX, TXT, SRV,
-NS, SOA, ANY, or a type number. Exits 1 unless the response code is NOERROR.`)
+NS, SOA, ANY, or a type number. Exits 1 unless the response code is NOERROR (with --json too,
+after printing {"name", "type", "rcode", "answers", "via", "latencyMs"}).`)
+	asJSON := f.Bool("json", false, "print the result as JSON")
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
@@ -277,6 +274,16 @@ NS, SOA, ANY, or a type number. Exits 1 unless the response code is NOERROR.`)
 	shownType := res.Type
 	if shownType == "" {
 		shownType = qtype
+	}
+	if *asJSON {
+		res.Name, res.Type = cmp.Or(res.Name, name), shownType
+		if code := c.printJSON(res); code != exitOK {
+			return code
+		}
+		if !strings.EqualFold(res.Rcode, "NOERROR") {
+			return exitFail
+		}
+		return exitOK
 	}
 	w := c.stdout
 	fmt.Fprintf(w, "DNS query for %q (%s) using Skein's resolver:\n\n", name, shownType)

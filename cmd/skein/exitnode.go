@@ -39,6 +39,7 @@ List the machines of the tailnet that offer to be an exit node, sorted by countr
 name: tailnet IP, host name, country and city ("-" when the machine does not say), and status:
 "selected" for the exit node in use, "selected but offline", "offline", or "-".`)
 	filter := f.String("filter", "", "only show the exit nodes of this country (case does not matter)")
+	asJSON := f.Bool("json", false, `print a JSON array of {"id", "ip", "hostname", "country", "city", "status", "online", "selected"} (empty, and exit status 0, when there are none)`)
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
@@ -50,14 +51,17 @@ name: tailnet IP, host name, country and city ("-" when the machine does not say
 		return c.fail(err)
 	}
 	rows := exitNodeRows(st)
-	if len(rows) == 0 {
-		return c.fail(&ipc.Error{Message: "no exit nodes found"})
-	}
 	if want := strings.TrimSpace(*filter); want != "" {
-		rows = slices.DeleteFunc(rows, func(r exitNodeRow) bool { return !strings.EqualFold(r.country, want) })
-		if len(rows) == 0 {
+		rows = slices.DeleteFunc(rows, func(r exitNodeRow) bool { return !strings.EqualFold(r.Country, want) })
+	}
+	if *asJSON {
+		return c.printJSON(rows)
+	}
+	if len(rows) == 0 {
+		if strings.TrimSpace(*filter) != "" {
 			return c.fail(&ipc.Error{Message: fmt.Sprintf("no exit nodes found for %q", *filter)})
 		}
+		return c.fail(&ipc.Error{Message: "no exit nodes found"})
 	}
 
 	// The official client's layout: a blank line, then tab-aligned cells each followed by a
@@ -65,7 +69,7 @@ name: tailnet IP, host name, country and city ("-" when the machine does not say
 	tw := tabwriter.NewWriter(c.stdout, 10, 5, 5, ' ', 0)
 	fmt.Fprint(tw, "\n IP\tHOSTNAME\tCOUNTRY\tCITY\tSTATUS\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "\n %s\t%s\t%s\t%s\t%s\t", orDash(r.ip), orDash(r.host), orDash(r.country), orDash(r.city), r.status)
+		fmt.Fprintf(tw, "\n %s\t%s\t%s\t%s\t%s\t", orDash(r.IP), orDash(r.Host), orDash(r.Country), orDash(r.City), r.Status)
 	}
 	fmt.Fprint(tw, "\n\n")
 	fmt.Fprintln(tw, "# To view the complete list of exit nodes for a country, use `skein exit-node list --filter=` followed by the country name.")
@@ -76,8 +80,16 @@ name: tailnet IP, host name, country and city ("-" when the machine does not say
 	return exitOK
 }
 
+// exitNodeRow is one exit node as `exit-node list` shows it (and, with --json, prints it).
 type exitNodeRow struct {
-	ip, host, country, city, status string
+	ID       string `json:"id"` // stable node ID
+	IP       string `json:"ip"`
+	Host     string `json:"hostname"`
+	Country  string `json:"country"`
+	City     string `json:"city"`
+	Status   string `json:"status"` // "selected", "selected but offline", "offline" or "-"
+	Online   bool   `json:"online"`
+	Selected bool   `json:"selected"`
 }
 
 // exitNodeRows are the peers that offer to be an exit node (and the selected one, should it
@@ -101,13 +113,14 @@ func exitNodeRows(st ipc.Status) []exitNodeRow {
 			host = p.HostName
 		}
 		rows = append(rows, row{
-			exitNodeRow: exitNodeRow{ip: p.FirstIP(), host: host, country: country, city: city, status: exitNodeState(st, p)},
-			dns:         p.DNSName,
+			exitNodeRow: exitNodeRow{ID: p.StableID, IP: p.FirstIP(), Host: host, Country: country, City: city,
+				Status: exitNodeState(st, p), Online: exitNodeOnline(st, p), Selected: selected},
+			dns: p.DNSName,
 		})
 	}
 	slices.SortFunc(rows, func(a, b row) int {
-		return cmp.Or(strings.Compare(a.country, b.country), strings.Compare(a.city, b.city),
-			strings.Compare(a.dns, b.dns), strings.Compare(a.host, b.host))
+		return cmp.Or(strings.Compare(a.Country, b.Country), strings.Compare(a.City, b.City),
+			strings.Compare(a.dns, b.dns), strings.Compare(a.Host, b.Host))
 	})
 	out := make([]exitNodeRow, len(rows))
 	for i, r := range rows {

@@ -325,10 +325,10 @@ func TestStatusExitNodes(t *testing.T) {
 		t.Fatalf("code %d, stderr %q", code, errs)
 	}
 	for _, line := range []string{
-		"100.64.0.12     fra                  alice@       linux   active; exit node; direct 198.51.100.7:41641, tx 100 rx 200\n",
-		"100.64.0.14     ber                  alice@       linux   idle; offers exit node\n",
-		"100.64.0.11     nyc0                 alice@       linux   idle; offers exit node; offline\n",
-		"100.64.0.2      alpha                alice@       macOS   -\n",
+		"100.64.0.12       fra                  alice@         linux   active; exit node; direct 198.51.100.7:41641, tx 100 rx 200\n",
+		"100.64.0.14       ber                  alice@         linux   idle; offers exit node\n",
+		"100.64.0.11       nyc0                 alice@         linux   idle; offers exit node; offline\n",
+		"100.64.0.2        alpha                alice@         macOS   -\n",
 	} {
 		if !strings.Contains(out, line) {
 			t.Errorf("missing %q in:\n%s", line, out)
@@ -345,7 +345,7 @@ func TestStatusExitNodes(t *testing.T) {
 	st.Health = []ipc.Issue{{Code: "x", Message: "something else"}}
 	e.b.SetStatus(st)
 	_, out, _ = e.run("status", "--self=false")
-	if !strings.Contains(out, "100.64.0.12     fra                  alice@       linux   idle; exit node; offline, tx 100 rx 200\n") {
+	if !strings.Contains(out, "100.64.0.12       fra                  alice@         linux   idle; exit node; offline, tx 100 rx 200\n") {
 		t.Errorf("offline exit node line:\n%s", out)
 	}
 	wantTail := "\n# Exit node fra.tail.example (100.64.0.12) is offline: internet traffic is blocked until it is back.\n" +

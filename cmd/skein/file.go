@@ -76,13 +76,15 @@ time left, then one line for the file ("resumed at" when the receiver already ha
 of it); when standard error is not a terminal, skein says nothing unless --verbose.
 
 --targets lists the machines that can receive files: tailnet IP, name and "offline" for the
-ones that are not connected right now.
+ones that are not connected right now (with --json: an array of {"stableID", "name",
+"dnsName", "ip", "os", "online"}).
 
 Directories cannot be sent (pack them first, e.g. with tar). A FILE that does not exist, cannot
 be read or is a directory is a usage error (exit status 2).`)
 	name := f.String("name", "", `name the receiver gets for the file instead of FILE's own name (needed for "-", standard input)`)
 	targets := f.Bool("targets", false, "list the machines that can receive files, instead of sending")
 	verbose := f.Bool("verbose", false, "say what is sent to which machine, and each file once sent")
+	asJSON := f.Bool("json", false, "with --targets: print the machines as JSON")
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
@@ -90,7 +92,10 @@ be read or is a directory is a usage error (exit status 2).`)
 		if f.NArg() > 0 {
 			return c.usageError(f, "--targets takes no arguments, got: %s", strings.Join(f.Args(), " "))
 		}
-		return listFileTargets(c)
+		return listFileTargets(c, *asJSON)
+	}
+	if *asJSON {
+		return c.usageError(f, "--json goes with --targets")
 	}
 	if f.NArg() < 2 {
 		return c.usageError(f, "want one or more files and a target, e.g.: skein file cp photo.jpg phone:")
@@ -241,7 +246,7 @@ func matchFileTarget(ts []ipc.FileTarget, q string) *ipc.FileTarget {
 
 // listFileTargets prints the machines that can receive files the official client's way: one
 // line each, "IP<TAB>name", with "<TAB>offline" for the ones not connected.
-func listFileTargets(c *cli) int {
+func listFileTargets(c *cli, asJSON bool) int {
 	ts, err := c.client().FileTargets(c.ctx)
 	if err != nil {
 		return c.fail(err)
@@ -249,6 +254,12 @@ func listFileTargets(c *cli) int {
 	slices.SortStableFunc(ts, func(a, b ipc.FileTarget) int {
 		return cmp.Or(strings.Compare(a.DNSName, b.DNSName), strings.Compare(a.Name, b.Name), strings.Compare(a.IP, b.IP))
 	})
+	if asJSON {
+		if ts == nil {
+			ts = []ipc.FileTarget{}
+		}
+		return c.printJSON(ts)
+	}
 	if len(ts) == 0 {
 		fmt.Fprintln(c.stderr, "# no machine of the tailnet can receive files right now")
 		return exitOK

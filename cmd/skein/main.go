@@ -4,14 +4,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	iversion "github.com/skeinvpn/skein/internal/version"
 	"io"
 	"os"
 	"strings"
 
+	iversion "github.com/skeinvpn/skein/internal/version"
 	"github.com/skeinvpn/skein/ipc"
 )
 
@@ -182,6 +183,16 @@ func (c *cli) fail(err error) int {
 	}
 	fmt.Fprintf(c.stderr, "skein: %v\n", err)
 	return exitFail
+}
+
+// printJSON writes v as indented JSON, the form of every --json output.
+func (c *cli) printJSON(v any) int {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "%s\n", b)
+	return exitOK
 }
 
 func printDefaults(w io.Writer, fs *flag.FlagSet) {

@@ -137,16 +137,19 @@ func TestUsageErrors(t *testing.T) {
 func TestStatusText(t *testing.T) {
 	e := newEnv(t, runningStatus())
 	code, out, errs := e.run("status")
+	// Columns at least as wide as the official client's (15, 20, 12, 7), wider where a cell
+	// needs it: the IPv6-only peer and "tagged-devices" do not push the next columns out.
 	want := "" +
-		"100.64.0.1      box                  alice@       linux   -\n" +
-		"100.64.0.2      alpha                alice@       macOS   -\n" +
-		"100.64.0.3      ci                   tagged-devices linux   -\n" +
-		"fd7a:115c:a1e0::5 nodns                42           -       -\n" +
-		"100.64.0.4      zeta                 bob          windows offline\n"
+		"100.64.0.1        box                  alice@         linux   -\n" +
+		"100.64.0.2        alpha                alice@         macOS   -\n" +
+		"100.64.0.3        ci                   tagged-devices linux   -\n" +
+		"fd7a:115c:a1e0::5 nodns                42             -       -\n" +
+		"100.64.0.4        zeta                 bob            windows offline\n"
 	if code != 0 || errs != "" || out != want {
 		t.Fatalf("code %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errs, out, want)
 	}
 
+	// Cells that fit give exactly the official client's layout.
 	_, out, _ = e.run("status", "--peers=false")
 	if out != "100.64.0.1      box                  alice@       linux   -\n" {
 		t.Errorf("--peers=false:\n%s", out)

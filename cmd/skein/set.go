@@ -47,13 +47,40 @@ using one. Lists (--advertise-routes, --exit-node-bypass) replace the old list; 
 }
 
 func cmdVersion(c *cli, args []string) int {
-	f := c.newFlagSet("version", "", "Print the version of this skein command.")
+	f := c.newFlagSet("version", "", `
+Print the version of this skein command. With --json: {"short", "long", "goVersion", "os",
+"arch"}; "short" and "long" are named as in the official client's version --json ("long" is the
+full build version, "short" without its git suffix).`)
+	asJSON := f.Bool("json", false, "print the version as JSON")
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
 	if f.NArg() > 0 {
 		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
 	}
+	if *asJSON {
+		return c.printJSON(versionJSON{Short: shortVersion(version), Long: version,
+			GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
+	}
 	fmt.Fprintf(c.stdout, "%s\n  go version: %s\n", version, runtime.Version())
 	return exitOK
+}
+
+// versionJSON is `skein version --json`.
+type versionJSON struct {
+	Short     string `json:"short"`
+	Long      string `json:"long"`
+	GoVersion string `json:"goVersion"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+}
+
+// shortVersion is the release a build version belongs to: "v0.2.0-3-gabc1234-dirty" and
+// "0.2.0~git20260101.abc1234" are "0.2.0".
+func shortVersion(v string) string {
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexAny(v, "-~+"); i > 0 {
+		v = v[:i]
+	}
+	return v
 }

@@ -2,12 +2,13 @@ package main
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -32,20 +33,16 @@ say "offers exit node", the one in use "exit node". Exits 1 when skein is not ru
 		return c.fail(err)
 	}
 	if *asJSON {
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err != nil {
-			return c.fail(err)
-		}
-		fmt.Fprintf(c.stdout, "%s\n", b)
-		return exitOK
+		return c.printJSON(st)
 	}
 	if msg, ok := describeNotRunning(st); !ok {
 		fmt.Fprintln(c.stdout, msg)
 		printHealth(c.stdout, st)
 		return exitFail
 	}
+	var rows [][]string
 	if *showSelf && st.Self != nil {
-		printPeerLine(c.stdout, st, st.Self, true)
+		rows = append(rows, peerRow(st, st.Self, true))
 	}
 	if *showPeers {
 		peers := slices.Clone(st.Peers)
@@ -53,9 +50,10 @@ say "offers exit node", the one in use "exit node". Exits 1 when skein is not ru
 			return cmp.Or(cmp.Compare((&a).ShortName(), (&b).ShortName()), cmp.Compare((&a).FirstIP(), (&b).FirstIP()))
 		})
 		for i := range peers {
-			printPeerLine(c.stdout, st, &peers[i], false)
+			rows = append(rows, peerRow(st, &peers[i], false))
 		}
 	}
+	printColumns(c.stdout, rows, statusMinWidths)
 	printExitNodeWarning(c.stdout, st)
 	printHealth(c.stdout, st)
 	return exitOK
@@ -80,8 +78,42 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 	return fmt.Sprintf("Unexpected state: %s", st.State), false
 }
 
-func printPeerLine(w io.Writer, st ipc.Status, p *ipc.Peer, self bool) {
-	fmt.Fprintf(w, "%-15s %-20s %-12s %-7s %s\n", orDash(p.FirstIP()), orDash(p.ShortName()), owner(st, p), orDash(p.OS), peerState(st, p, self))
+// statusMinWidths are the official client's column widths (IP, name, owner, OS): a table whose
+// cells fit looks exactly like its output, and a column grows when a cell is longer (an IPv6
+// address, "tagged-devices", a long host name) so that the columns stay aligned.
+var statusMinWidths = []int{15, 20, 12, 7}
+
+// peerRow is one line of the status table: IP, name, owner, OS and the connection.
+func peerRow(st ipc.Status, p *ipc.Peer, self bool) []string {
+	return []string{orDash(p.FirstIP()), orDash(p.ShortName()), owner(st, p), orDash(p.OS), peerState(st, p, self)}
+}
+
+// printColumns prints rows with each column but the last padded to the wider of its minimum
+// and its longest cell, one space between columns; the last column is not padded.
+func printColumns(w io.Writer, rows [][]string, minWidths []int) {
+	widths := slices.Clone(minWidths)
+	for _, r := range rows {
+		for i := 0; i < len(r)-1 && i < len(widths); i++ {
+			widths[i] = max(widths[i], utf8.RuneCountInString(r[i]))
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		b.Reset()
+		for i, cell := range r {
+			b.WriteString(cell)
+			if i == len(r)-1 {
+				break
+			}
+			pad := 1
+			if i < len(widths) {
+				pad += widths[i] - utf8.RuneCountInString(cell)
+			}
+			b.WriteString(strings.Repeat(" ", max(pad, 1)))
+		}
+		b.WriteByte('\n')
+		io.WriteString(w, b.String())
+	}
 }
 
 // peerState is the last column, worded as the official client words it: "-", "idle",
@@ -210,6 +242,7 @@ Print this machine's tailnet addresses, one per line, or those of PEER, given by
 name, MagicDNS name, host name or one of its addresses.`)
 	only4 := f.Bool("4", false, "only the IPv4 address")
 	only6 := f.Bool("6", false, "only the IPv6 address")
+	asJSON := f.Bool("json", false, `print {"name", "dnsName", "addresses": [...]} as JSON (-4 and -6 still filter)`)
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
@@ -231,22 +264,34 @@ name, MagicDNS name, host name or one of its addresses.`)
 	} else if p = findPeer(st, f.Arg(0)); p == nil {
 		return c.fail(&ipc.Error{Message: fmt.Sprintf("no peer found with name or IP %q", f.Arg(0)), Fix: "skein status"})
 	}
-	n := 0
+	var shown []netip.Addr
 	for _, a := range p.Addresses {
 		if (*only4 && !a.Is4()) || (*only6 && !a.Is6()) {
 			continue
 		}
-		fmt.Fprintln(c.stdout, a)
-		n++
+		shown = append(shown, a)
 	}
-	if n == 0 {
+	if len(shown) == 0 {
 		family := "IPv4"
 		if *only6 {
 			family = "IPv6"
 		}
 		return c.fail(&ipc.Error{Message: fmt.Sprintf("%s has no %s address", orDash(p.ShortName()), family)})
 	}
+	if *asJSON {
+		return c.printJSON(ipJSON{Name: p.ShortName(), DNSName: p.DNSName, Addresses: shown})
+	}
+	for _, a := range shown {
+		fmt.Fprintln(c.stdout, a)
+	}
 	return exitOK
+}
+
+// ipJSON is `skein ip --json`.
+type ipJSON struct {
+	Name      string       `json:"name"`
+	DNSName   string       `json:"dnsName,omitempty"`
+	Addresses []netip.Addr `json:"addresses"`
 }
 
 // findPeer looks q up among this machine and its peers, in the helper's order (ipc.LookupPeer).

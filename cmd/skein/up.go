@@ -37,6 +37,7 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		req.ForceReauth = true
 	}
 	timeout := f.Duration("timeout", 0, "give up after this long (e.g. 2m); 0 waits forever for an interactive login")
+	asJSON := f.Bool("json", false, `print JSON on standard output, as the official client does: {"AuthURL", "BackendState": "NeedsLogin"} when a login URL is to be visited, then {"BackendState": "Running"} (or {"BackendState", "Error"} on failure)`)
 	var pf prefsFlags
 	pf.register(f)
 	if ok, code := c.parse(f, args); !ok {
@@ -71,13 +72,22 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
+	state := ipc.State("") // the last state skeind reported, for --json
 	timedOut := func(err error, what string) int {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return c.fail(&ipc.Error{
+			err = &ipc.Error{
 				Code:    ipc.ErrInternal,
 				Message: fmt.Sprintf("timed out after %v %s", *timeout, what),
 				Fix:     "skein status",
-			})
+			}
+		}
+		if *asJSON {
+			msg := err.Error()
+			var e *ipc.Error
+			if errors.As(err, &e) {
+				msg = e.Message
+			}
+			c.printJSON(upJSON{BackendState: string(state), Error: msg})
 		}
 		return c.fail(err)
 	}
@@ -90,11 +100,13 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	}
 	// connected runs once skeind is Running.
 	connected := func() int {
-		if after == (ipc.PrefsPatch{}) {
-			return exitOK
+		if after != (ipc.PrefsPatch{}) {
+			if _, err := cl.SetPrefs(ctx, after); err != nil {
+				return timedOut(err, "waiting for skeind to set the exit node")
+			}
 		}
-		if _, err := cl.SetPrefs(ctx, after); err != nil {
-			return timedOut(err, "waiting for skeind to set the exit node")
+		if *asJSON {
+			return c.printJSON(upJSON{BackendState: string(ipc.StateRunning)})
 		}
 		return exitOK
 	}
@@ -102,13 +114,19 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	if err != nil {
 		return timedOut(err, "waiting for skeind to connect")
 	}
+	state = resp.State
 	printed := ""
 	printURL := func(url string) {
-		if url != "" && url != printed {
-			// Like the official client: stderr, so that stdout stays clean for scripts.
-			fmt.Fprintf(c.stderr, "\nTo authenticate, visit:\n\n\t%s\n\n", url)
-			printed = url
+		if url == "" || url == printed {
+			return
 		}
+		printed = url
+		if *asJSON {
+			c.printJSON(upJSON{AuthURL: url, BackendState: string(ipc.StateNeedsLogin)})
+			return
+		}
+		// Like the official client: stderr, so that stdout stays clean for scripts.
+		fmt.Fprintf(c.stderr, "\nTo authenticate, visit:\n\n\t%s\n\n", url)
 	}
 	printURL(resp.AuthURL)
 	if resp.State == ipc.StateRunning && resp.AuthURL == "" {
@@ -126,6 +144,7 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		if st == nil {
 			return nil
 		}
+		state = st.State
 		printURL(st.AuthURL)
 		// A pending AuthURL means a (re)login is still open, even if the old session still runs.
 		if st.State == ipc.StateRunning && st.AuthURL == "" {
@@ -134,7 +153,7 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		return nil
 	})
 	if err == errRunning {
-		if printed != "" {
+		if printed != "" && !*asJSON {
 			fmt.Fprintln(c.stderr, "Success.")
 		}
 		return connected()
@@ -143,6 +162,14 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		return timedOut(err, "waiting for the login to complete")
 	}
 	return timedOut(err, "waiting for skeind to connect")
+}
+
+// upJSON is what `skein up --json` prints: the official client's field names, so that scripts
+// that read AuthURL or BackendState from `tailscale up --json` work unchanged.
+type upJSON struct {
+	AuthURL      string `json:",omitempty"`
+	BackendState string `json:",omitempty"`
+	Error        string `json:",omitempty"`
 }
 
 // readAuthKey resolves the --auth-key value: "file:PATH" reads the key from PATH, so it need

@@ -62,8 +62,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "skeind: --tun must be 1 to 15 characters\n")
 		return 2
 	}
-	logger := log.New(stderr, "skeind: ", log.LstdFlags|log.Lmicroseconds)
+	flags, prefix := logFlags(stderr)
+	logger := log.New(stderr, prefix, flags)
+	log.SetOutput(stderr) // stray log.Printf calls look the same
+	log.SetFlags(flags)
+	log.SetPrefix(prefix)
 	logf := logger.Printf
+	sd := newNotifier(logf)
+	defer sd.close()
 
 	// A crashed earlier run may have left its routes, rules, TUN device, firewall and resolver
 	// changes behind: undo them before anything else.
@@ -110,6 +116,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	// The socket listens (connections queue until Serve accepts them): systemd may start what
+	// depends on skeind. From here on, each change of state updates `systemctl status`.
+	sd.ready(b.Status())
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		sd.follow(ctx, b.Watch)
+	}()
 	code := 0
 	select {
 	case <-ctx.Done():
@@ -120,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			code = 1
 		}
 	}
+	stop()
+	<-followed
+	sd.stopping()
 	srv.Close()
 	b.Close()
 	os.Remove(*socket)

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"net/url"
-	"os/user"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/session"
+	"github.com/skeinvpn/skein/internal/userdb"
 	"github.com/skeinvpn/skein/ipc"
 )
 
@@ -25,7 +25,7 @@ func (b *Backend) lookupUser(name string) error {
 	if b.opts.LookupUser != nil {
 		return b.opts.LookupUser(name)
 	}
-	_, err := user.Lookup(name)
+	_, err := userdb.LookupName(name)
 	return err
 }
 

@@ -5,6 +5,7 @@
 #   DIR/src/                           the source tree (tracked files plus new, not ignored
 #                                      ones) with vendor/ from `go mod vendor`
 #   DIR/src/.skein-version             the version the app will print
+#   DIR/src/bin/gen/doc/skein-desktop/copyright   the licences of everything the app links
 #
 # The repository itself gets no vendor/ directory. Usage: prepare.sh DIR (default bin/flatpak).
 set -euo pipefail
@@ -28,5 +29,8 @@ else
 fi
 printf '%s\n' "$version" >"$dir/src/.skein-version"
 (cd "$dir/src" && GOFLAGS=-mod=mod $GO mod vendor)
+# The copyright file, made here from the module cache: vendor/ lacks the licences of non-Go
+# directories (embedded fonts, cgo's C sources), and the build itself runs offline.
+GO=$GO $GO run ./packaging/gen notices -pkg . -name skein-gui -tags flatpak -cgo 1 -out "$dir/src/bin/gen/doc/skein-desktop/copyright"
 cp packaging/flatpak/io.github.skeinvpn.Skein.yml "$dir/"
 echo "prepare.sh: $dir/src ready ($(du -sh "$dir/src/vendor" | cut -f1) of vendored modules)"

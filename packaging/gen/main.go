@@ -2,6 +2,7 @@
 //
 //	gen docs -skein bin/skein -skeind bin/skeind -out DIR   # man pages and shell completions
 //	gen icons -src assets/skein.png -id APPID -out DIR      # hicolor icons in every size
+//	gen notices -bin bin/skeind -bin bin/skein -out FILE    # the copyright file (notices.go)
 //
 // docs runs 'skein help', 'skein COMMAND --help' (and a subcommand's) and 'skeind --help', so
 // the man pages and completions list exactly the commands and flags the binaries have:
@@ -25,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gen docs|icons [flags]")
+		fmt.Fprintln(os.Stderr, "usage: gen docs|icons|notices [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -34,6 +35,8 @@ func main() {
 		err = docs(os.Args[2:])
 	case "icons":
 		err = icons(os.Args[2:])
+	case "notices":
+		err = noticesCmd(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "gen: unknown command %q\n", os.Args[1])
 		os.Exit(2)

@@ -5,7 +5,6 @@
 package gui_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -25,6 +24,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
 	"github.com/skeinvpn/skein/internal/lab"
+	"github.com/skeinvpn/skein/ui/portaltest"
 )
 
 // Binaries under test, built by TestMain.
@@ -139,28 +139,7 @@ func startXvfb(t testing.TB) string {
 }
 
 // startSessionBus runs a private dbus-daemon and returns its address.
-func startSessionBus(t testing.TB) string {
-	t.Helper()
-	cmd := exec.Command("dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dbus-daemon: %v (install dbus)", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the session bus address: %v", err)
-	}
-	return strings.TrimSpace(line)
-}
+func startSessionBus(t testing.TB) string { return portaltest.StartBus(t) }
 
 // watcher is a minimal org.kde.StatusNotifierWatcher: it records the items that register.
 type watcher struct {

@@ -48,6 +48,7 @@ func TestDebContents(t *testing.T) {
 			"usr/share/bash-completion/completions/skein",
 			"usr/share/zsh/vendor-completions/_skein",
 			"usr/share/fish/vendor_completions.d/skein.fish",
+			"usr/share/doc/skein/copyright",
 		},
 		desktop: {
 			"usr/bin/skein-gui",
@@ -55,6 +56,8 @@ func TestDebContents(t *testing.T) {
 			"usr/share/metainfo/" + appID + ".metainfo.xml",
 			"usr/share/icons/hicolor/256x256/apps/" + appID + ".png",
 			"usr/share/icons/hicolor/48x48/apps/" + appID + ".png",
+			"usr/share/doc/skein-desktop/copyright",
+			"usr/share/dbus-1/services/" + appID + ".service",
 		},
 	}
 	for deb, files := range wantFiles {
@@ -78,6 +81,7 @@ func TestDebContents(t *testing.T) {
 			}
 		}
 	}
+	checkDBusService(t, filepath.Join(extract(t, desktop), "usr/share/dbus-1/services", appID+".service"), "/usr/bin")
 	ctl := t.TempDir()
 	run(t, "", "dpkg-deb", "-e", skein, ctl)
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
@@ -304,8 +308,23 @@ func TestHelperCapabilities(t *testing.T) {
 		full := append([]string{"--net", "setpriv", "--no-new-privs", "--bounding-set=" + set, "--inh-caps=-all", "--"}, args...)
 		return exec.Command("unshare", full...)
 	}
+	// The unit is Type=notify: skeind tells systemd through $NOTIFY_SOCKET. Here the test is
+	// systemd's end of that socket.
+	if !regexp.MustCompile(`(?m)^Type=notify$`).Match(unit) || !regexp.MustCompile(`(?m)^NotifyAccess=main$`).Match(unit) {
+		t.Errorf("skeind.service is not Type=notify with NotifyAccess=main")
+	}
+	// A private UTS namespace would hide every later hostname change from skeind.
+	if regexp.MustCompile(`(?m)^ProtectHostname=(yes|true|on|1)`).Match(unit) {
+		t.Errorf("skeind.service has ProtectHostname=yes: skeind would never see the hostname change")
+	}
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(work, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	var log bytes.Buffer
 	d := limited(skeind, "--statedir", filepath.Join(work, "state"), "--socket", sock, "--tun", "skeintest0", "--port", "0")
+	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(work, "notify"))
 	d.Stdout, d.Stderr = &log, &log
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
@@ -315,27 +334,33 @@ func TestHelperCapabilities(t *testing.T) {
 	defer func() {
 		d.Process.Signal(syscall.SIGKILL)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
+	msgs := readNotify(notify)
+	waitMsg := func(what string, timeout time.Duration) string {
+		t.Helper()
 		select {
+		case msg := <-msgs:
+			return msg
 		case err := <-done:
-			t.Fatalf("skeind with only %s exited: %v\n%s", m[1], err, log.String())
-		default:
+			t.Fatalf("skeind with only %s exited before %s: %v\n%s", m[1], what, err, log.String())
+		case <-time.After(timeout):
+			t.Fatalf("skeind with only %s sent no %s in %v\n%s", m[1], what, timeout, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("skeind with only %s did not open its socket in 15 s\n%s", m[1], log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return ""
 	}
+	ready := waitMsg("READY=1", 15*time.Second)
+	// Ready means ready: the socket answers at once, without a retry.
 	out, err := runErr("", nil, cli, "--socket", sock, "status", "--json")
 	if err != nil || !strings.Contains(out, "{") {
-		t.Errorf("skein status against the limited skeind: %v\n%s", err, out)
+		t.Errorf("skein status right after READY=1: %v\n%s", err, out)
 	}
+	if !strings.HasPrefix(ready, "READY=1\n") || !regexp.MustCompile(`(?m)^STATUS=Logged out; run 'skein up' to log in$`).MatchString(ready) {
+		t.Errorf("first notify message %q, want READY=1 and the logged-out STATUS", ready)
+	}
+	t.Logf("notify: %q", ready)
 	d.Process.Signal(syscall.SIGTERM)
+	if msg := waitMsg("STOPPING=1", 20*time.Second); !strings.HasPrefix(msg, "STOPPING=1") {
+		t.Errorf("after SIGTERM skeind sent %q, want STOPPING=1", msg)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -343,6 +368,9 @@ func TestHelperCapabilities(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("skeind did not stop in 20 s after SIGTERM\n%s", log.String())
+	}
+	if !regexp.MustCompile(`(?m)^skeind: \d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+ version `).MatchString(log.String()) {
+		t.Errorf("log lines on a plain stderr should carry their own timestamp and prefix:\n%s", log.String())
 	}
 
 	// Leftovers of a crashed run (a TUN device, a rule at skeind's priority, a table-52 route)
@@ -364,6 +392,23 @@ func TestHelperCapabilities(t *testing.T) {
 	t.Logf("skeind ran, served skein status, stopped, and removed a crashed run's link, rule and route with only %s (and could not without)", m[1])
 }
 
+// readNotify delivers each datagram sent to systemd's end of NOTIFY_SOCKET.
+func readNotify(c *net.UnixConn) <-chan string {
+	ch := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return ch
+}
+
 // make install puts the same files under DESTDIR/PREFIX (the unit pointing at PREFIX's
 // skeind), and make uninstall takes them all away again.
 func TestMakeInstall(t *testing.T) {
@@ -373,11 +418,13 @@ func TestMakeInstall(t *testing.T) {
 	run(t, repo(t), "make", "install", "DESTDIR="+dest, "PREFIX=/opt/skein")
 	for _, f := range []string{"opt/skein/sbin/skeind", "opt/skein/bin/skein", "opt/skein/bin/skein-gui",
 		"opt/skein/share/man/man1/skein.1.gz", "opt/skein/share/applications/" + appID + ".desktop",
-		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf"} {
+		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf",
+		"opt/skein/share/doc/skein/copyright", "opt/skein/share/doc/skein-desktop/copyright"} {
 		if !exists(filepath.Join(dest, f)) {
 			t.Errorf("make install did not install /%s", f)
 		}
 	}
+	checkDBusService(t, filepath.Join(dest, "opt/skein/share/dbus-1/services", appID+".service"), "/opt/skein/bin")
 	unit, err := os.ReadFile(filepath.Join(dest, "opt/skein/lib/systemd/system/skeind.service"))
 	if err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func finishArgProblems(args []string, buildCommands string) []string {
 		case a == "--socket=session-bus" || a == "--socket=system-bus":
 			bad = append(bad, a+": talk to named services only")
 		case strings.HasPrefix(a, "--own-name="):
-			bad = append(bad, a+": the app owns no bus name (the tray registers by object path)")
+			bad = append(bad, a+": the app owns only its app ID (single instance), which Flatpak grants without --own-name; the tray registers by object path")
 		case a == "--share=network":
 			bad = append(bad, a+": the app talks to skeind over its socket only")
 		case strings.HasPrefix(a, "--system-talk-name="):
@@ -183,6 +183,10 @@ func TestFlatpakOfflineBuild(t *testing.T) {
 	if out := run(t, "", bin, "--version"); !strings.Contains(out, "skein-gui") {
 		t.Errorf("skein-gui --version: %q", out)
 	}
+	checkCopyright(t, filepath.Join(app, "share/doc/skein-desktop/copyright"), bin)
+	// Exported by flatpak (which rewrites Exec to flatpak run): the desktop file is
+	// DBusActivatable, so the bus must be able to start the app.
+	checkDBusService(t, filepath.Join(app, "share/dbus-1/services", appID+".service"), filepath.Join(app, "bin"))
 	for _, f := range []string{
 		"share/applications/" + appID + ".desktop",
 		"share/metainfo/" + appID + ".metainfo.xml",

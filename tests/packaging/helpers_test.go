@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -224,22 +225,31 @@ func hostCodename() string {
 	return "bookworm"
 }
 
-// cleanRoot gives a fresh minimal Debian root (debootstrap --variant=minbase) with /proc
-// mounted, and removes it afterwards. The debootstrap result is kept as a tarball in
-// -root-cache, so only the first run downloads it.
-func cleanRoot(t *testing.T) string {
+// rootTarball is the cached debootstrap --variant=minbase of the suite, as a tarball in
+// -root-cache: the first call downloads it (about two minutes), later ones find it. A lock
+// keeps two runs (CI warms the cache in the background with make pkgtest-root) from both
+// downloading it.
+func rootTarball(t *testing.T) string {
 	t.Helper()
 	needRoot(t)
-	need(t, "debootstrap", "tar", "chroot", "mount", "umount")
+	need(t, "debootstrap", "tar")
 	s := *suite
 	if s == "" {
 		s = hostCodename()
 	}
 	tarball := filepath.Join(*rootCache, s+"-minbase.tar")
+	if err := os.MkdirAll(*rootCache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(*rootCache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(tarball); err != nil {
-		if err := os.MkdirAll(*rootCache, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		tmp, err := os.MkdirTemp(*rootCache, "debootstrap-")
 		if err != nil {
 			t.Fatal(err)
@@ -256,6 +266,15 @@ func cleanRoot(t *testing.T) string {
 		os.RemoveAll(tmp)
 		t.Logf("debootstrap took %s", time.Since(start).Round(time.Second))
 	}
+	return tarball
+}
+
+// cleanRoot gives a fresh minimal Debian root (debootstrap --variant=minbase) with /proc
+// mounted, and removes it afterwards.
+func cleanRoot(t *testing.T) string {
+	t.Helper()
+	need(t, "chroot", "mount", "umount")
+	tarball := rootTarball(t)
 	dir, err := os.MkdirTemp("", "skein-root-")
 	if err != nil {
 		t.Fatal(err)
@@ -302,4 +321,19 @@ func tail(s string, n int) string {
 func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
+}
+
+// The clean Debian root is cached (make pkgtest-root runs only this, so that CI downloads it
+// in the background while other tests run).
+func TestDebianRootCache(t *testing.T) {
+	needPackageTest(t)
+	tarball := rootTarball(t)
+	fi, err := os.Stat(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() < 10<<20 {
+		t.Fatalf("%s has %d bytes: not a Debian root", tarball, fi.Size())
+	}
+	t.Logf("%s: %d MB", tarball, fi.Size()>>20)
 }

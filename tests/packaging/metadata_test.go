@@ -33,7 +33,8 @@ type metainfo struct {
 			Inner string `xml:",innerxml"`
 		} `xml:"description"`
 	} `xml:"releases>release"`
-	Binaries []string `xml:"provides>binary"`
+	Binaries       []string `xml:"provides>binary"`
+	ProjectLicense string   `xml:"project_license"`
 }
 
 func readMetainfo(t *testing.T, path string) metainfo {
@@ -69,7 +70,10 @@ func TestDesktopFile(t *testing.T) {
 		// %F: a file manager's "Open with Skein" hands the files over to send (a picker asks
 		// the peer); launched without files it is a plain start.
 		"Exec": "skein-gui --send %F",
-		"Type": "Application",
+		// The desktop starts the app (or reaches the running one) through the session bus: it
+		// calls org.freedesktop.Application on the app ID, which the D-Bus service file starts.
+		"DBusActivatable": "true",
+		"Type":            "Application",
 		// Fyne names its windows' X11 class after the app (fyne package writes the same).
 		"StartupWMClass": strings.Trim(f["Details.Name"], `"`),
 	}
@@ -137,6 +141,11 @@ func TestMetainfo(t *testing.T) {
 	if len(m.Binaries) != 1 || m.Binaries[0] != "skein-gui" {
 		t.Errorf("provides binaries %q, want skein-gui", m.Binaries)
 	}
+	// Flathub requires the project's licence; it is the one in LICENSE.
+	own, err := os.ReadFile(filepath.Join(repo(t), "LICENSE"))
+	if m.ProjectLicense != "BSD-3-Clause" || err != nil || !strings.HasPrefix(string(own), "BSD 3-Clause License\n") {
+		t.Errorf("project_license %q (LICENSE: %v), want BSD-3-Clause as in LICENSE", m.ProjectLicense, err)
+	}
 }
 
 // FyneApp.toml has what `fyne package` needs, and its icon is the packages' icon source.
@@ -160,6 +169,29 @@ func TestFyneAppToml(t *testing.T) {
 	cfg, err := png.DecodeConfig(file)
 	if err != nil || cfg.Width != cfg.Height || cfg.Width < 256 {
 		t.Errorf("%s: %v, %dx%d; want a square PNG of at least 256 px", icon, err, cfg.Width, cfg.Height)
+	}
+}
+
+// checkDBusService checks the D-Bus service file that starts the app for its DBusActivatable
+// desktop file: named after the app ID, running skein-gui from bindir in the tray.
+func checkDBusService(t *testing.T, path, bindir string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("no D-Bus service file: %v", err)
+		return
+	}
+	kv := map[string]string{}
+	group := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "[") {
+			group = l
+		} else if k, v, ok := strings.Cut(l, "="); ok && group == "[D-BUS Service]" {
+			kv[k] = v
+		}
+	}
+	if kv["Name"] != appID || kv["Exec"] != bindir+"/skein-gui --minimized" {
+		t.Errorf("%s: Name=%q Exec=%q, want %s and %s/skein-gui --minimized", path, kv["Name"], kv["Exec"], appID, bindir)
 	}
 }
 
