@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/skeinvpn/skein/daemon/backend"
 	"github.com/skeinvpn/skein/daemon/dataplane"
@@ -98,6 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		TunName: *tun,
 		Port:    uint16(*port),
 		Verbose: *verbose,
+		// SKEIN_HOSTNAME_POLL (a duration) makes tests see a renamed host sooner.
+		HostnamePoll: envDuration("SKEIN_HOSTNAME_POLL"),
 	})
 	if err != nil {
 		logger.Printf("%v", err)
@@ -141,4 +144,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	b.Close()
 	os.Remove(*socket)
 	return code
+}
+
+// envDuration reads a duration from the environment (0 when unset or not a duration).
+func envDuration(name string) time.Duration {
+	d, _ := time.ParseDuration(os.Getenv(name))
+	return d
 }

@@ -52,6 +52,9 @@ type Options struct {
 	NewDataplane func(dataplane.Options) (Dataplane, error)
 	// LookupUser validates an operator's user name; nil = os/user.
 	LookupUser func(name string) error
+	// HostnamePoll is how often the OS host name is read for a change (0 = 30 s): Linux has
+	// no event for it, and a renamed machine should not need a restart to show its new name.
+	HostnamePoll time.Duration
 	// ListenPeerAPI opens the peer API's listener on one of our tailnet addresses (tests
 	// listen on loopback); nil = taildrop.Listen.
 	ListenPeerAPI func(ctx context.Context, addr netip.Addr) (net.Listener, error)
@@ -84,9 +87,10 @@ type Backend struct {
 	changed  chan struct{} // closed and replaced on every change
 	watchers map[*watcher]struct{}
 
-	tun    tunnel // the apply loop's side: what runs, and what it has applied
-	engine engineStats
-	inbox  *taildrop.Inbox
+	tun          tunnel // the apply loop's side: what runs, and what it has applied
+	engine       engineStats
+	stopHostname chan struct{} // ends watchHostname
+	inbox        *taildrop.Inbox
 	// inboxErr: the Taildrop inbox could not be opened (receiving is off).
 	inboxErr error
 }
@@ -139,6 +143,7 @@ func New(opts Options) (*Backend, error) {
 		watchers: map[*watcher]struct{}{},
 	}
 	b.tun.init()
+	b.stopHostname = make(chan struct{})
 	// The machine key is this host's for good (logout keeps it); the session's Dial may run
 	// under b.mu, so it must not take it.
 	mk := d.MachineKey
@@ -170,6 +175,38 @@ func (b *Backend) Start() {
 	}
 	b.refreshLocked(ipc.EventState, nil)
 	b.mu.Unlock()
+	go b.watchHostname()
+}
+
+// watchHostname tells control when the OS host name changes, unless a name was set (then the
+// OS name is not what control sees).
+func (b *Backend) watchHostname() {
+	every := b.opts.HostnamePoll
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	last, _ := b.opts.OSHostname()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopHostname:
+			return
+		case <-t.C:
+		}
+		name, err := b.opts.OSHostname()
+		if err != nil || name == last {
+			continue
+		}
+		b.mu.Lock()
+		explicit := b.data.Prefs.Hostname != ""
+		b.mu.Unlock()
+		b.logf("host name changed: %q -> %q%s", last, name, map[bool]string{true: " (not used: a name was set with --hostname)"}[explicit])
+		last = name
+		if !explicit {
+			b.sess.ReportChanged()
+		}
+	}
 }
 
 // Close stops the session and the tunnel; the node stays registered.
@@ -180,6 +217,7 @@ func (b *Backend) Close() {
 		return
 	}
 	b.closed = true
+	close(b.stopHostname)
 	for w := range b.watchers {
 		w.close()
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,6 +59,8 @@ type node struct {
 	statedir string
 	socket   string
 	env      []string
+	// wrap runs skeind through another command (e.g. unshare --uts).
+	wrap []string
 }
 
 // startNode starts skeind in a new lab host. The socket lives in a world-traversable directory
@@ -102,7 +105,11 @@ func startNodeWith(t testing.TB, h *lab.Host, fastDataPlane bool, env ...string)
 
 func (n *node) start() {
 	n.t.Helper()
-	p, err := n.host.StartProcess(n.bin, n.env, "--statedir", n.statedir, "--socket", n.socket)
+	bin, args := n.bin, []string{"--statedir", n.statedir, "--socket", n.socket}
+	if len(n.wrap) > 0 {
+		bin, args = n.wrap[0], append(append(slices.Clone(n.wrap[1:]), n.bin), args...)
+	}
+	p, err := n.host.StartProcess(bin, n.env, args...)
 	if err != nil {
 		n.t.Fatal(err)
 	}
