@@ -260,7 +260,8 @@ type Peer struct {
 	// Location is "City, Country" when the peer reports one.
 	Location string `json:"location,omitempty"`
 
-	// Path data (the data plane's view). Active: traffic in the last two minutes. CurAddr is the
+	// Path data (the data plane's view); front ends read it through Path. Active: this device
+	// sent the peer tunnel traffic in the last 45 s, as the official client counts. CurAddr is the
 	// direct ip:port in use ("" when relayed); Relay is the DERP region code used otherwise (for
 	// Self: our home region).
 	Active    bool    `json:"active,omitempty"`
@@ -269,6 +270,12 @@ type Peer struct {
 	LatencyMs float64 `json:"latencyMs,omitempty"`
 	RxBytes   uint64  `json:"rxBytes"`
 	TxBytes   uint64  `json:"txBytes"`
+	// LastWrite is when this device last sent the peer tunnel traffic (nil: not since the
+	// helper started). LastAddr is the direct ip:port that traffic took, or else LastRelay the
+	// DERP region code; both stay after the peer goes idle.
+	LastWrite *time.Time `json:"lastWrite,omitempty"`
+	LastAddr  string     `json:"lastAddr,omitempty"`
+	LastRelay string     `json:"lastRelay,omitempty"`
 }
 
 // PingResult is the answer to one disco ping.

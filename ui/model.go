@@ -136,28 +136,64 @@ func sortedPeers(peers []ipc.Peer) []ipc.Peer {
 	return out
 }
 
-// pathText says how packets reach a peer: "direct 1.2.3.4:41641", "relay (fra)", "offline",
-// or "idle" when no path has been learnt yet.
-func pathText(p *ipc.Peer) string {
-	switch {
-	case p.Expired:
-		return "key expired"
-	case !p.Online && p.CurAddr == "" && p.Relay == "":
+// pathText says how packets reach a peer, under ipc's path rule: "direct 1.2.3.4:41641" or
+// "relay (fra)" while traffic flows, else "idle", "offline" or "key expired". An idle peer's
+// home relay is never shown as its path: for a user "relay" means something is in the way.
+func pathText(p *ipc.Peer) string { return pathWords(p.Path()) }
+
+func pathWords(pa ipc.Path) string {
+	switch pa.Kind {
+	case ipc.PathDirect:
+		return "direct " + pa.Addr
+	case ipc.PathRelay:
+		return relayWords(pa.Region)
+	case ipc.PathOffline:
 		return "offline"
-	case p.CurAddr != "":
-		return "direct " + p.CurAddr
-	case p.Relay != "":
-		return "relay (" + p.Relay + ")"
+	case ipc.PathExpired:
+		return "key expired"
 	}
 	return "idle"
 }
 
-// latencyText is "3.2 ms" for a direct path with a measured latency, else "".
+func relayWords(region string) string {
+	if region == "" {
+		return "relay"
+	}
+	return "relay (" + region + ")"
+}
+
+// detailPathText is the detail pane's path: pathText, and for a peer not active now the path
+// its latest traffic took and when, "idle (last: direct 1.2.3.4:41641 at 14:03)". The time is
+// absolute: the pane is not redrawn while nothing changes, so "3 min ago" would go stale.
+func detailPathText(p *ipc.Peer, now time.Time) string {
+	pa := p.Path()
+	s := pathWords(pa)
+	if l := pa.Last; l != nil {
+		s += " (last: " + pathWords(ipc.Path{Kind: l.Kind, Addr: l.Addr, Region: l.Region})
+		if !l.At.IsZero() {
+			s += " at " + clockText(l.At, now)
+		}
+		s += ")"
+	}
+	return s
+}
+
+// clockText is t as a local time of day, with the date when it is not today.
+func clockText(t, now time.Time) string {
+	t, now = t.Local(), now.Local()
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04")
+	}
+	return t.Format("2 Jan 15:04")
+}
+
+// latencyText is "3.2 ms" for a direct path in use with a measured latency, else "".
 func latencyText(p *ipc.Peer) string {
-	if p.CurAddr == "" || p.LatencyMs <= 0 {
+	pa := p.Path()
+	if pa.Kind != ipc.PathDirect || pa.LatencyMs <= 0 {
 		return ""
 	}
-	return formatMs(p.LatencyMs)
+	return formatMs(pa.LatencyMs)
 }
 
 func formatMs(ms float64) string {
@@ -177,22 +213,14 @@ func onlineText(p *ipc.Peer) string {
 	return "offline"
 }
 
-// trayPeerLabel is one item of the tray's Peers submenu: name, state and path.
+// trayPeerLabel is one item of the tray's Peers submenu: the name and the path,
+// "beta — direct 1.2.3.4:41641 (1.2 ms)", "beta — relay (fra)", "beta — idle".
 func trayPeerLabel(p *ipc.Peer) string {
-	name := shortName(p)
-	path := pathText(p)
-	if path == "offline" || path == "key expired" {
-		return name + " — " + path
-	}
-	parts := []string{name + " —"}
-	if p.Active {
-		parts = append(parts, "active,")
-	}
-	parts = append(parts, path)
+	label := shortName(p) + " — " + pathText(p)
 	if l := latencyText(p); l != "" {
-		parts = append(parts, "("+l+")")
+		label += " (" + l + ")"
 	}
-	return strings.Join(parts, " ")
+	return label
 }
 
 // lastSeenText is "last seen 5 min ago" for an offline peer with a known time, else "".

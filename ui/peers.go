@@ -302,11 +302,11 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.osLabel.SetText(orDash(p.OS))
 	d.owner.SetText(orDash(owner(st, p)))
 	state := onlineText(p)
-	if p.Active {
+	if p.Path().Active() {
 		state += ", active"
 	}
 	d.state.SetText(state)
-	d.path.SetText(pathText(p))
+	d.path.SetText(detailPathText(p, d.a.now()))
 	d.latency.SetText(orDash(latencyText(p)))
 	d.lastSeen.SetText(orDash(lastSeenText(p, d.a.now())))
 	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))

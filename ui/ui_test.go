@@ -560,8 +560,8 @@ Disconnect
 ---
 This device: skein-a (100.64.0.1)
 Peers ▸
-    beta — active, direct 198.51.100.7:41641 (1.2 ms)
-    gamma — active, relay (lab)
+    beta — direct 198.51.100.7:41641 (1.2 ms)
+    gamma — relay (lab)
     delta — offline
 Exit node ▸
     None ✓
@@ -593,7 +593,7 @@ Quit
 			t.Errorf("clipboard = %q", got)
 		}
 	})
-	h.click("gamma — active, relay (lab)")
+	h.click("gamma — relay (lab)")
 	h.ui(func() {
 		if got := h.fa.Clipboard().Content(); got != "100.64.0.3" {
 			t.Errorf("clipboard = %q", got)
@@ -606,7 +606,7 @@ Quit
 	st.Peers = st.Peers[:1]
 	h.be.SetStatus(st)
 	h.eventually("live menu", func() string {
-		want := "Peers ▸\n    beta — active, relay (lab)\nExit node ▸\n"
+		want := "Peers ▸\n    beta — relay (lab)\nExit node ▸\n"
 		if got := menuLines(h.a.TrayMenu()); !strings.Contains(got, want) {
 			return "menu:\n" + got
 		}

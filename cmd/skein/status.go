@@ -118,12 +118,14 @@ func printColumns(w io.Writer, rows [][]string, minWidths []int) {
 
 // peerState is the last column, worded as the official client words it: "-", "idle",
 // "offline", or "active; direct IP:PORT" / "active; relay \"code\"", then the byte counts;
-// exit nodes are marked "exit node" (the one in use) or "offers exit node".
+// exit nodes are marked "exit node" (the one in use) or "offers exit node". Which of them is
+// ipc's path rule, the one every front end follows.
 func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 	if self {
 		return "-"
 	}
-	if p.Expired {
+	path := p.Path()
+	if path.Kind == ipc.PathExpired {
 		return "expired"
 	}
 	traffic := p.TxBytes > 0 || p.RxBytes > 0
@@ -134,15 +136,15 @@ func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 	}
 	var b strings.Builder
 	switch {
-	case !p.Active && exitNode:
+	case !path.Active() && exitNode:
 		b.WriteString("idle; exit node" + offline)
-	case !p.Active && offersExit:
+	case !path.Active() && offersExit:
 		b.WriteString("idle; offers exit node" + offline)
-	case !p.Active && traffic && p.Online:
-		b.WriteString("idle")
-	case !p.Active && !p.Online:
+	case !path.Active() && traffic:
+		b.WriteString("idle" + offline)
+	case path.Kind == ipc.PathOffline:
 		b.WriteString("offline")
-	case !p.Active:
+	case path.Kind == ipc.PathIdle:
 		b.WriteString("-")
 	default:
 		b.WriteString("active; ")
@@ -151,10 +153,10 @@ func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 		} else if offersExit {
 			b.WriteString("offers exit node; ")
 		}
-		if p.CurAddr != "" {
-			b.WriteString("direct " + p.CurAddr)
-		} else if p.Relay != "" {
-			fmt.Fprintf(&b, "relay %q", p.Relay)
+		if path.Kind == ipc.PathDirect {
+			b.WriteString("direct " + path.Addr)
+		} else if path.Region != "" {
+			fmt.Fprintf(&b, "relay %q", path.Region)
 		}
 		b.WriteString(offline)
 	}

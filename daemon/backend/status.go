@@ -15,9 +15,6 @@ import (
 	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
-// activeWindow: a peer with traffic this recent is "active" in status, as in the official CLI.
-const activeWindow = 2 * time.Minute
-
 // Status returns a snapshot for front ends. It reads the immutable network map and the data
 // plane's status accessors, which never wait for an apply in progress.
 func (b *Backend) Status() ipc.Status {
@@ -52,7 +49,7 @@ func (b *Backend) statusLocked() ipc.Status {
 	st.Self = &self
 	for p := range nm.Peers() {
 		ps := b.peerLocked(p, now)
-		addPath(&ps, dp, p, now, b.regionCodeLocked)
+		addPath(&ps, dp, p, b.regionCodeLocked)
 		st.Peers = append(st.Peers, ps)
 	}
 	for _, u := range nm.UserProfiles {
@@ -130,8 +127,9 @@ func (b *Backend) regionCodeLocked(id int) string {
 	return strconv.Itoa(id)
 }
 
-// addPath fills the data plane's view of a peer into its status.
-func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, now time.Time, region func(int) string) {
+// addPath fills the data plane's view of a peer into its status. Whether the peer is active is
+// the transport's call: it is the window in which the transport keeps the direct path alive.
+func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, region func(int) string) {
 	if dp == nil {
 		return
 	}
@@ -140,16 +138,21 @@ func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, now time.Time, region func
 		return
 	}
 	p.TxBytes, p.RxBytes = pi.TxBytes, pi.RxBytes
-	last := pi.LastRecv
-	if pi.LastSend.After(last) {
-		last = pi.LastSend
+	p.Active = pi.Active
+	if !pi.LastSend.IsZero() {
+		last := pi.LastSend
+		p.LastWrite = &last
 	}
-	p.Active = !last.IsZero() && now.Sub(last) < activeWindow
 	if pi.Direct.IsValid() {
 		p.CurAddr = pi.Direct.String()
 		p.LatencyMs = float64(pi.Latency.Microseconds()) / 1000
 	} else if pi.DERPRegion != 0 {
 		p.Relay = region(pi.DERPRegion)
+	}
+	if pi.LastDirect.IsValid() {
+		p.LastAddr = pi.LastDirect.String()
+	} else if pi.LastDERPRegion != 0 {
+		p.LastRelay = region(pi.LastDERPRegion)
 	}
 }
 
@@ -159,10 +162,9 @@ func (b *Backend) pathDigestLocked(dp Dataplane) string {
 		return ""
 	}
 	var sb strings.Builder
-	now := time.Now()
 	for n := range b.nm.Peers() {
 		var p ipc.Peer
-		addPath(&p, dp, n, now, b.regionCodeLocked)
+		addPath(&p, dp, n, b.regionCodeLocked)
 		fmt.Fprintf(&sb, "%d %s %s %v;", n.ID, p.CurAddr, p.Relay, p.Active)
 	}
 	return sb.String()

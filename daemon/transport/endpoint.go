@@ -56,6 +56,7 @@ type peerEndpoint struct {
 	lastFullPing time.Time
 	lastSend     time.Time
 	lastRecv     time.Time
+	lastPath     pathUsed // the path of the latest traffic, kept after the session ends
 	lastCMM      time.Time
 	pings        map[stun.TxID]sentPing
 	heartbeat    *time.Timer
@@ -158,6 +159,7 @@ func (pe *peerEndpoint) send(bufs [][]byte) error {
 	}
 	wasIdle := now.Sub(pe.lastSend) > sessionActiveTimeout
 	pe.lastSend = now
+	pe.lastPath = pe.pathLocked(now)
 	for _, b := range bufs {
 		pe.txBytes += uint64(len(b))
 	}
@@ -210,6 +212,7 @@ func (pe *peerEndpoint) onHeartbeat() {
 		return // idle: heartbeats stop until the next send
 	}
 	pe.heartbeat.Reset(heartbeatInterval)
+	pe.lastPath = pe.pathLocked(now)
 	best := pe.bestAddr
 	wantFull := !best.IsValid() || now.After(pe.trustUntil) || pe.lastFullPing.IsZero() ||
 		(pe.bestLatency > goodEnoughLatency && now.Sub(pe.lastFullPing) >= upgradeInterval)
@@ -431,21 +434,46 @@ type PathInfo struct {
 	LastRecv   time.Time
 	TxBytes    uint64
 	RxBytes    uint64
+	// Active: tunnel traffic was sent to the peer in the last 45 s, the official client's rule.
+	// It is the window in which heartbeats keep the direct path alive, so an active peer is never
+	// shown relayed merely because its direct path was left to lapse.
+	Active bool
+	// LastDirect / LastDERPRegion: the path of the latest traffic (one of them set), kept after
+	// the session ends; both zero when nothing was sent since the peer was added.
+	LastDirect     netip.AddrPort
+	LastDERPRegion int
+}
+
+// pathUsed is the path packets take at one moment: a direct address or else a DERP region.
+type pathUsed struct {
+	direct netip.AddrPort
+	region int
+}
+
+// pathLocked is the path status reports: the best address while trusted (and one heartbeat
+// beyond, so a pong in flight does not flap it), else the peer's DERP region.
+func (pe *peerEndpoint) pathLocked(now time.Time) pathUsed {
+	if pe.bestAddr.IsValid() && now.Before(pe.trustUntil.Add(heartbeatInterval)) {
+		return pathUsed{direct: pe.bestAddr}
+	}
+	region := pe.homeDERP
+	if region == 0 {
+		region = pe.heardDERP
+	}
+	return pathUsed{region: region}
 }
 
 func (pe *peerEndpoint) pathInfo(now time.Time) PathInfo {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	pi := PathInfo{LastSend: pe.lastSend, LastRecv: pe.lastRecv, TxBytes: pe.txBytes, RxBytes: pe.rxBytes}
-	if pe.bestAddr.IsValid() && now.Before(pe.trustUntil.Add(heartbeatInterval)) {
-		pi.Direct = pe.bestAddr
+	pi.Active = !pe.lastSend.IsZero() && now.Sub(pe.lastSend) < sessionActiveTimeout
+	cur := pe.pathLocked(now)
+	pi.Direct, pi.DERPRegion = cur.direct, cur.region
+	if cur.direct.IsValid() {
 		pi.Latency = pe.bestLatency
-	} else {
-		pi.DERPRegion = pe.homeDERP
-		if pi.DERPRegion == 0 {
-			pi.DERPRegion = pe.heardDERP
-		}
 	}
+	pi.LastDirect, pi.LastDERPRegion = pe.lastPath.direct, pe.lastPath.region
 	return pi
 }
 

@@ -73,19 +73,7 @@ func TestDirectOverLoopback(t *testing.T) {
 	b.addPeer(t, a, a.loopback())
 
 	// Disco finds the direct path.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var res PingResult
-	for ctx.Err() == nil {
-		res = a.conn.Ping(ctx, b.node.Public())
-		if res.Err == "" && res.Endpoint.IsValid() {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if res.Endpoint != b.loopback() {
-		t.Fatalf("ping result %+v, want direct via %v", res, b.loopback())
-	}
+	pingUntilDirect(t, a, b)
 
 	for i := 0; i < 20; i++ {
 		sendAndExpect(t, a, b)
@@ -94,6 +82,25 @@ func TestDirectOverLoopback(t *testing.T) {
 	pi, ok := a.conn.PeerPath(b.node.Public())
 	if !ok || pi.Direct != b.loopback() || pi.TxBytes == 0 || pi.RxBytes == 0 {
 		t.Fatalf("path info %+v", pi)
+	}
+}
+
+// pingUntilDirect sends disco pings from one node to the other until one is answered over
+// the direct path to the other's loopback address.
+func pingUntilDirect(t *testing.T, from, to *testNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var res PingResult
+	for ctx.Err() == nil {
+		res = from.conn.Ping(ctx, to.node.Public())
+		if res.Err == "" && res.Endpoint.IsValid() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res.Endpoint != to.loopback() {
+		t.Fatalf("ping result %+v, want direct via %v", res, to.loopback())
 	}
 }
 

@@ -52,7 +52,7 @@ func TestTrayLiveWithFakeHelper(t *testing.T) {
 	d.startGUI(t, guiBin, "--socket", sock)
 	it := d.watcher.item(t, d.watcher.waitItem(t, 20*time.Second))
 	waitMenu(t, it, 10*time.Second, func(m *menuNode) error {
-		for _, want := range []string{"Connected", "Disconnect", "This device: desk (100.64.0.1)", "peer-001 — active, relay (lab)", "peer-002 — active, direct 198.51.100.3:41641 (1.5 ms)", "peer-000 — offline"} {
+		for _, want := range []string{"Connected", "Disconnect", "This device: desk (100.64.0.1)", "peer-001 — relay (lab)", "peer-002 — direct 198.51.100.3:41641 (1.5 ms)", "peer-000 — offline"} {
 			if m.find(want) == nil {
 				return fmt.Errorf("no %q", want)
 			}
@@ -65,7 +65,7 @@ func TestTrayLiveWithFakeHelper(t *testing.T) {
 	st.Peers[1].Relay, st.Peers[1].CurAddr, st.Peers[1].LatencyMs = "", "198.51.100.77:41641", 2
 	be.SetStatus(st)
 	waitMenu(t, it, 10*time.Second, func(m *menuNode) error {
-		if m.find("peer-001 — active, direct 198.51.100.77:41641 (2.0 ms)") == nil {
+		if m.find("peer-001 — direct 198.51.100.77:41641 (2.0 ms)") == nil {
 			return fmt.Errorf("peer-001 not direct yet")
 		}
 		return nil
@@ -85,7 +85,7 @@ func TestTrayLiveWithFakeHelper(t *testing.T) {
 	// It comes back on the same socket: the app reconnects by itself.
 	ipctest.ServeAt(t, sock, be, ipc.ServerOptions{})
 	m := waitMenu(t, it, 15*time.Second, func(m *menuNode) error { return hasItem(m, "Disconnect", true) })
-	if !strings.Contains(m.String(), "peer-001 — active, direct 198.51.100.77:41641") {
+	if !strings.Contains(m.String(), "peer-001 — direct 198.51.100.77:41641") {
 		t.Errorf("after reconnect:\n%s", m)
 	}
 
@@ -95,7 +95,7 @@ func TestTrayLiveWithFakeHelper(t *testing.T) {
 	d.watcher = startWatcher(t, d.busAddr)
 	it = d.watcher.item(t, d.watcher.waitItem(t, 10*time.Second))
 	waitMenu(t, it, 10*time.Second, func(m *menuNode) error {
-		return hasItem(m, "peer-001 — active, direct 198.51.100.77:41641 (2.0 ms)", true)
+		return hasItem(m, "peer-001 — direct 198.51.100.77:41641 (2.0 ms)", true)
 	})
 }
 

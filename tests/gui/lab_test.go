@@ -29,6 +29,12 @@ func startSkeind(t testing.TB, l *lab.Lab, name string) *skeind {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startSkeindOn(t, h)
+}
+
+// startSkeindOn starts skeind on a host the test made (e.g. behind a NAT).
+func startSkeindOn(t testing.TB, h *lab.Host) *skeind {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "skein-sock-")
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +173,8 @@ func TestTrayInLab(t *testing.T) {
 		}
 		return nil
 	})
-	// Traffic to each peer, so that the app shows real paths from its first status.
+	// A direct path to each peer, and traffic through the tunnel while the menu is read, so that
+	// the app shows paths in use from its first status (without traffic a peer is idle).
 	for _, p := range []string{"alpha-ts", "beta-ts"} {
 		lab.Eventually(t, 30*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -186,6 +193,10 @@ func TestTrayInLab(t *testing.T) {
 		})
 	}
 	st := n.status()
+	var stopTraffic []func()
+	for _, p := range []string{"alpha-ts", "beta-ts"} {
+		stopTraffic = append(stopTraffic, trafficTo(t, n.host, peerByName(st, p).FirstIP()))
+	}
 	selfIP := ""
 	for _, a := range st.Self.Addresses {
 		if a.Is4() {
@@ -233,6 +244,9 @@ func TestTrayInLab(t *testing.T) {
 		return nil
 	})
 	t.Logf("tray menu %v after launch:\n%s", time.Since(launched).Round(time.Millisecond), m)
+	for _, stop := range stopTraffic {
+		stop()
+	}
 	if peers := m.find("Peers"); len(peers.Children) != 2 {
 		t.Errorf("Peers submenu has %d items, want 2:\n%s", len(peers.Children), m)
 	}
