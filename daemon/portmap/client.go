@@ -158,7 +158,6 @@ func (c *Client) Probe(ctx context.Context) (Offers, error) {
 	}
 }
 
-
 // Close deletes the mapping on the router (waiting at most until ctx is
 // done), removes the journal and stops the Client.
 func (c *Client) Close(ctx context.Context) error {

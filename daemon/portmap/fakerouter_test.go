@@ -29,7 +29,7 @@ type fakeRouter struct {
 	offerPCP  bool
 	offerUPnP bool
 	igdV2     bool
-	start     time.Time // epoch 0
+	start     time.Time           // epoch 0
 	maps      map[uint16]*fakeMap // by external port
 	log       []fakeReq
 	tcpConns  int

@@ -188,10 +188,10 @@ func upnpErrorCode(err error) int {
 }
 
 const (
-	upnpErrConflict       = 718 // ConflictInMappingEntry
-	upnpErrNoSuchEntry    = 714 // NoSuchEntryInArray
-	upnpErrOnlyPermanent  = 725 // OnlyPermanentLeasesSupported
-	upnpErrInvalidArgs    = 402 // some routers' way of saying the same
+	upnpErrConflict      = 718 // ConflictInMappingEntry
+	upnpErrNoSuchEntry   = 714 // NoSuchEntryInArray
+	upnpErrOnlyPermanent = 725 // OnlyPermanentLeasesSupported
+	upnpErrInvalidArgs   = 402 // some routers' way of saying the same
 )
 
 // upnpMap asks t for a UDP mapping of internal (suggesting external port
