@@ -149,4 +149,3 @@ func FuzzSOAPResponse(f *testing.F) {
 		}
 	})
 }
-
