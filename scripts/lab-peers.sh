@@ -9,6 +9,7 @@
 #
 #   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/headscale-v0.27.1/headscale
 #   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/tailscale-v1.86.5/{tailscale,tailscaled}
+#   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/tailscale-v1.86.5/stund (a STUN-only lab region)
 #   ... and with LAB_EXTRA=1 also tailscale-v1.102.5/{tailscale,tailscaled}
 #
 # Prints the paths of the binaries on stdout (build logs go to stderr).
@@ -79,3 +80,13 @@ for v in "${TAILSCALE_VERSIONS[@]}"; do
 	echo "$ts_dir/tailscale"
 	echo "$ts_dir/tailscaled"
 done
+
+# The official STUN server, for the lab's STUN-only DERP region (internal/lab AddSTUNOnlyRegion).
+ts_dir="$CACHE/tailscale-${TAILSCALE_VERSIONS[0]}"
+if [[ -x "$ts_dir/stund" ]]; then
+	log "stund ${TAILSCALE_VERSIONS[0]} already built"
+else
+	log "building stund ${TAILSCALE_VERSIONS[0]}"
+	build_into "$ts_dir" "tailscale.com/cmd/stund@${TAILSCALE_VERSIONS[0]}" -- tailscale.com/cmd/stund
+fi
+echo "$ts_dir/stund"

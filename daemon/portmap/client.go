@@ -40,6 +40,7 @@ type Client struct {
 	sock      *socket
 	mp        *mapper
 	found     []ssdpResponse // IGD answers of the last probe
+	lost      *mapping       // a mapping the router lost, to ask for again
 	nextCheck time.Time
 	failures  int
 }
@@ -294,12 +295,17 @@ func (c *Client) step() time.Duration {
 		c.st.Remaps++
 		c.mu.Unlock()
 		c.dropQuietly()
-		cur = nil
+		c.lost = cur
 	}
-	if err := c.mapNow(ctx, mp, port, cur); err != nil {
-		if cur != nil {
-			c.dropQuietly() // renewal failed: stop advertising it
-		}
+	// Map again like a renewal of what was lost (same protocol, port and
+	// PCP nonce), so a router that kept it after all hands the same back.
+	prev := cur
+	if c.lost != nil && c.lost.gw == mp.gw && c.lost.internal == port {
+		prev = c.lost
+	}
+	c.lost = nil
+	if err := c.mapNow(ctx, mp, port, prev); err != nil {
+		c.dropQuietly() // a failed renewal: stop advertising it
 		return c.fail(err)
 	}
 	c.failures = 0
@@ -370,6 +376,7 @@ func (c *Client) probeNow() probeAnswer {
 			c.st.Remaps++
 			c.mu.Unlock()
 			c.dropQuietly()
+			c.lost = cur
 			c.poke() // map again at once
 		}
 		c.mu.Lock()
