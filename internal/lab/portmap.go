@@ -391,4 +391,3 @@ func (pm *PortMapper) UDPMappings() ([]Lease, error) {
 	}
 	return out, err
 }
-

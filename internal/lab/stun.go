@@ -128,4 +128,3 @@ func (c *Control) writeDERPFile(regions []*STUNRegion) error {
 	}
 	return os.WriteFile(c.config, []byte(s), 0o644)
 }
-
