@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,11 +80,57 @@ func TestPortmapMiniupnpd(t *testing.T) {
 			t.Logf("after the restart: %s mapping %v (remaps %d)", st.Mapping.Protocol, st.Mapping.External, st.Status.Remaps)
 			checkMapped(t, pm, st.Mapping.External.Port(), internal, true)
 
+			if tc.proto == portmap.PCP {
+				// A restart that keeps the leases (miniupnpd reloads them):
+				// a new epoch all the same; asking again with the same
+				// nonce gets the same mapping back.
+				time.Sleep(4 * time.Second)
+				if err := pm.Restart(false); err != nil {
+					t.Fatal(err)
+				}
+				st2 := p.wait("the mapping asked for again", 30*time.Second, func(st helperStatus) error {
+					if st.Status.Remaps < 2 || st.Mapping == nil {
+						return fmt.Errorf("remaps %d, mapping %v (%s)", st.Status.Remaps, st.Mapping, st.Status.LastError)
+					}
+					return nil
+				})
+				if st2.Mapping.External != st.Mapping.External {
+					t.Errorf("after a restart with leases kept: %v, want %v again", st2.Mapping.External, st.Mapping.External)
+				}
+				checkMapped(t, pm, st.Mapping.External.Port(), internal, true)
+			}
+
 			p.close()
 			if ls, err := pm.UDPMappings(); err != nil || len(ls) != 0 {
 				t.Fatalf("after Close the router still has %+v (%v)", ls, err)
 			}
 			checkMapped(t, pm, st.Mapping.External.Port(), internal, false)
+
+			// A crash leaves the mapping and the journal; skeind --cleanup
+			// (portmap.Cleanup) deletes it.
+			p = startPortmap(t, h, tc.client)
+			st = p.wait("a mapping", 30*time.Second, func(st helperStatus) error {
+				if st.Mapping == nil {
+					return errors.New("no mapping yet")
+				}
+				return nil
+			})
+			if err := p.proc.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			checkMapped(t, pm, st.Mapping.External.Port(), internal, true)
+			exe, _ := os.Executable()
+			cmd := h.Command(nil, exe)
+			cmd.Env = append(cmd.Env, "SKEIN_LAB_PORTMAP_HELPER=cleanup", "SKEIN_LAB_PORTMAP_STATEDIR="+p.opts.StateDir)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("cleanup: %v\n%s", err, out)
+			}
+			t.Logf("cleanup after a crash: %s", strings.TrimSpace(string(out)))
+			checkMapped(t, pm, st.Mapping.External.Port(), internal, false)
+			if _, err := os.Stat(filepath.Join(p.opts.StateDir, portmap.JournalFile)); !os.IsNotExist(err) {
+				t.Errorf("journal left after cleanup: %v", err)
+			}
 		})
 	}
 }
