@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -72,9 +73,11 @@ func TestEachProtocolAlone(t *testing.T) {
 			f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
 			o := f.options(41641)
 			o.StateDir = t.TempDir()
-			var marked atomic.Int32
+			var markedTCP atomic.Int32
 			o.Control = func(network, address string, c syscall.RawConn) error {
-				marked.Add(1)
+				if strings.HasPrefix(network, "tcp") {
+					markedTCP.Add(1)
+				}
 				return nil
 			}
 			c := startClient(t, o)
@@ -108,11 +111,9 @@ func TestEachProtocolAlone(t *testing.T) {
 				f.mu.Lock()
 				conns := f.tcpConns
 				f.mu.Unlock()
-				// Every HTTP connection went through our Control hook:
-				// 1 UDP probe socket + 1 UDP route lookup per gateway
-				// look-up + one per TCP connection.
-				if conns == 0 || int(marked.Load()) < conns+1 {
-					t.Errorf("%d HTTP connections but only %d sockets through Control", conns, marked.Load())
+				// Every HTTP connection went through our Control hook.
+				if conns == 0 || int(markedTCP.Load()) != conns {
+					t.Errorf("%d HTTP connections, %d TCP sockets through Control", conns, markedTCP.Load())
 				}
 			}
 			closeClient(t, c)

@@ -391,3 +391,33 @@ func (pm *PortMapper) UDPMappings() ([]Lease, error) {
 	}
 	return out, err
 }
+
+// WaitMapping waits until miniupnpd has (want) or has not (!want) a UDP
+// mapping to internal (any external port), rule and lease alike, and
+// returns it when there is one.
+func (pm *PortMapper) WaitMapping(internal netip.AddrPort, want bool, timeout time.Duration) (Lease, error) {
+	var found Lease
+	err := WaitFor(timeout, func() error {
+		ls, err := pm.UDPMappings()
+		if err != nil {
+			return err
+		}
+		found = Lease{}
+		for _, l := range ls {
+			if l.Internal == internal {
+				ok, err := pm.Mapped(l.External, internal)
+				if err != nil {
+					return err
+				}
+				if ok {
+					found = l
+				}
+			}
+		}
+		if got := found.External != 0; got != want {
+			return fmt.Errorf("miniupnpd mapping to %v: %v, want %v (leases %+v)", internal, got, want, ls)
+		}
+		return nil
+	})
+	return found, err
+}

@@ -1,8 +1,10 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -46,6 +48,15 @@ func TestPortmapMiniupnpd(t *testing.T) {
 				t.Fatal(err)
 			}
 			internal := netip.AddrPortFrom(h.Addr(), 41641)
+			// Everything the client sends to the router must carry skeind's
+			// bypass mark (SO_MARK 0x80000, HTTP included): drop the rest.
+			if err := h.nft(replaceTable("inet skein_lab_mark", fmt.Sprintf(`
+	chain output {
+		type filter hook output priority filter; policy accept;
+		ip daddr %s meta mark != 0x80000 counter drop
+	}`, nat.lanAddr(1)))); err != nil {
+				t.Fatal(err)
+			}
 			tc.client.CheckInterval = time.Second
 			p := startPortmap(t, h, tc.client)
 			st := p.wait("a mapping", 30*time.Second, func(st helperStatus) error {
@@ -63,6 +74,7 @@ func TestPortmapMiniupnpd(t *testing.T) {
 				t.Errorf("granted lifetime %v, want %v", m.Lifetime, portmap.DefaultLifetime)
 			}
 			checkMapped(t, pm, m.External.Port(), internal, true)
+			checkMarkRequired(t, h, nat.lanAddr(1), tc.router)
 
 			// Let the mapping age in the router's epoch before it restarts,
 			// so that a restart shows as the epoch going backwards.
@@ -132,6 +144,28 @@ func TestPortmapMiniupnpd(t *testing.T) {
 				t.Errorf("journal left after cleanup: %v", err)
 			}
 		})
+	}
+}
+
+// checkMarkRequired shows that the host's drop rule for unmarked packets to
+// the router bites: the same requests without the mark get no answer.
+func checkMarkRequired(t *testing.T, h *Host, gw netip.Addr, o PortMappingOptions) {
+	t.Helper()
+	if o.UPnP {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if c, err := h.Dial(ctx, "tcp4", netip.AddrPortFrom(gw, upnpHTTPPort).String()); err == nil {
+			c.Close()
+			t.Fatal("an unmarked HTTP connection to miniupnpd got through the drop rule")
+		}
+	}
+	if o.NATPMP {
+		pc := listenUDP(t, h, 0)
+		pc.WriteTo([]byte{0, 0}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, 5351)))
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := pc.ReadFrom(make([]byte, 64)); err == nil {
+			t.Fatal("an unmarked NAT-PMP request got an answer through the drop rule")
+		}
 	}
 }
 
