@@ -23,6 +23,27 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 	}
 }
 
+// eachProtocol is a fake router offering one protocol, for each protocol.
+var eachProtocol = []struct {
+	proto          Protocol
+	pmp, pcp, upnp bool
+}{
+	{NATPMP, true, false, false},
+	{PCP, false, true, false},
+	{UPnP, false, false, true},
+}
+
+// eachRouter runs fn in parallel subtests, each against a fake router that
+// offers one protocol.
+func eachRouter(t *testing.T, fn func(t *testing.T, proto Protocol, f *fakeRouter)) {
+	for _, tc := range eachProtocol {
+		t.Run(string(tc.proto), func(t *testing.T) {
+			t.Parallel()
+			fn(t, tc.proto, newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp))
+		})
+	}
+}
+
 func startClient(t *testing.T, o Options) *Client {
 	t.Helper()
 	c, err := New(o)
@@ -60,153 +81,120 @@ func closeClient(t *testing.T, c *Client) {
 // Each protocol alone maps, reports the router's external address and the
 // protocol, journals the mapping and deletes it on Close.
 func TestEachProtocolAlone(t *testing.T) {
-	for _, tc := range []struct {
-		proto          Protocol
-		pmp, pcp, upnp bool
-	}{
-		{NATPMP, true, false, false},
-		{PCP, false, true, false},
-		{UPnP, false, false, true},
-	} {
-		t.Run(string(tc.proto), func(t *testing.T) {
-			t.Parallel()
-			f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
-			o := f.options(41641)
-			o.StateDir = t.TempDir()
-			var markedTCP atomic.Int32
-			o.Control = func(network, address string, c syscall.RawConn) error {
-				if strings.HasPrefix(network, "tcp") {
-					markedTCP.Add(1)
-				}
-				return nil
+	eachRouter(t, func(t *testing.T, proto Protocol, f *fakeRouter) {
+		o := f.options(41641)
+		o.StateDir = t.TempDir()
+		var markedTCP atomic.Int32
+		o.Control = func(network, address string, c syscall.RawConn) error {
+			if strings.HasPrefix(network, "tcp") {
+				markedTCP.Add(1)
 			}
-			c := startClient(t, o)
-			m := waitMapping(t, c)
-			if m.Protocol != tc.proto {
-				t.Errorf("protocol %s, want %s", m.Protocol, tc.proto)
+			return nil
+		}
+		c := startClient(t, o)
+		m := waitMapping(t, c)
+		if m.Protocol != proto {
+			t.Errorf("protocol %s, want %s", m.Protocol, proto)
+		}
+		want := netip.AddrPortFrom(f.external, 41641)
+		if m.External != want {
+			t.Errorf("external %v, want %v", m.External, want)
+		}
+		if m.Internal != netip.MustParseAddrPort("127.0.0.1:41641") || m.Gateway != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("internal %v gateway %v", m.Internal, m.Gateway)
+		}
+		fm := f.mapping(41641)
+		if fm == nil || fm.proto != proto || fm.lifetime != 7200 {
+			t.Fatalf("router's mapping %+v, want %s with 7200 s", fm, proto)
+		}
+		st := c.Status()
+		if got := st.Offers.String(); got != string(proto) {
+			t.Errorf("offers %q, want %q", got, proto)
+		}
+		if proto == UPnP && fm.desc != "skein" {
+			t.Errorf("UPnP description %q", fm.desc)
+		}
+		j, ok, err := readJournal(o.StateDir)
+		if err != nil || !ok || j.Protocol != proto || j.External != 41641 {
+			t.Errorf("journal %+v %v %v", j, ok, err)
+		}
+		if proto == UPnP {
+			f.mu.Lock()
+			conns := f.tcpConns
+			f.mu.Unlock()
+			// Every HTTP connection went through our Control hook.
+			if conns == 0 || int(markedTCP.Load()) != conns {
+				t.Errorf("%d HTTP connections, %d TCP sockets through Control", conns, markedTCP.Load())
 			}
-			want := netip.AddrPortFrom(f.external, 41641)
-			if m.External != want {
-				t.Errorf("external %v, want %v", m.External, want)
-			}
-			if m.Internal != netip.MustParseAddrPort("127.0.0.1:41641") || m.Gateway != netip.MustParseAddr("127.0.0.1") {
-				t.Errorf("internal %v gateway %v", m.Internal, m.Gateway)
-			}
-			fm := f.mapping(41641)
-			if fm == nil || fm.proto != tc.proto || fm.lifetime != 7200 {
-				t.Fatalf("router's mapping %+v, want %s with 7200 s", fm, tc.proto)
-			}
-			st := c.Status()
-			if got := st.Offers; got.UPnP != tc.upnp || got.NATPMP != tc.pmp || got.PCP != tc.pcp {
-				t.Errorf("offers %+v", got)
-			}
-			if tc.proto == UPnP && fm.desc != "skein" {
-				t.Errorf("UPnP description %q", fm.desc)
-			}
-			j, ok, err := readJournal(o.StateDir)
-			if err != nil || !ok || j.Protocol != tc.proto || j.External != 41641 {
-				t.Errorf("journal %+v %v %v", j, ok, err)
-			}
-			if tc.proto == UPnP {
-				f.mu.Lock()
-				conns := f.tcpConns
-				f.mu.Unlock()
-				// Every HTTP connection went through our Control hook.
-				if conns == 0 || int(markedTCP.Load()) != conns {
-					t.Errorf("%d HTTP connections, %d TCP sockets through Control", conns, markedTCP.Load())
-				}
-			}
-			closeClient(t, c)
-			if f.count() != 0 {
-				t.Errorf("mapping left on the router after Close: %+v", f.mapping(41641))
-			}
-			if _, err := os.Stat(filepath.Join(o.StateDir, JournalFile)); !os.IsNotExist(err) {
-				t.Errorf("journal left after Close: %v", err)
-			}
-		})
-	}
+		}
+		closeClient(t, c)
+		if f.count() != 0 {
+			t.Errorf("mapping left on the router after Close: %+v", f.mapping(41641))
+		}
+		if _, err := os.Stat(filepath.Join(o.StateDir, JournalFile)); !os.IsNotExist(err) {
+			t.Errorf("journal left after Close: %v", err)
+		}
+	})
 }
 
 // Renewal comes at half the granted lifetime; PCP renews and deletes with
 // the nonce of the first request.
 func TestRenewAtHalf(t *testing.T) {
-	for _, tc := range []struct {
-		proto          Protocol
-		pmp, pcp, upnp bool
-	}{
-		{NATPMP, true, false, false},
-		{PCP, false, true, false},
-		{UPnP, false, false, true},
-	} {
-		t.Run(string(tc.proto), func(t *testing.T) {
-			t.Parallel()
-			f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
-			o := f.options(41641)
-			o.Lifetime = 4 * time.Second
-			c := startClient(t, o)
-			m := waitMapping(t, c)
-			if m.Lifetime != 4*time.Second {
-				t.Fatalf("lifetime %v", m.Lifetime)
+	eachRouter(t, func(t *testing.T, proto Protocol, f *fakeRouter) {
+		o := f.options(41641)
+		o.Lifetime = 4 * time.Second
+		c := startClient(t, o)
+		m := waitMapping(t, c)
+		if m.Lifetime != 4*time.Second {
+			t.Fatalf("lifetime %v", m.Lifetime)
+		}
+		waitFor(t, "a renewal", 10*time.Second, func() bool { return len(f.requests(proto, "map")) >= 2 })
+		maps := f.requests(proto, "map")
+		gap := maps[1].at.Sub(maps[0].at)
+		if gap < 1900*time.Millisecond || gap > 3500*time.Millisecond {
+			t.Errorf("renewed after %v, want about 2 s (half of 4 s)", gap)
+		}
+		if proto == PCP && maps[1].nonce != maps[0].nonce {
+			t.Errorf("renewal nonce %x differs from %x", maps[1].nonce, maps[0].nonce)
+		}
+		m2, _ := c.Mapping()
+		if m2.External != m.External {
+			t.Errorf("renewal moved the mapping: %v -> %v", m.External, m2.External)
+		}
+		closeClient(t, c)
+		if proto == PCP {
+			dels := f.requests(PCP, "delete")
+			if len(dels) != 1 || dels[0].nonce != maps[0].nonce {
+				t.Errorf("delete %+v, want one with nonce %x", dels, maps[0].nonce)
 			}
-			waitFor(t, "a renewal", 10*time.Second, func() bool { return len(f.requests(tc.proto, "map")) >= 2 })
-			maps := f.requests(tc.proto, "map")
-			gap := maps[1].at.Sub(maps[0].at)
-			if gap < 1900*time.Millisecond || gap > 3500*time.Millisecond {
-				t.Errorf("renewed after %v, want about 2 s (half of 4 s)", gap)
-			}
-			if tc.proto == PCP && maps[1].nonce != maps[0].nonce {
-				t.Errorf("renewal nonce %x differs from %x", maps[1].nonce, maps[0].nonce)
-			}
-			m2, _ := c.Mapping()
-			if m2.External != m.External {
-				t.Errorf("renewal moved the mapping: %v -> %v", m.External, m2.External)
-			}
-			closeClient(t, c)
-			if tc.proto == PCP {
-				dels := f.requests(PCP, "delete")
-				if len(dels) != 1 || dels[0].nonce != maps[0].nonce {
-					t.Errorf("delete %+v, want one with nonce %x", dels, maps[0].nonce)
-				}
-			}
-			if f.count() != 0 {
-				t.Errorf("mapping left after Close")
-			}
-		})
-	}
+		}
+		if f.count() != 0 {
+			t.Errorf("mapping left after Close")
+		}
+	})
 }
 
 // A router restart (NAT-PMP/PCP epoch going back; for UPnP the mapping
 // gone) is noticed at the next check, and the port is mapped again.
 func TestRouterRestartRemaps(t *testing.T) {
-	for _, tc := range []struct {
-		proto          Protocol
-		pmp, pcp, upnp bool
-	}{
-		{NATPMP, true, false, false},
-		{PCP, false, true, false},
-		{UPnP, false, false, true},
-	} {
-		t.Run(string(tc.proto), func(t *testing.T) {
-			t.Parallel()
-			f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
-			o := f.options(41641)
-			o.CheckInterval = 300 * time.Millisecond
-			c := startClient(t, o)
-			waitMapping(t, c)
-			<-c.Changes() // the first mapping's signal
-			f.reboot()
-			select {
-			case <-c.Changes():
-			case <-time.After(10 * time.Second):
-				t.Fatal("no change signal after the router restarted")
-			}
-			waitFor(t, "the router to hold a mapping again", 10*time.Second, func() bool { return f.mapping(41641) != nil })
-			waitMapping(t, c)
-			if st := c.Status(); st.Remaps != 1 {
-				t.Errorf("Remaps = %d, want 1", st.Remaps)
-			}
-		})
-	}
+	eachRouter(t, func(t *testing.T, proto Protocol, f *fakeRouter) {
+		o := f.options(41641)
+		o.CheckInterval = 300 * time.Millisecond
+		c := startClient(t, o)
+		waitMapping(t, c)
+		<-c.Changes() // the first mapping's signal
+		f.reboot()
+		select {
+		case <-c.Changes():
+		case <-time.After(10 * time.Second):
+			t.Fatal("no change signal after the router restarted")
+		}
+		waitFor(t, "the router to hold a mapping again", 10*time.Second, func() bool { return f.mapping(41641) != nil })
+		waitMapping(t, c)
+		if st := c.Status(); st.Remaps != 1 {
+			t.Errorf("Remaps = %d, want 1", st.Remaps)
+		}
+	})
 }
 
 // Probe also notices a restart, without waiting for the check interval.
@@ -235,17 +223,9 @@ func TestProbeNoticesEpochDrop(t *testing.T) {
 // the mapping it granted is given back (UPnP: never made).
 func TestLyingRouter(t *testing.T) {
 	for _, ext := range []string{"0.0.0.0", "127.0.0.1", "10.1.2.3", "192.168.0.1", "100.64.1.1", "224.0.0.1", "169.254.1.1", "255.255.255.255"} {
-		for _, tc := range []struct {
-			proto          Protocol
-			pmp, pcp, upnp bool
-		}{
-			{NATPMP, true, false, false},
-			{PCP, false, true, false},
-			{UPnP, false, false, true},
-		} {
-			t.Run(ext+"/"+string(tc.proto), func(t *testing.T) {
-				t.Parallel()
-				f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
+		t.Run(ext, func(t *testing.T) {
+			t.Parallel()
+			eachRouter(t, func(t *testing.T, proto Protocol, f *fakeRouter) {
 				f.mu.Lock()
 				f.external = netip.MustParseAddr(ext)
 				f.mu.Unlock()
@@ -259,7 +239,7 @@ func TestLyingRouter(t *testing.T) {
 				}
 				t.Logf("status: %q", c.Status().Rejected)
 			})
-		}
+		})
 	}
 }
 
@@ -345,48 +325,37 @@ func TestOurSideDisables(t *testing.T) {
 
 // Cleanup deletes what a crashed process's journal records.
 func TestCleanupFromJournal(t *testing.T) {
-	for _, tc := range []struct {
-		proto          Protocol
-		pmp, pcp, upnp bool
-	}{
-		{NATPMP, true, false, false},
-		{PCP, false, true, false},
-		{UPnP, false, false, true},
-	} {
-		t.Run(string(tc.proto), func(t *testing.T) {
-			t.Parallel()
-			f := newFakeRouter(t, tc.pmp, tc.pcp, tc.upnp)
-			o := f.options(41641)
-			o.StateDir = t.TempDir()
-			c := startClient(t, o)
-			waitMapping(t, c)
-			saved, err := os.ReadFile(filepath.Join(o.StateDir, JournalFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Simulate the crash: the router keeps the mapping, the
-			// journal stays.
-			f.mu.Lock()
-			kept := map[uint16]*fakeMap{}
-			for k, v := range f.maps {
-				kept[k] = v
-			}
-			f.mu.Unlock()
-			closeClient(t, c)
-			f.mu.Lock()
-			f.maps = kept
-			f.mu.Unlock()
-			os.WriteFile(filepath.Join(o.StateDir, JournalFile), saved, 0o600)
+	eachRouter(t, func(t *testing.T, proto Protocol, f *fakeRouter) {
+		o := f.options(41641)
+		o.StateDir = t.TempDir()
+		c := startClient(t, o)
+		waitMapping(t, c)
+		saved, err := os.ReadFile(filepath.Join(o.StateDir, JournalFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Simulate the crash: the router keeps the mapping, the
+		// journal stays.
+		f.mu.Lock()
+		kept := map[uint16]*fakeMap{}
+		for k, v := range f.maps {
+			kept[k] = v
+		}
+		f.mu.Unlock()
+		closeClient(t, c)
+		f.mu.Lock()
+		f.maps = kept
+		f.mu.Unlock()
+		os.WriteFile(filepath.Join(o.StateDir, JournalFile), saved, 0o600)
 
-			cleanupWithHooks(t, o)
-			if f.count() != 0 {
-				t.Errorf("Cleanup left %+v", f.mapping(41641))
-			}
-			if _, err := os.Stat(filepath.Join(o.StateDir, JournalFile)); !os.IsNotExist(err) {
-				t.Errorf("journal still there: %v", err)
-			}
-		})
-	}
+		cleanupWithHooks(t, o)
+		if f.count() != 0 {
+			t.Errorf("Cleanup left %+v", f.mapping(41641))
+		}
+		if _, err := os.Stat(filepath.Join(o.StateDir, JournalFile)); !os.IsNotExist(err) {
+			t.Errorf("journal still there: %v", err)
+		}
+	})
 }
 
 // cleanupWithHooks runs Cleanup against the fake's ports.

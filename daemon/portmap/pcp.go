@@ -64,10 +64,7 @@ func pcpAddr16(a netip.Addr) [16]byte {
 	if !a.IsValid() {
 		return netip.IPv6Unspecified().As16()
 	}
-	if a.Is4() {
-		return netip.AddrFrom16(a.As16()).As16() // v4-mapped
-	}
-	return a.As16()
+	return a.As16() // IPv4 comes out v4-mapped
 }
 
 func pcpAddrFrom16(b []byte) netip.Addr { return netip.AddrFrom16([16]byte(b)).Unmap() }

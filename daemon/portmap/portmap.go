@@ -55,8 +55,9 @@ type Options struct {
 	// e.g. to set skeind's bypass mark (router.ControlBypass) so the
 	// packets take the host's routes and not the tunnel.
 	Control func(network, address string, c syscall.RawConn) error
-	// Disabled turns port mapping off: no packet is sent, and an existing
-	// mapping is deleted when SetDisabled(true) is called.
+	// Disabled turns port mapping off (the user's pref; SetDisabled changes
+	// it later, deleting a live mapping): nothing is sent to the router
+	// except the deletion of a mapping that a crash left in the journal.
 	Disabled bool
 	// DisableUPnP, DisableNATPMP and DisablePCP skip one protocol (for
 	// diagnosis and tests; miniupnpd answers NAT-PMP and PCP together).
