@@ -3,12 +3,13 @@ package portmap
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
 // Documentation and benchmarking ranges (198.18/15 is the lab's internet)
 // count as public: nothing routes them anyway, and tests use them.
 var (
-	cgnat     = netip.MustParsePrefix("100.64.0.0/10")
 	thisNet   = netip.MustParsePrefix("0.0.0.0/8")
 	reserved4 = netip.MustParsePrefix("240.0.0.0/4") // and broadcast
 )
@@ -33,7 +34,7 @@ func checkPublic(a netip.Addr) error {
 		why = "link-local"
 	case a.IsPrivate():
 		why = "private (double NAT?)"
-	case cgnat.Contains(a):
+	case tsaddr.CGNATRange.Contains(a):
 		why = "CGNAT (the ISP's NAT is in front)"
 	case thisNet.Contains(a), reserved4.Contains(a):
 		why = "reserved"
