@@ -370,8 +370,9 @@ func (c *Client) probeNow() probeAnswer {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	r := c.probe(ctx, mp)
 	if cur := c.current(); cur != nil && cur.gw == mp.gw {
-		if c.check(ctx, cur) {
+		if c.checkProbed(ctx, cur, r) {
 			c.mu.Lock()
 			c.st.Remaps++
 			c.mu.Unlock()
@@ -379,37 +380,49 @@ func (c *Client) probeNow() probeAnswer {
 			c.lost = cur
 			c.poke() // map again at once
 		}
-		c.mu.Lock()
-		o := c.st.Offers
-		c.mu.Unlock()
-		return probeAnswer{offers: o}
 	}
-	return probeAnswer{offers: c.probe(ctx, mp).offers}
+	return probeAnswer{offers: r.offers}
 }
 
-// check reports whether the router lost cur: a NAT-PMP/PCP epoch that went
-// backwards, or a UPnP mapping no longer listed. No answer is not proof.
+// check reports whether the router lost cur, asking only over cur's own
+// protocol: its epoch (NAT-PMP external address request, PCP ANNOUNCE)
+// or, over UPnP, whether the mapping is still listed. No answer is not
+// proof: the next renewal will tell.
 func (c *Client) check(ctx context.Context, cur *mapping) (lost bool) {
-	r := c.probe(ctx, c.mp)
-	now := time.Now()
-	var epoch uint32
-	var seen bool
 	switch cur.proto {
 	case NATPMP:
-		epoch, seen = r.pmpEpoch, r.offers.NATPMP
+		r, err := c.mp.s.pmpExternal(ctx, c.mp.gw)
+		return err == nil && c.epochLost(cur, r.Epoch)
 	case PCP:
-		epoch, seen = r.pcpEpoch, r.offers.PCP
+		epoch, err := c.mp.s.pcpAnnounce(ctx, c.mp.gw, c.mp.self)
+		return err == nil && c.epochLost(cur, epoch)
 	case UPnP:
 		ok, err := upnpHasMapping(ctx, cur.upnp, cur.external.Port(), netip.AddrPortFrom(cur.self, cur.internal))
 		if err == nil && !ok {
 			c.logf("portmap: the router no longer lists our UPnP mapping %v", cur.external)
 			return true
 		}
-		return false
 	}
-	if !seen {
-		return false
+	return false
+}
+
+// checkProbed is check from a full probe's answers (Probe).
+func (c *Client) checkProbed(ctx context.Context, cur *mapping, r probeResult) (lost bool) {
+	switch {
+	case cur.proto == NATPMP && r.offers.NATPMP:
+		return c.epochLost(cur, r.pmpEpoch)
+	case cur.proto == PCP && r.offers.PCP:
+		return c.epochLost(cur, r.pcpEpoch)
+	case cur.proto == UPnP:
+		return c.check(ctx, cur)
 	}
+	return false
+}
+
+// epochLost compares the router's epoch with what cur last saw, and
+// remembers it (RFC 6886 compares each answer with the previous one).
+func (c *Client) epochLost(cur *mapping, epoch uint32) bool {
+	now := time.Now()
 	if cur.rebooted(epoch, now) {
 		c.logf("portmap: router epoch %d is behind %d: it restarted and lost %s mapping %v", epoch, cur.epoch, cur.proto, cur.external)
 		return true
@@ -423,15 +436,29 @@ func (c *Client) check(ctx context.Context, cur *mapping) (lost bool) {
 // mapNow renews prev (same protocol, same nonce) or makes a new mapping:
 // PCP, then NAT-PMP, then UPnP, each if the router offered it.
 func (c *Client) mapNow(ctx context.Context, mp *mapper, port uint16, prev *mapping) error {
-	var r probeResult
-	if prev == nil || c.found == nil && !c.o.DisableUPnP {
-		r = c.probe(ctx, mp)
-	} else {
-		c.mu.Lock()
-		r.offers = c.st.Offers
-		c.mu.Unlock()
-		r.ssdp = c.found
+	if prev != nil { // a renewal is one exchange with what worked before
+		var m *mapping
+		var err error
+		switch {
+		case prev.proto == PCP && !c.o.DisablePCP:
+			m, err = mp.mapPCP(ctx, port, prev)
+		case prev.proto == NATPMP && !c.o.DisableNATPMP:
+			m, err = mp.mapPMP(ctx, port, prev)
+		case prev.proto == UPnP && !c.o.DisableUPnP:
+			m, err = mp.mapUPnP(ctx, port, prev, nil)
+		}
+		if m != nil {
+			if checkPublic(m.external.Addr()) == nil {
+				c.install(m, prev)
+				return nil
+			}
+			mp.s.release(ctx, m) // turned into a lie: the full round below says why
+		}
+		if err != nil {
+			c.logf("portmap: renewing %s mapping %v: %v", prev.proto, prev.external, err)
+		}
 	}
+	r := c.probe(ctx, mp)
 	type attempt struct {
 		proto Protocol
 		do    func() (*mapping, error)

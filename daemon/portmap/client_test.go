@@ -390,3 +390,28 @@ func TestNoRouter(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// A renewal the router no longer answers ends the mapping: it is not
+// advertised past the point where the client knows nothing about it.
+func TestRenewalFailureDrops(t *testing.T) {
+	f := newFakeRouter(t, true, false, false)
+	o := f.options(41641)
+	o.Lifetime = 4 * time.Second
+	c := startClient(t, o)
+	waitMapping(t, c)
+	<-c.Changes()
+	f.mu.Lock()
+	f.offerPMP = false
+	f.mu.Unlock()
+	select {
+	case <-c.Changes():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change signal after a failed renewal")
+	}
+	if m, ok := c.Mapping(); ok {
+		t.Fatalf("still reported %v", m)
+	}
+	if st := c.Status(); st.LastError == "" {
+		t.Errorf("no error in status %+v", st)
+	}
+}

@@ -138,6 +138,20 @@ func (s *socket) pmpExternal(ctx context.Context, gw netip.Addr) (pmpResponse, e
 	return r, err
 }
 
+// pcpAnnounce asks a PCP router for its epoch.
+func (s *socket) pcpAnnounce(ctx context.Context, gw, self netip.Addr) (uint32, error) {
+	var r pcpResponse
+	_, err := s.ask(ctx, s.pxp(gw), pcpAnnounceRequest(self), func(b []byte) bool {
+		var err error
+		r, err = parsePCPResponse(b)
+		return err == nil && r.Op == pcpOpAnnounce
+	})
+	if err == nil && r.Result != pcpSuccess {
+		err = fmt.Errorf("router answered %v", r.Result)
+	}
+	return r.Epoch, err
+}
+
 // pmpMap maps (lifetime > 0) or deletes (0) a UDP mapping of internal.
 func (s *socket) pmpMap(ctx context.Context, gw netip.Addr, internal, suggested uint16, lifetime uint32) (pmpResponse, error) {
 	var r pmpResponse
