@@ -15,6 +15,15 @@
 // A router that answers with an external address that is not public
 // (unspecified, loopback, private, CGNAT, link-local, multicast) is never
 // reported as a mapping: Status says why instead.
+//
+// Use from the transport:
+//
+//	pm, _ := portmap.New(portmap.Options{LocalPort: port, Control: router.ControlBypass,
+//		StateDir: stateDir, Disabled: !pref, Logf: logf})
+//	// on <-pm.Changes(): m, ok := pm.Mapping(); advertise m.External first
+//	// netcheck: offers, err := pm.Probe(ctx) // "PortMapping: " + offers.String()
+//	// link/route change: pm.NetworkChanged(); rebind: pm.SetLocalPort(p); pref: pm.SetDisabled(off)
+//	// down and exit: pm.Close(ctx); crash repair: portmap.Cleanup(stateDir, router.ControlBypass, logf)
 package portmap
 
 import (

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,20 @@ func TestPortmapMiniupnpd(t *testing.T) {
 			if m.Lifetime != portmap.DefaultLifetime {
 				t.Errorf("granted lifetime %v, want %v", m.Lifetime, portmap.DefaultLifetime)
 			}
+			if m.Gateway != nat.lanAddr(1) { // found over netlink
+				t.Errorf("gateway %v, want %v", m.Gateway, nat.lanAddr(1))
+			}
+			// Probe (netcheck's PortMapping line) names what the router
+			// answered, among the protocols the client may use.
+			if err := p.proc.Signal(syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			p.wait("a probe", 10*time.Second, func(st helperStatus) error {
+				if st.Offers != string(tc.proto) {
+					return fmt.Errorf("Probe: %q, want %q", st.Offers, tc.proto)
+				}
+				return nil
+			})
 			checkMapped(t, pm, m.External.Port(), internal, true)
 			checkMarkRequired(t, h, nat.lanAddr(1), tc.router)
 
