@@ -42,10 +42,10 @@ func (c *Control) AddDERPRegion(name string) (*Region, error) {
 
 // AddSTUNOnlyRegion is AddDERPRegion with the official stund instead: a
 // region with one STUN-only node and no relay, which a client choosing its
-// home region must skip. Measured with official v1.86.5 in the lab: its
+// home region must skip. Seen with official v1.86.5 in the lab: its
 // netcheck does not skip STUN-only regions when it picks the preferred
-// DERP, and one official node in four made it its home (and then had no
-// relay). Use it where only Skein needs a relay.
+// DERP, and in one run one official node in four made it its home (and
+// then had no relay). Use it where only Skein needs a relay.
 func (c *Control) AddSTUNOnlyRegion(name string) (*Region, error) {
 	return c.addRegion(name, true)
 }
