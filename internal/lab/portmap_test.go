@@ -97,7 +97,8 @@ func TestPortmapMiniupnpd(t *testing.T) {
 			if err := pm.Restart(true); err != nil {
 				t.Fatal(err)
 			}
-			checkMapped(t, pm, m.External.Port(), internal, false)
+			// (The client may map again before we could look at the empty
+			// router; TestPortMappingHardNAT shows a reboot forgets.)
 			st = p.wait("a new mapping after the router restarted", 30*time.Second, func(st helperStatus) error {
 				if st.Status.Remaps < 1 || st.Mapping == nil {
 					return fmt.Errorf("remaps %d, mapping %v", st.Status.Remaps, st.Mapping)
@@ -316,7 +317,24 @@ func TestPortMappingHardNAT(t *testing.T) {
 	if back3 != mapped {
 		t.Errorf("the answer to the alias came from %v, want the mapped %v", back3, mapped)
 	}
-	p.close()
+
+	// A router reboot forgets the mappings (the client is gone, so nobody
+	// asks again); a restart that keeps the lease file restores them.
+	if err := p.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pm.Restart(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pm.WaitMapping(netip.AddrPortFrom(h.Addr(), 41641), true, 10*time.Second); err != nil {
+		t.Fatalf("after a restart with leases kept: %v", err)
+	}
+	if err := pm.Restart(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pm.WaitMapping(netip.AddrPortFrom(h.Addr(), 41641), false, 10*time.Second); err != nil {
+		t.Fatalf("after a reboot: %v", err)
+	}
 }
 
 // TestPortMappingOfficialClient checks the lab's router and STUN region
