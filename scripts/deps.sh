@@ -2,7 +2,9 @@
 # Installs the Debian packages the lab, the tests and the demo need; a no-op when present.
 set -euo pipefail
 need=()
-for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl iperf3 wireguard-tools bind9-dnsutils; do
+# miniupnpd-nftables: the lab's port-mapping router (UPnP IGD, NAT-PMP, PCP); only this package,
+# since the `miniupnpd` wrapper pulls debconf and an iptables helper script.
+for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl iperf3 wireguard-tools bind9-dnsutils miniupnpd-nftables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The desktop app: cgo headers for Fyne (GL, X11), and for its end-to-end test an X server

@@ -9,6 +9,7 @@
 #
 #   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/headscale-v0.27.1/headscale
 #   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/tailscale-v1.86.5/{tailscale,tailscaled}
+#   ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/tailscale-v1.86.5/{stund,derper} (extra lab regions)
 #   ... and with LAB_EXTRA=1 also tailscale-v1.102.5/{tailscale,tailscaled}
 #
 # Prints the paths of the binaries on stdout (build logs go to stderr).
@@ -78,4 +79,17 @@ for v in "${TAILSCALE_VERSIONS[@]}"; do
 	fi
 	echo "$ts_dir/tailscale"
 	echo "$ts_dir/tailscaled"
+done
+
+# The official STUN and DERP servers, for the lab's extra DERP regions (internal/lab
+# AddSTUNOnlyRegion, AddDERPRegion).
+ts_dir="$CACHE/tailscale-${TAILSCALE_VERSIONS[0]}"
+for cmd in stund derper; do
+	if [[ -x "$ts_dir/$cmd" ]]; then
+		log "$cmd ${TAILSCALE_VERSIONS[0]} already built"
+	else
+		log "building $cmd ${TAILSCALE_VERSIONS[0]}"
+		build_into "$ts_dir" "tailscale.com/cmd/$cmd@${TAILSCALE_VERSIONS[0]}" -- "tailscale.com/cmd/$cmd"
+	fi
+	echo "$ts_dir/$cmd"
 done

@@ -41,8 +41,9 @@ type Control struct {
 	policy string
 	socket string
 
-	mu   sync.Mutex
-	proc *Process
+	mu      sync.Mutex
+	proc    *Process
+	regions []*Region // AddDERPRegion, AddSTUNOnlyRegion
 }
 
 // StartControl creates the control host and starts Headscale on it; it

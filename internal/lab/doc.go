@@ -64,6 +64,17 @@
 // a NATed host's LAN leg, a NAT router's WAN leg. The kernel drops the
 // routes on down; LinkUp restores the address and default route.
 //
+// # Port mapping and extra DERP regions
+//
+// NAT.EnablePortMapping runs Debian's miniupnpd-nftables in the NAT router
+// (UPnP, NAT-PMP+PCP, or both) with its WAN moved to 44.0.N.1/24, off
+// miniupnpd's reserved ranges; PortMapper gives its rules, lease file,
+// Restart (a new epoch; reboot also forgets the mappings) and
+// WaitMapping. Control.AddDERPRegion (official derper) and
+// AddSTUNOnlyRegion (official stund) add a second STUN server in a region
+// of its own, so that netcheck can measure MappingVariesByDestIP.
+// docs/lab-notes.md has what was measured with them.
+//
 // # Lifetime and cleanup
 //
 // New registers a t.Cleanup; NewStandalone returns a Lab to Close. Cleanup
@@ -86,8 +97,8 @@
 //
 // Headscale and tailscale/tailscaled come from
 // ${SKEIN_LAB_CACHE:-/var/cache/skein-lab}/headscale-v0.27.1/headscale and
-// .../tailscale-<version>/{tailscale,tailscaled}; scripts/lab-peers.sh builds
-// them.
+// .../tailscale-<version>/{tailscale,tailscaled} (and stund, derper);
+// scripts/lab-peers.sh builds them.
 //
 // # Typical use
 //

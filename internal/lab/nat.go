@@ -44,8 +44,9 @@ type NAT struct {
 	router *Host
 	lan    netip.Prefix
 
-	mu       sync.Mutex
-	nextHost int // next LAN address (last byte)
+	mu         sync.Mutex
+	nextHost   int         // next LAN address (last byte)
+	portMapper *PortMapper // EnablePortMapping
 }
 
 const (
@@ -220,6 +221,9 @@ func (n *NAT) SetPublicAddr(a netip.Addr) error {
 }
 
 func (n *NAT) setPublicAddr(a netip.Addr) error {
+	if n.PortMapper() != nil {
+		return fmt.Errorf("SetPublicAddr(%v): the NAT runs miniupnpd, whose WAN address must stay off its reserved list", a)
+	}
 	r := n.router
 	r.mu.Lock()
 	old := r.addr

@@ -1,0 +1,178 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// STUNDBinary and DERPerBinary are the official tailscale.com/cmd/stund and
+// cmd/derper that scripts/lab-peers.sh builds beside tailscale and
+// tailscaled.
+func STUNDBinary() string  { return filepath.Join(CacheDir(), "tailscale-"+TailscaleVersion, "stund") }
+func DERPerBinary() string { return filepath.Join(CacheDir(), "tailscale-"+TailscaleVersion, "derper") }
+
+// Region is an extra DERP region of the lab, served from a public lab host
+// of its own and listed in Headscale's DERP map (a derp.paths file).
+// With one, clients STUN servers on two addresses, so that netcheck can
+// tell whether their NAT maps per destination (MappingVariesByDestIP).
+type Region struct {
+	ID       int    // 900 and up (the embedded DERP is 999)
+	Code     string // the host's name
+	Host     *Host
+	Proc     *Process
+	STUNOnly bool // stund only; otherwise derper (DERP on 443 and STUN)
+}
+
+const firstExtraRegion = 900
+
+// AddDERPRegion starts the official derper (DERP over TLS on 443 with a
+// lab-CA certificate, STUN on udp 3478) on a new public host named name,
+// adds it to the DERP map as region 900+ and restarts Headscale to load it.
+// Every client may pick either region as home and still has a relay, so
+// this is the second STUN server to use beside official nodes.
+//
+// Call it before nodes join: a Headscale restart drops their map sessions.
+func (c *Control) AddDERPRegion(name string) (*Region, error) {
+	return c.addRegion(name, false)
+}
+
+// AddSTUNOnlyRegion is AddDERPRegion with the official stund instead: a
+// region with one STUN-only node and no relay, which a client choosing its
+// home region must skip. Seen with official v1.86.5 in the lab: its
+// netcheck does not skip STUN-only regions when it picks the preferred
+// DERP, and in one run one official node in four made it its home (and
+// then had no relay). Use it where only Skein needs a relay.
+func (c *Control) AddSTUNOnlyRegion(name string) (*Region, error) {
+	return c.addRegion(name, true)
+}
+
+func (c *Control) addRegion(name string, stunOnly bool) (*Region, error) {
+	bin := DERPerBinary()
+	if stunOnly {
+		bin = STUNDBinary()
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("missing %s: build it with scripts/lab-peers.sh", bin)
+	}
+	h, err := c.lab.AddHost(name)
+	if err != nil {
+		return nil, err
+	}
+	ip := h.Addr().String()
+	var args []string
+	if stunOnly {
+		args = []string{"-stun", ip + ":3478", "-http", "127.0.0.1:3479"}
+	} else {
+		certDir := filepath.Join(h.Dir(), "derper")
+		if err := os.MkdirAll(certDir, 0o700); err != nil {
+			return nil, err
+		}
+		// derper's manual cert mode reads DIR/<hostname>.crt and .key.
+		crt, key, err := c.lab.ca.issue("derper-"+name, ip)
+		if err != nil {
+			return nil, err
+		}
+		for src, dst := range map[string]string{crt: ip + ".crt", key: ip + ".key"} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(certDir, dst), b, 0o600); err != nil {
+				return nil, err
+			}
+		}
+		args = []string{"-a", ip + ":443", "-http-port", "-1", "-stun-port", "3478",
+			"-certmode", "manual", "-certdir", certDir, "-hostname", ip,
+			"-c", filepath.Join(certDir, "derper.key")} // else it writes /var/lib/derper
+	}
+	p, err := h.StartProcess(bin, nil, args...)
+	if err != nil {
+		return nil, err
+	}
+	err = WaitFor(15*time.Second, func() error {
+		if p.Exited() {
+			return stopWaiting(fmt.Errorf("%s exited: %v\n%s", filepath.Base(bin), p.Wait(), tailLines(p.Log(), 20)))
+		}
+		out, err := h.Run("ss", "-Hlntu")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, ip+":3478") || !stunOnly && !strings.Contains(out, ip+":443") {
+			return fmt.Errorf("%s does not listen yet:\n%s", filepath.Base(bin), out)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	r := &Region{ID: firstExtraRegion + len(c.regions), Code: name, Host: h, Proc: p, STUNOnly: stunOnly}
+	c.regions = append(c.regions, r)
+	all := append([]*Region(nil), c.regions...)
+	c.mu.Unlock()
+	if err := c.writeDERPFile(all); err != nil {
+		return nil, err
+	}
+	if err := c.Stop(); err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Regions lists the regions AddDERPRegion and AddSTUNOnlyRegion added.
+func (c *Control) Regions() []*Region {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Region(nil), c.regions...)
+}
+
+// writeDERPFile writes the extra regions as a DERP map file (YAML with the
+// lower-cased field names Headscale's loader reads) and points the
+// config's derp.paths at it. Headscale adds its embedded region 999 to it.
+func (c *Control) writeDERPFile(regions []*Region) error {
+	path := filepath.Join(c.dir, "derp-lab.yaml")
+	var b strings.Builder
+	b.WriteString("# Generated by internal/lab: extra DERP regions (official derper or stund).\nregions:\n")
+	for _, r := range regions {
+		derpPort, kind := 443, "DERP"
+		if r.STUNOnly {
+			derpPort, kind = 0, "STUN only"
+		}
+		fmt.Fprintf(&b, `  %[1]d:
+    regionid: %[1]d
+    regioncode: %[2]s
+    regionname: Lab %[2]s (%[5]s)
+    nodes:
+      - name: "%[1]da"
+        regionid: %[1]d
+        hostname: %[3]s
+        ipv4: %[3]s
+        ipv6: none
+        stunport: 3478
+        stunonly: %[4]v
+        derpport: %[6]d
+`, r.ID, r.Code, r.Host.Addr(), r.STUNOnly, kind, derpPort)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	conf, err := os.ReadFile(c.config)
+	if err != nil {
+		return err
+	}
+	s := string(conf)
+	if !strings.Contains(s, path) {
+		if !strings.Contains(s, "\n  paths: []\n") {
+			return errors.New("headscale config: no empty derp.paths to fill")
+		}
+		s = strings.Replace(s, "\n  paths: []\n", "\n  paths:\n    - "+path+"\n", 1)
+	}
+	return os.WriteFile(c.config, []byte(s), 0o644)
+}
