@@ -26,6 +26,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/forwarding"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
+	"github.com/skeinvpn/skein/daemon/portmap"
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/transport"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -102,7 +103,7 @@ func (d *Dataplane) WireGuardPeers() int {
 }
 
 // Cleanup undoes what a crashed earlier run left on the host: rules, routes and the TUN device,
-// the nftables table and forwarding sysctls, the system resolver. It is the one entry point for
+// the nftables table and forwarding sysctls, the system resolver, a port mapping on the router. It is the one entry point for
 // crash repair: skeind runs it before anything else at start, and `skeind --cleanup` (the unit's
 // ExecStopPost) runs only it. Every part is tried; the error joins the failures.
 func Cleanup(tunName, stateDir string, logf func(string, ...any)) error {
@@ -115,6 +116,10 @@ func Cleanup(tunName, stateDir string, logf func(string, ...any)) error {
 	}
 	if err := osdns.Cleanup(osdns.Options{TunName: tunName, StateDir: stateDir, Logf: logf}); err != nil {
 		errs = append(errs, fmt.Errorf("restoring the system resolver: %w", err))
+	}
+	// A port mapping a crashed run left on the router (found in its journal) is given back.
+	if err := portmap.Cleanup(stateDir, router.ControlBypass, logf); err != nil {
+		errs = append(errs, fmt.Errorf("deleting a port mapping: %w", err))
 	}
 	return errors.Join(errs...)
 }
