@@ -314,6 +314,11 @@ func (d *Dataplane) Close() {
 	if d.conn != nil {
 		d.conn.Shutdown()
 	}
+	// A courtesy, not the cure (that is keeping the device, see WireGuard): the session's TUN,
+	// transport and tables are garbage now, and without this their pages stay mapped up to the
+	// heap goal, which the device's buffers make large. One collection only, so the buffers in
+	// the device's pools survive it for the next session.
+	go debug.FreeOSMemory()
 }
 
 // SetNodeKey switches to a new node key (re-login with rotation).
