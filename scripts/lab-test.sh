@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 go test -race -count=1 -timeout 25m -v ./tests/lab/ ./internal/lab/ > lab-test.log 2>&1
 rc=$?
-grep -E '^(--- |PASS|FAIL|ok|panic)|(MB .* in .*Mbit/s|direct again|direct via|reconnected|appeared|after the first ping)' lab-test.log
+grep -E '^(--- |PASS|FAIL|ok|panic)|(MB .* in .*Mbit/s|direct again|direct via|reconnected|appeared|after the first ping|: RSS .* heap in use|allocated .* per cycle)' lab-test.log
 if [ $rc -ne 0 ]; then
   echo "=== lab tests failed (exit $rc); output of the failing tests:"
   # Print every line of tests that failed: their names, then each line mentioning them or indented under them.

@@ -51,6 +51,9 @@ type Options struct {
 	StateDir string
 	// OnEndpointsChanged is called when our endpoints or home DERP change.
 	OnEndpointsChanged func()
+	// WireGuard is the device to plug into, kept across sessions so that its buffers are
+	// reused; nil makes one for this Dataplane alone.
+	WireGuard *WireGuard
 }
 
 // Dataplane is one running tunnel.
@@ -61,6 +64,11 @@ type Dataplane struct {
 	dev  *device.Device
 	conn *transport.Conn
 	rt   *router.Router
+
+	// stack is what wireguard-go reads and writes: the packet filter, then MagicDNS, then tun.
+	stack tun.Device
+	wg    *WireGuard // set once stack and conn are plugged into it
+	ownWG bool       // wg is this Dataplane's alone (Options.WireGuard was nil)
 
 	stopWatch context.CancelFunc
 
@@ -166,10 +174,16 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		wgLog.Verbosef = func(format string, args ...any) { logf("wireguard: "+format, args...) }
 	}
 	// Inbound packets pass the control server's packet filter before the kernel sees them.
-	d.dev = device.NewDevice(filter.Wrap(d.icpt, d.filter), d.conn, wgLog)
-	// The endpoint we give each peer is the peer itself and the transport picks the path;
-	// wireguard-go must not replace it with whatever endpoint a packet came in on.
-	d.dev.DisableSomeRoamingForBrokenMobileSemantics()
+	d.stack = filter.Wrap(d.icpt, d.filter)
+	wg := opts.WireGuard
+	if wg == nil {
+		wg = NewWireGuard()
+		d.ownWG = true
+	}
+	if d.dev, err = wg.attach(d.stack, d.conn, wgLog); err != nil {
+		return nil, err
+	}
+	d.wg = wg
 	r := opts.NodeKey.Raw()
 	if err := d.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(r[:]), opts.Port)); err != nil {
 		return nil, fmt.Errorf("configuring WireGuard: %w", err)
@@ -283,22 +297,36 @@ func (d *Dataplane) Close() {
 			d.logf("dataplane: removing routes: %v", err)
 		}
 	}
-	if d.dev != nil {
-		d.dev.Close() // closes the Bind and the TUN
-	} else if d.tun != nil {
+	if d.wg != nil {
+		d.wg.detach() // WireGuard down and its peers gone; it no longer uses stack or conn
+	}
+	switch {
+	case d.stack != nil:
+		d.stack.Close() // and with it MagicDNS and the TUN
+	case d.icpt != nil:
+		d.icpt.Close()
+	case d.tun != nil:
 		d.tun.Close()
+	}
+	if d.wg != nil && d.ownWG {
+		d.wg.Close() // after the stack: it waits for wireguard-go's TUN reader, maybe still in it
 	}
 	if d.conn != nil {
 		d.conn.Shutdown()
 	}
+	// A courtesy, not the cure (that is keeping the device, see WireGuard): the session's TUN,
+	// transport and tables are garbage now, and without this their pages stay mapped up to the
+	// heap goal, which the device's buffers make large. One collection only, so the buffers in
+	// the device's pools survive it for the next session.
+	go debug.FreeOSMemory()
 }
 
 // SetNodeKey switches to a new node key (re-login with rotation).
 func (d *Dataplane) SetNodeKey(k key.NodePrivate) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if k == d.nodeKey {
-		return nil
+	if k == d.nodeKey || d.closed {
+		return nil // a closed Dataplane's device may be serving the next session
 	}
 	d.nodeKey = k
 	d.conn.SetPrivateKey(k)

@@ -25,13 +25,23 @@ func (n *node) ipOut(args ...string) string {
 func (n *node) routingSnapshot() string {
 	var b strings.Builder
 	for _, args := range [][]string{{"rule"}, {"-6", "rule"}, {"route", "show", "table", "all"}, {"-6", "route", "show", "table", "all"}} {
-		for _, line := range strings.Split(n.ipOut(args...), "\n") {
-			if !strings.Contains(line, "fe80::") {
-				b.WriteString(line + "\n")
-			}
+		for _, line := range n.ipLines(args...) {
+			b.WriteString(line + "\n")
 		}
 	}
 	return b.String()
+}
+
+// ipLines is the output of ip ARGS without empty and IPv6 link-local lines.
+func (n *node) ipLines(args ...string) []string {
+	n.t.Helper()
+	var lines []string
+	for _, line := range strings.Split(n.ipOut(args...), "\n") {
+		if line != "" && !strings.Contains(line, "fe80::") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }
 
 // rulePrefs counts the official-layout rule preferences in `ip rule` output.
