@@ -87,6 +87,10 @@ func (f *fakeDP) SetPeerAPIPorts(v4, v6 uint16) {
 }
 
 func (f *fakeDP) HomeDERP() int { return 1 }
+func (f *fakeDP) NetInfo() *wire.NetInfo {
+	udp := true
+	return &wire.NetInfo{PreferredDERP: 1, WorkingUDP: &udp}
+}
 func (f *fakeDP) LastReport() transport.Report {
 	return transport.Report{At: time.Now(), UDP: true, RegionLatency: map[int]time.Duration{1: 5 * time.Millisecond}, PreferredDERP: 1}
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/dataplane"
@@ -29,6 +28,8 @@ type Dataplane interface {
 	SetPeerAPIPorts(v4, v6 uint16)
 
 	HomeDERP() int
+	// NetInfo is what control is told of our network (home, UDP, IPv6, NAT, latencies).
+	NetInfo() *wire.NetInfo
 	LastReport() transport.Report
 	Endpoints() []transport.Endpoint
 	PeerPath(k key.NodePublic) (transport.PathInfo, bool)
@@ -363,21 +364,11 @@ func (b *Backend) mapRequest(node key.NodePublic) *wire.MapRequest {
 	if dp == nil {
 		return req
 	}
-	rep := dp.LastReport()
-	ni := &wire.NetInfo{PreferredDERP: dp.HomeDERP()}
-	if !rep.At.IsZero() {
-		udp := rep.UDP
-		ni.WorkingUDP = &udp
-		ni.MappingVariesByDestIP = rep.MappingVaries
-		ni.DERPLatency = map[string]float64{}
-		for id, l := range rep.RegionLatency {
-			ni.DERPLatency[strconv.Itoa(id)+"-v4"] = l.Seconds()
-		}
-	}
+	ni := dp.NetInfo()
 	hi.NetInfo = ni
 	for _, e := range dp.Endpoints() {
 		req.Endpoints = append(req.Endpoints, e.Addr)
-		req.EndpointTypes = append(req.EndpointTypes, e.Type)
+		req.EndpointTypes = append(req.EndpointTypes, int(e.Type))
 	}
 	// The disco key goes out only with a home region. An official peer sets up a WireGuard
 	// peer for any node with a disco key or a home region, and its first handshake to a node

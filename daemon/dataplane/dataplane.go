@@ -528,6 +528,8 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// A new address or link may move our direct paths; the transport checks.
+			d.conn.NetworkChanged()
 		case <-t.C:
 			if len(d.fwdMissing()) == 0 {
 				continue

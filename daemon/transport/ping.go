@@ -8,14 +8,6 @@ import (
 	"github.com/skeinvpn/skein/daemon/key"
 )
 
-// PingResult is the answer to one disco ping.
-type PingResult struct {
-	Endpoint   netip.AddrPort // the direct address that answered
-	DERPRegion int            // the region that answered, when via DERP
-	Latency    time.Duration
-	Err        string
-}
-
 // Ping sends a disco ping to the peer over every path at once (its verified or candidate
 // direct addresses and its home DERP region) and returns the first pong, as the official
 // `tailscale ping` does. Pinging also opens direct paths, so repeated pings upgrade.
@@ -72,18 +64,15 @@ func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) i
 	if pe.bestAddr.IsValid() && pe.candidates[pe.bestAddr] == nil {
 		targets = append(targets, pe.bestAddr)
 	}
-	region := pe.homeDERP
-	if region == 0 {
-		region = pe.heardDERP
-	}
+	region := pe.derpRegionLocked()
 	pe.mu.Unlock()
 	sent := 0
 	for _, a := range targets {
-		pe.sendPing(a, 0, now, results)
+		pe.sendPing(a, 0, now, pingCLI, results)
 		sent++
 	}
 	if region != 0 {
-		pe.sendPing(netip.AddrPort{}, region, now, results)
+		pe.sendPing(netip.AddrPort{}, region, now, pingCLI, results)
 		sent++
 	}
 	return sent
