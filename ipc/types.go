@@ -25,7 +25,8 @@ const (
 	PathWatch  = "/" + APIVersion + "/watch"  // GET  → stream of Event, one JSON object per line
 	// PathPing sends one disco ping: GET ?peer=NAME|IP → PingResult. Reading, so anyone may.
 	PathPing = "/" + APIVersion + "/ping"
-	// PathNetcheck runs a netcheck now: GET → NetcheckReport.
+	// PathNetcheck runs a netcheck now: GET → NetcheckReport. Only root and the operator start
+	// a new run; others get the last report (Cached set).
 	PathNetcheck = "/" + APIVersion + "/netcheck"
 	// PathDNSQuery asks the helper's MagicDNS resolver directly: GET ?name=NAME&type=A →
 	// DNSQueryResult. Reading, so anyone may.
@@ -276,6 +277,9 @@ type Peer struct {
 	LastWrite *time.Time `json:"lastWrite,omitempty"`
 	LastAddr  string     `json:"lastAddr,omitempty"`
 	LastRelay string     `json:"lastRelay,omitempty"`
+	// RelayCauses are the cause codes (see Cause) found for a peer that is relayed, most
+	// likely first; `skein why PEER` explains them.
+	RelayCauses []string `json:"relayCauses,omitempty"`
 }
 
 // PingResult is the answer to one disco ping.
@@ -302,6 +306,31 @@ type NetcheckReport struct {
 	// RegionLatency maps region ID to latency in seconds; RegionCodes names them.
 	RegionLatency map[int]float64 `json:"regionLatency"`
 	RegionCodes   map[int]string  `json:"regionCodes"`
+
+	// Time is when the report was made.
+	Time time.Time `json:"time,omitzero"`
+	// IPv4 and IPv6: a STUN server answered over that family; OSHasIPv6: the host can send
+	// IPv6 at all.
+	IPv4      bool `json:"ipv4,omitempty"`
+	IPv6      bool `json:"ipv6,omitempty"`
+	OSHasIPv6 bool `json:"osHasIPv6,omitempty"`
+	// RegionV4Latency and RegionV6Latency are per family, in seconds.
+	RegionV4Latency map[int]float64 `json:"regionV4Latency,omitempty"`
+	RegionV6Latency map[int]float64 `json:"regionV6Latency,omitempty"`
+	// RegionNames are the regions' long names.
+	RegionNames map[int]string `json:"regionNames,omitempty"`
+	// PortMapping is what the router offers; nil when not checked.
+	PortMapping *PortMapping `json:"portMapping,omitempty"`
+	// Cached: this is the last report, not a new run (only root and the operator start one).
+	Cached bool `json:"cached,omitempty"`
+}
+
+// PortMapping says which ways of mapping a port the router offers, and the mapping held.
+type PortMapping struct {
+	UPnP   bool   `json:"upnp"`
+	NATPMP bool   `json:"natpmp"`
+	PCP    bool   `json:"pcp"`
+	Mapped string `json:"mapped,omitempty"` // external ip:port of our mapping, if any
 }
 
 // User is a tailnet user profile.

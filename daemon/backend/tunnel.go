@@ -15,6 +15,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/session"
 	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/transport"
+	"github.com/skeinvpn/skein/daemon/whyrelay"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -35,6 +36,10 @@ type Dataplane interface {
 	PeerPath(k key.NodePublic) (transport.PathInfo, bool)
 	Ping(ctx context.Context, k key.NodePublic) transport.PingResult
 	Netcheck(ctx context.Context) transport.Report
+	// PeerPathReport is the evidence about a peer for `skein why`, after a round of pings
+	// when wait > 0; RelayCauses the cause codes of a relayed peer, from what is known.
+	PeerPathReport(ctx context.Context, k key.NodePublic, wait time.Duration) (dataplane.PathReport, bool)
+	RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []string
 
 	// WireGuardPeers is how many peers WireGuard has configured now.
 	WireGuardPeers() int

@@ -94,6 +94,9 @@ type Dataplane struct {
 	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
 	pubMu sync.Mutex
 	pub   published
+
+	fw    firewallCache
+	local localCache
 }
 
 // published is the data plane's status as of its last apply.
@@ -208,6 +211,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
 	go d.watchHost(ctx)
+	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
 	return d, nil
 }

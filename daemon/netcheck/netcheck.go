@@ -39,6 +39,9 @@ type Report struct {
 	RegionLatency, RegionV4Latency, RegionV6Latency map[int]time.Duration
 	// PreferredDERP is the region chosen as home (0 when none can be).
 	PreferredDERP int
+	// UPnP, PMP and PCP say whether the router offers each way of mapping a port; nil when
+	// not checked (no port mapper).
+	UPnP, PMP, PCP *bool
 	// Quick marks a report of a quick run (one region: public address only).
 	Quick bool
 }
@@ -48,9 +51,11 @@ func (r Report) Clone() Report {
 	r.RegionLatency = cloneLat(r.RegionLatency)
 	r.RegionV4Latency = cloneLat(r.RegionV4Latency)
 	r.RegionV6Latency = cloneLat(r.RegionV6Latency)
-	if r.MappingVaries != nil {
-		v := *r.MappingVaries
-		r.MappingVaries = &v
+	for _, b := range []**bool{&r.MappingVaries, &r.UPnP, &r.PMP, &r.PCP} {
+		if *b != nil {
+			v := **b
+			*b = &v
+		}
 	}
 	return r
 }
@@ -90,7 +95,10 @@ type Options struct {
 	Send func(b []byte, dst netip.AddrPort) error
 	// LookupIP resolves a DERP node's host name ("ip4" or "ip6"); nil uses the system resolver.
 	LookupIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	Logf     func(format string, args ...any)
+	// PortMapProbe, when set, asks the router which port mapping protocols it offers; a full
+	// run calls it beside the STUN requests.
+	PortMapProbe func(ctx context.Context) (upnp, pmp, pcp bool, err error)
+	Logf         func(format string, args ...any)
 }
 
 // Checker runs reports. Create with New.
@@ -198,8 +206,27 @@ func (c *Checker) Run(ctx context.Context, dm *wire.DERPMap, prevHome int) Repor
 
 	// The run itself is not cut short by one caller's context: others may be waiting on it,
 	// and it is bounded by stunTimeout anyway.
-	rep := c.measure(context.WithoutCancel(ctx), dm, nil, stunTimeout)
+	runCtx := context.WithoutCancel(ctx)
+	type pmAnswer struct{ upnp, pmp, pcp, ok bool }
+	pm := make(chan pmAnswer, 1)
+	if c.opts.PortMapProbe != nil {
+		go func() {
+			pctx, cancel := context.WithTimeout(runCtx, stunTimeout)
+			defer cancel()
+			u, p, q, err := c.opts.PortMapProbe(pctx)
+			if err != nil {
+				c.opts.Logf("netcheck: port mapping probe: %v", err)
+			}
+			pm <- pmAnswer{u, p, q, true}
+		}()
+	} else {
+		pm <- pmAnswer{}
+	}
+	rep := c.measure(runCtx, dm, nil, stunTimeout)
 	rep.PreferredDERP = PickHome(rep.RegionLatency, prevHome, dm)
+	if a := <-pm; a.ok {
+		rep.UPnP, rep.PMP, rep.PCP = &a.upnp, &a.pmp, &a.pcp
+	}
 
 	c.mu.Lock()
 	c.last = rep

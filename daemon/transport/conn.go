@@ -36,8 +36,10 @@ type Conn struct {
 	epGen uint64
 	// reportedNI is what control was last told of the netcheck (UDP, IPv6, mapping).
 	reportedNI netInfoFacts
-	closed     bool
-	bindOpen   bool
+	// applied is the last report our endpoints come from (a quick one after a move).
+	applied  Report
+	closed   bool
+	bindOpen bool
 
 	pconn4, pconn6 *udpSocket
 	send4mu        sync.Mutex
@@ -83,7 +85,14 @@ func New(opts Options) *Conn {
 		cancel:   cancel,
 	}
 	c.derp = newDERPManager(c)
-	c.nc = netcheck.New(netcheck.Options{Send: c.sendUDPOne, Logf: c.logf})
+	nco := netcheck.Options{Send: c.sendUDPOne, Logf: c.logf}
+	if pm := opts.PortMapper; pm != nil {
+		nco.PortMapProbe = func(ctx context.Context) (bool, bool, bool, error) {
+			p, err := pm.Probe(ctx)
+			return p.UPnP, p.PMP, p.PCP, err
+		}
+	}
+	c.nc = netcheck.New(nco)
 	c.stunner = newSTUNLoop(c)
 	c.roam = newRoamWatch(c)
 	return c

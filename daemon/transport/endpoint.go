@@ -87,6 +87,7 @@ type peerEndpoint struct {
 	cmmEPGen     uint64    // Conn.epGen our last CallMeMaybe carried (0: none yet)
 	cmmOwed      bool      // a CallMeMaybe could not leave: send it when DERP is back
 	lastCMMForce time.Time // the peer's last CallMeMaybe that forced a round of pings
+	lastInbound  time.Time // our last InboundChanged round towards the peer
 	cmmDeferred  *time.Timer
 	pings        map[stun.TxID]sentPing
 	heartbeat    *time.Timer

@@ -103,6 +103,9 @@ func (c *Conn) quickSTUN(ctx context.Context) {
 // applyReport sets the home region and recomputes our endpoints, telling control on change
 // and the peers we talk to (CallMeMaybe) when our endpoints moved.
 func (c *Conn) applyReport(rep Report) {
+	c.mu.Lock()
+	c.applied = rep
+	c.mu.Unlock()
 	changed := false
 	if rep.PreferredDERP != 0 && c.derp.setHome(rep.PreferredDERP) {
 		changed = true
@@ -150,6 +153,17 @@ func (c *Conn) applyReport(rep Report) {
 	}
 }
 
+// PortMapChanged is how the port mapper says its mapping appeared, moved or went: our
+// endpoints are computed again (and told to control and active peers when they changed).
+func (c *Conn) PortMapChanged() {
+	c.mu.Lock()
+	rep := c.applied
+	c.mu.Unlock()
+	rep.PreferredDERP = 0 // only the endpoints move
+	rep.Quick = true      // and not the NetInfo facts
+	c.applyReport(rep)
+}
+
 // netInfoFacts are the NetInfo fields whose change is worth telling control.
 type netInfoFacts struct {
 	udp, v6, osV6, varies, variesBy bool
@@ -160,6 +174,9 @@ type netInfoFacts struct {
 func (c *Conn) NetInfo() *wire.NetInfo {
 	rep := c.nc.Last()
 	ni := &wire.NetInfo{PreferredDERP: c.derp.homeRegion()}
+	for _, e := range c.Endpoints() {
+		ni.HavePortMap = ni.HavePortMap || e.Type == EndpointPortmapped
+	}
 	if rep.At.IsZero() {
 		return ni
 	}
