@@ -194,6 +194,13 @@ func (c *Conn) peerByKey(k key.NodePublic) *peerEndpoint {
 	return c.peers.byKey[k]
 }
 
+// allPeers lists every peer (a snapshot: work on them happens without Conn.mu).
+func (c *Conn) allPeers() []*peerEndpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers.all()
+}
+
 // peerByAddr returns the peer that owns a verified address (nil if none).
 func (c *Conn) peerByAddr(a netipAddrPort) *peerEndpoint {
 	c.mu.Lock()
@@ -250,10 +257,7 @@ func (c *Conn) Endpoints() []Endpoint {
 func (c *Conn) Shutdown() {
 	c.mu.Lock()
 	c.closed = true
-	peers := make([]*peerEndpoint, 0, c.peers.len())
-	for _, pe := range c.peers.byKey {
-		peers = append(peers, pe)
-	}
+	peers := c.peers.all()
 	c.mu.Unlock()
 	c.cancel()
 	c.roam.stop()

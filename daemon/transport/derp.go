@@ -232,12 +232,7 @@ func (e errorString) Error() string { return string(e) }
 
 // sendOwedCallMeMaybes sends the CallMeMaybes that failed while region was disconnected.
 func (c *Conn) sendOwedCallMeMaybes(region int) {
-	c.mu.Lock()
-	peers := make([]*peerEndpoint, 0, c.peers.len())
-	for _, pe := range c.peers.byKey {
-		peers = append(peers, pe)
-	}
-	c.mu.Unlock()
+	peers := c.allPeers()
 	for _, pe := range peers {
 		pe.sendOwedCallMeMaybe(region)
 	}

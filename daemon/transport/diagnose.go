@@ -60,17 +60,7 @@ func (c *Conn) PingRound(ctx context.Context, k key.NodePublic, wait time.Durati
 		return PeerDiag{}, false
 	}
 	now := time.Now()
-	pe.mu.Lock()
-	var targets []netip.AddrPort
-	for a := range pe.candidates {
-		targets = append(targets, a)
-	}
-	if pe.bestAddr.IsValid() && pe.candidates[pe.bestAddr] == nil {
-		targets = append(targets, pe.bestAddr)
-	}
-	region := pe.derpRegionLocked()
-	pe.mu.Unlock()
-	slices.SortFunc(targets, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	targets, region := pe.pathTargets()
 	tallies := make([]PingTally, 0, len(targets)+1)
 	chans := make([]chan PingResult, 0, len(targets)+1)
 	for _, a := range targets {
@@ -126,12 +116,7 @@ func (c *Conn) PingRound(ctx context.Context, k key.NodePublic, wait time.Durati
 // waiting for the next discovery round.
 func (c *Conn) InboundChanged() {
 	now := time.Now()
-	c.mu.Lock()
-	peers := make([]*peerEndpoint, 0, c.peers.len())
-	for _, pe := range c.peers.byKey {
-		peers = append(peers, pe)
-	}
-	c.mu.Unlock()
+	peers := c.allPeers()
 	for _, pe := range peers {
 		pe.mu.Lock()
 		relayed := !(pe.bestAddr.IsValid() && now.Before(pe.trustUntil))

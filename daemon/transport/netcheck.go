@@ -131,10 +131,7 @@ func (c *Conn) applyReport(rep Report) {
 		c.epGen++
 		changed = true
 		if hadEPs {
-			active = make([]*peerEndpoint, 0, c.peers.len())
-			for _, pe := range c.peers.byKey {
-				active = append(active, pe)
-			}
+			active = c.peers.all()
 		}
 	}
 	c.mu.Unlock()

@@ -27,6 +27,15 @@ func newPeerIndex() peerIndex {
 
 func (ix *peerIndex) len() int { return len(ix.byKey) }
 
+// all lists every peer.
+func (ix *peerIndex) all() []*peerEndpoint {
+	out := make([]*peerEndpoint, 0, len(ix.byKey))
+	for _, pe := range ix.byKey {
+		out = append(out, pe)
+	}
+	return out
+}
+
 // add indexes pe by its node key.
 func (ix *peerIndex) add(pe *peerEndpoint) { ix.byKey[pe.nodeKey] = pe }
 

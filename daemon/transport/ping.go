@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/key"
@@ -56,16 +57,7 @@ const pingRetryInterval = 300 * time.Millisecond
 
 // pingAllPaths sends one disco ping over every path to the peer and returns how many it sent.
 func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) int {
-	pe.mu.Lock()
-	var targets []netip.AddrPort
-	for a := range pe.candidates {
-		targets = append(targets, a)
-	}
-	if pe.bestAddr.IsValid() && pe.candidates[pe.bestAddr] == nil {
-		targets = append(targets, pe.bestAddr)
-	}
-	region := pe.derpRegionLocked()
-	pe.mu.Unlock()
+	targets, region := pe.pathTargets()
 	sent := 0
 	for _, a := range targets {
 		pe.sendPing(a, 0, now, pingCLI, results)
@@ -76,6 +68,22 @@ func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) i
 		sent++
 	}
 	return sent
+}
+
+// pathTargets are every address of the peer (its candidates and the path in use), sorted, and
+// its DERP region (0: none).
+func (pe *peerEndpoint) pathTargets() ([]netip.AddrPort, int) {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	targets := make([]netip.AddrPort, 0, len(pe.candidates)+1)
+	for a := range pe.candidates {
+		targets = append(targets, a)
+	}
+	if pe.bestAddr.IsValid() && pe.candidates[pe.bestAddr] == nil {
+		targets = append(targets, pe.bestAddr)
+	}
+	slices.SortFunc(targets, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return targets, pe.derpRegionLocked()
 }
 
 // PeerPath returns the path state towards a peer.

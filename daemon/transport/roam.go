@@ -234,12 +234,7 @@ func (r *roamWatch) addrMoved(ipMoved bool) {
 // the peers we talk to get our endpoints; a DERP connection whose local address went away is
 // replaced.
 func (c *Conn) NetworkChanged() {
-	addrs := localAddrs()
-	strs := make([]string, len(addrs))
-	for i, a := range addrs {
-		strs[i] = a.String()
-	}
-	slices.Sort(strs)
+	strs := addrStrings()
 	fp := strings.Join(strs, ",")
 	r := c.roam
 	r.mu.Lock()
@@ -251,12 +246,7 @@ func (c *Conn) NetworkChanged() {
 	}
 	c.logf("transport: the host's addresses changed (%s → %s); checking paths", prev, fp)
 	now := time.Now()
-	c.mu.Lock()
-	peers := make([]*peerEndpoint, 0, c.peers.len())
-	for _, pe := range c.peers.byKey {
-		peers = append(peers, pe)
-	}
-	c.mu.Unlock()
+	peers := c.allPeers()
 	var active []*peerEndpoint
 	for _, pe := range peers {
 		pe.mu.Lock()
@@ -285,15 +275,21 @@ func (c *Conn) NetworkChanged() {
 // initAddrs records the host's addresses at Open, so the first NetworkChanged compares
 // against something.
 func (r *roamWatch) initAddrs() {
+	fp := strings.Join(addrStrings(), ",")
+	r.mu.Lock()
+	r.addrs = fp
+	r.mu.Unlock()
+}
+
+// addrStrings are the host's usable addresses, sorted: what NetworkChanged compares.
+func addrStrings() []string {
 	addrs := localAddrs()
 	strs := make([]string, len(addrs))
 	for i, a := range addrs {
 		strs[i] = a.String()
 	}
 	slices.Sort(strs)
-	r.mu.Lock()
-	r.addrs = strings.Join(strs, ",")
-	r.mu.Unlock()
+	return strs
 }
 
 // watchedFlag marks a peer under the roam watch (an atomic, so the send path checks it
