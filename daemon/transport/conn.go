@@ -34,6 +34,8 @@ type Conn struct {
 	myEPs   []Endpoint // our own candidate endpoints, reported to control
 	// epGen counts changes of myEPs, so a peer knows whether it was told the current set.
 	epGen uint64
+	// setGen numbers SetPeers calls: a peer not marked with the current one is gone.
+	setGen uint64
 	// reportedNI is what control was last told of the netcheck (UDP, IPv6, mapping).
 	reportedNI netInfoFacts
 	// applied is the last report our endpoints come from (a quick one after a move).
@@ -141,18 +143,24 @@ func (c *Conn) provisionalHome(m *wire.DERPMap) {
 // index update per peer, never a scan of the others.
 func (c *Conn) SetPeers(cfgs []PeerConfig) {
 	c.mu.Lock()
-	seen := make(map[key.NodePublic]bool, len(cfgs))
-	added := false
+	c.setGen++
+	gen := c.setGen
+	added, listed := false, 0
 	for _, pc := range cfgs {
-		seen[pc.NodeKey] = true
 		pe := c.peers.byKey[pc.NodeKey]
 		if pe == nil {
 			pe = newPeerEndpoint(c, pc)
 			c.peers.add(pe)
 			c.peers.setDisco(pe, key.DiscoPublic{}, pc.DiscoKey)
+			pe.setGen = gen
+			listed++
 			added = true
 			continue
 		}
+		if pe.setGen != gen {
+			listed++
+		}
+		pe.setGen = gen
 		old := pe.discoKey()
 		if pe.updateConfig(pc) {
 			// A new disco key means a restarted peer: its old paths are void.
@@ -163,9 +171,9 @@ func (c *Conn) SetPeers(cfgs []PeerConfig) {
 		c.peers.setDisco(pe, old, pc.DiscoKey)
 	}
 	var gone []*peerEndpoint
-	if len(seen) < c.peers.len() {
-		for k, pe := range c.peers.byKey {
-			if !seen[k] {
+	if listed < c.peers.len() {
+		for _, pe := range c.peers.byKey {
+			if pe.setGen != gen {
 				gone = append(gone, pe)
 			}
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,6 +69,7 @@ type sentPing struct {
 type peerEndpoint struct {
 	c       *Conn
 	nodeKey key.NodePublic
+	setGen  uint64 // the last SetPeers that listed the peer (guarded by Conn.mu)
 
 	mu           sync.Mutex
 	name         string
@@ -76,6 +78,7 @@ type peerEndpoint struct {
 	homeDERP     int
 	heardDERP    int // region the peer last reached us over
 	candidates   map[netip.AddrPort]*candidate
+	netmapEPs    []netip.AddrPort // the endpoints the last netmap gave
 	bestAddr     netip.AddrPort
 	bestLatency  time.Duration
 	trustUntil   time.Time
@@ -144,6 +147,11 @@ func (pe *peerEndpoint) updateConfig(pc PeerConfig) (discoChanged bool) {
 			pe.probing = false
 		}
 	}
+	// Most peers of a netmap did not change: nothing to allocate or scan for them.
+	if slices.Equal(pc.Endpoints, pe.netmapEPs) {
+		return discoChanged
+	}
+	pe.netmapEPs = slices.Clone(pc.Endpoints)
 	keep := make(map[netip.AddrPort]bool, len(pc.Endpoints))
 	for _, a := range pc.Endpoints {
 		if !a.IsValid() || a.Addr().IsLinkLocalUnicast() || a.Port() == 0 {
