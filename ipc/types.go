@@ -280,6 +280,9 @@ type Peer struct {
 	// RelayCauses are the cause codes (see Cause) found for a peer that is relayed, most
 	// likely first; `skein why PEER` explains them.
 	RelayCauses []string `json:"relayCauses,omitempty"`
+	// RelayCause is the most likely of them in full (one sentence and its fix), for a front end
+	// to show beside the path.
+	RelayCause *Cause `json:"relayCause,omitempty"`
 }
 
 // PingResult is the answer to one disco ping.

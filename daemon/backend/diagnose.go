@@ -155,12 +155,19 @@ func peerFacts(n *wire.Node, f *whyrelay.Facts) {
 	}
 }
 
-// relayCauses are the cause codes of an active peer that is relayed, for its status.
-func relayCauses(p *ipc.Peer, dp Dataplane, n *wire.Node) []string {
+// addRelayCauses adds to an active peer that is relayed the codes of its causes and the most
+// likely one in full, for status.
+func addRelayCauses(p *ipc.Peer, dp Dataplane, n *wire.Node) {
 	if dp == nil || p.CurAddr != "" || !p.Active {
-		return nil
+		return
 	}
-	return dp.RelayCauses(n.Key, func(f *whyrelay.Facts) { peerFacts(n, f) })
+	causes := dp.RelayCauses(n.Key, func(f *whyrelay.Facts) { peerFacts(n, f) })
+	for _, c := range causes {
+		p.RelayCauses = append(p.RelayCauses, c.Code)
+	}
+	if len(causes) > 0 {
+		p.RelayCause = &causes[0]
+	}
 }
 
 var _ ipc.Diagnoser = (*Backend)(nil)

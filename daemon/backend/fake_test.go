@@ -115,8 +115,8 @@ func (f *fakeDP) PeerPathReport(ctx context.Context, k key.NodePublic, wait time
 	r.Facts = whyrelay.Facts{PeerHasDisco: true, NetcheckRan: true, UDP: true, Pings: whyrelay.Pings{DirectSent: 1, Addrs: 1, DERPSent: 1, DERPAnswered: 1}}
 	return r, true
 }
-func (f *fakeDP) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []string {
-	return []string{"no_pong"}
+func (f *fakeDP) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc.Cause {
+	return []ipc.Cause{{Code: ipc.CauseNoPong, Summary: "Pings go unanswered.", Fix: "allow inbound UDP 41641"}}
 }
 func (f *fakeDP) Ping(ctx context.Context, k key.NodePublic) transport.PingResult {
 	return transport.PingResult{Endpoint: netip.MustParseAddrPort("198.51.100.9:41641"), Latency: 3 * time.Millisecond}

@@ -154,7 +154,7 @@ func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, region func(int) string) {
 	} else if pi.LastDERPRegion != 0 {
 		p.LastRelay = region(pi.LastDERPRegion)
 	}
-	p.RelayCauses = relayCauses(p, dp, n)
+	addRelayCauses(p, dp, n)
 }
 
 // pathDigestLocked condenses every peer's path, to notice a change.

@@ -37,9 +37,9 @@ type Dataplane interface {
 	Ping(ctx context.Context, k key.NodePublic) transport.PingResult
 	Netcheck(ctx context.Context) transport.Report
 	// PeerPathReport is the evidence about a peer for `skein why`, after a round of pings
-	// when wait > 0; RelayCauses the cause codes of a relayed peer, from what is known.
+	// when wait > 0; RelayCauses the causes of a relayed peer, from what is known.
 	PeerPathReport(ctx context.Context, k key.NodePublic, wait time.Duration) (dataplane.PathReport, bool)
-	RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []string
+	RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc.Cause
 
 	// WireGuardPeers is how many peers WireGuard has configured now.
 	WireGuardPeers() int

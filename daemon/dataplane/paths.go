@@ -15,6 +15,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/transport"
 	"github.com/skeinvpn/skein/daemon/whyrelay"
 	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/ipc"
 )
 
 // The data plane's view of paths and of the network, for the control session and the IPC:
@@ -97,9 +98,9 @@ func (d *Dataplane) netcheckFacts(f *whyrelay.Facts) {
 	f.Port = d.conn.LocalPort()
 }
 
-// RelayCauses are the cause codes for a relayed peer, from what is known without pinging
-// (for status); nil when the peer is direct or unknown. peer fills in control's word.
-func (d *Dataplane) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []string {
+// RelayCauses are the causes for a relayed peer, most likely first, from what is known without
+// pinging (for status); nil when the peer is direct or unknown. peer fills in control's word.
+func (d *Dataplane) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc.Cause {
 	diag, ok := d.conn.Diagnose(k)
 	if !ok || diag.Path.Direct.IsValid() {
 		return nil
@@ -107,11 +108,7 @@ func (d *Dataplane) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []
 	f := d.local.get(d)
 	f.PeerHasDisco = diag.HasDisco
 	peer(&f)
-	var codes []string
-	for _, c := range whyrelay.Explain(f) {
-		codes = append(codes, c.Code)
-	}
-	return codes
+	return whyrelay.Explain(f)
 }
 
 // defaultRoute is the gateway and our source address towards the internet (dst, or a
