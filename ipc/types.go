@@ -81,6 +81,9 @@ type Prefs struct {
 	// PersistForwarding: the user agreed to make IP forwarding permanent in /etc/sysctl.d;
 	// otherwise forwarding is switched on at run time only and restored when no longer needed.
 	PersistForwarding bool `json:"persistForwarding,omitempty"`
+	// NoPortMapping stops asking the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port
+	// (`skein set --port-mapping=false`).
+	NoPortMapping bool `json:"noPortMapping,omitempty"`
 }
 
 // PrefsPatch changes only the fields that are set.
@@ -100,6 +103,7 @@ type PrefsPatch struct {
 	AcceptRoutes      *bool     `json:"acceptRoutes,omitempty"`
 	PersistForwarding *bool     `json:"persistForwarding,omitempty"`
 	AcceptDNS         *bool     `json:"acceptDNS,omitempty"`
+	PortMapping       *bool     `json:"portMapping,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.

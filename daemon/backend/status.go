@@ -246,5 +246,6 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		AcceptRoutes:      p.AcceptRoutes,
 		PersistForwarding: p.PersistForwarding,
 		AcceptDNS:         !p.NoAcceptDNS,
+		PortMapping:       !p.NoPortMapping,
 	}
 }

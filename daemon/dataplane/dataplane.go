@@ -97,6 +97,7 @@ type Dataplane struct {
 
 	fw    firewallCache
 	local localCache
+	pm    *portMapper
 }
 
 // published is the data plane's status as of its last apply.
@@ -161,13 +162,16 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		Handler: d.dnsSrv.Handle,
 		Logf:    logf,
 	})
+	d.pm = newPortMapper(opts.StateDir, logf)
 	d.conn = transport.New(transport.Options{
 		Port:               opts.Port,
 		Mark:               router.FwmarkBypass,
 		DiscoKey:           opts.DiscoKey,
 		Logf:               logf,
 		OnEndpointsChanged: opts.OnEndpointsChanged,
+		PortMapper:         d.pm,
 	})
+	d.pm.setOnChange(d.conn.PortMapChanged)
 	d.conn.SetPrivateKey(opts.NodeKey)
 	wgLog := &device.Logger{
 		Verbosef: device.DiscardLogf,
@@ -372,6 +376,7 @@ func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
 		return nil
 	}
 	np := computePlan(nm, prefs, time.Now())
+	d.pm.setDisabled(!prefs.PortMapping)
 
 	rules, warns := filter.Compile(filterRules(nm), np.localNets)
 	for _, w := range warns {
@@ -532,8 +537,9 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			// A new address or link may move our direct paths; the transport checks.
+			// A new address or link may move our direct paths, or give us another router.
 			d.conn.NetworkChanged()
+			d.pm.networkChanged()
 		case <-t.C:
 			if len(d.fwdMissing()) == 0 {
 				continue

@@ -96,6 +96,19 @@ func (d *Dataplane) netcheckFacts(f *whyrelay.Facts) {
 		}
 	}
 	f.Port = d.conn.LocalPort()
+	st := d.pm.status()
+	f.RouterExternal = st.RejectedExternal
+	if !f.PortMapChecked && !st.Disabled && !st.ProbedAt.IsZero() {
+		f.PortMapChecked = true
+		for _, p := range []struct {
+			name string
+			on   bool
+		}{{"UPnP", st.Offers.UPnP}, {"NAT-PMP", st.Offers.NATPMP}, {"PCP", st.Offers.PCP}} {
+			if p.on {
+				f.PortMapOffered = append(f.PortMapOffered, p.name)
+			}
+		}
+	}
 }
 
 // RelayCauses are the causes for a relayed peer, most likely first, from what is known without

@@ -96,8 +96,9 @@ type Options struct {
 	// LookupIP resolves a DERP node's host name ("ip4" or "ip6"); nil uses the system resolver.
 	LookupIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	// PortMapProbe, when set, asks the router which port mapping protocols it offers; a full
-	// run calls it beside the STUN requests.
-	PortMapProbe func(ctx context.Context) (upnp, pmp, pcp bool, err error)
+	// run calls it beside the STUN requests. checked false (port mapping turned off) leaves the
+	// report's UPnP, PMP and PCP unknown.
+	PortMapProbe func(ctx context.Context) (upnp, pmp, pcp, checked bool)
 	Logf         func(format string, args ...any)
 }
 
@@ -213,11 +214,8 @@ func (c *Checker) Run(ctx context.Context, dm *wire.DERPMap, prevHome int) Repor
 		go func() {
 			pctx, cancel := context.WithTimeout(runCtx, stunTimeout)
 			defer cancel()
-			u, p, q, err := c.opts.PortMapProbe(pctx)
-			if err != nil {
-				c.opts.Logf("netcheck: port mapping probe: %v", err)
-			}
-			pm <- pmAnswer{u, p, q, true}
+			u, p, q, ok := c.opts.PortMapProbe(pctx)
+			pm <- pmAnswer{u, p, q, ok}
 		}()
 	} else {
 		pm <- pmAnswer{}

@@ -89,9 +89,15 @@ func New(opts Options) *Conn {
 	c.derp = newDERPManager(c)
 	nco := netcheck.Options{Send: c.sendUDPOne, Logf: c.logf}
 	if pm := opts.PortMapper; pm != nil {
-		nco.PortMapProbe = func(ctx context.Context) (bool, bool, bool, error) {
+		nco.PortMapProbe = func(ctx context.Context) (bool, bool, bool, bool) {
 			p, err := pm.Probe(ctx)
-			return p.UPnP, p.PMP, p.PCP, err
+			if errors.Is(err, ErrPortMapOff) {
+				return false, false, false, false
+			}
+			if err != nil {
+				c.logf("transport: port mapping probe: %v", err)
+			}
+			return p.UPnP, p.PMP, p.PCP, true
 		}
 	}
 	c.nc = netcheck.New(nco)

@@ -216,7 +216,9 @@ func (c *Conn) localEndpoints(rep Report) []Endpoint {
 	if port == 0 {
 		return eps
 	}
-	if rep.GlobalV4.IsValid() && rep.GlobalV4.Port() != port && c.opts.PortMapper != nil {
+	// Behind a NAT that maps per destination, the STUN address is no use to peers; with our
+	// fixed port, the user may have forwarded that port on the router by hand.
+	if rep.GlobalV4.IsValid() && rep.GlobalV4.Port() != port && rep.MappingVaries != nil && *rep.MappingVaries {
 		add(netip.AddrPortFrom(rep.GlobalV4.Addr(), port), EndpointSTUN4LocalPort)
 	}
 	for _, ip := range localAddrs() {

@@ -23,6 +23,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -77,6 +78,10 @@ type PortMapper interface {
 	// Close releases the mapping on the router.
 	Close() error
 }
+
+// ErrPortMapOff is what PortMapper.Probe returns while port mapping is turned off: netcheck
+// then says "not checked".
+var ErrPortMapOff = errors.New("port mapping is turned off")
 
 // PortMapProbe is what the router offers.
 type PortMapProbe struct {

@@ -271,3 +271,67 @@ func TestQuietPathFallsBackWithinASecond(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// fakeMapper is a PortMapper whose mapping the test sets.
+type fakeMapper struct {
+	mu   sync.Mutex
+	port uint16
+	ext  netip.AddrPort
+}
+
+func (f *fakeMapper) SetLocalPort(p uint16) { f.mu.Lock(); f.port = p; f.mu.Unlock() }
+func (f *fakeMapper) Mapping() (netip.AddrPort, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ext, f.ext.IsValid()
+}
+func (f *fakeMapper) Probe(context.Context) (PortMapProbe, error) {
+	return PortMapProbe{UPnP: true, PMP: true}, nil
+}
+func (f *fakeMapper) Close() error { return nil }
+
+// A port mapping is advertised first (type 3) as soon as the mapper says it changed, control is
+// told, and a router that claims a non-public external address is not believed.
+func TestPortMappedEndpointFirst(t *testing.T) {
+	fm := &fakeMapper{}
+	told := make(chan struct{}, 10)
+	c := New(Options{DiscoKey: key.NewDisco(), Logf: t.Logf, PortMapper: fm, OnEndpointsChanged: func() { told <- struct{}{} }})
+	defer c.Shutdown()
+	if _, _, err := c.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	if fm.port == 0 || fm.port != c.LocalPort() {
+		t.Fatalf("mapper asked for port %d, socket on %d", fm.port, c.LocalPort())
+	}
+	for _, lie := range []string{"0.0.0.0:41641", "192.168.1.1:41641", "100.64.0.9:41641", "127.0.0.1:41641"} {
+		fm.mu.Lock()
+		fm.ext = netip.MustParseAddrPort(lie)
+		fm.mu.Unlock()
+		c.PortMapChanged()
+		for _, e := range c.Endpoints() {
+			if e.Type == EndpointPortmapped {
+				t.Fatalf("advertised %v from a lying router", e.Addr)
+			}
+		}
+	}
+	ext := netip.MustParseAddrPort("203.0.113.9:61000")
+	fm.mu.Lock()
+	fm.ext = ext
+	fm.mu.Unlock()
+	for len(told) > 0 {
+		<-told
+	}
+	c.PortMapChanged()
+	eps := c.Endpoints()
+	if len(eps) == 0 || eps[0] != (Endpoint{Addr: ext, Type: EndpointPortmapped}) {
+		t.Fatalf("endpoints %v, want %v first", eps, ext)
+	}
+	select {
+	case <-told:
+	case <-time.After(time.Second):
+		t.Fatal("control not told of the mapping")
+	}
+	if ni := c.NetInfo(); !ni.HavePortMap {
+		t.Error("NetInfo does not say we have a port mapping")
+	}
+}

@@ -70,6 +70,14 @@ func newTrio(t testing.TB, sideA, sideB place) *trio {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTrioOn(t, l, c, key, sideA, sideB)
+}
+
+// newTrioOn is newTrio in a lab the caller set up (extra DERP regions, routers with port
+// mapping).
+func newTrioOn(t testing.TB, l *lab.Lab, c *lab.Control, key string, sideA, sideB place) *trio {
+	t.Helper()
+	var err error
 	tr := &trio{t: t, l: l, c: c, key: key}
 	tr.a = startFastNodeOn(t, sideA(t, l, "skein-a"))
 	tr.b = startFastNodeOn(t, sideB(t, l, "skein-b"))
