@@ -32,6 +32,12 @@ const (
 	cmmForceInterval    = time.Second
 )
 
+// Our own CallMeMaybes: the first ones of a discovery a second apart, then every 5 s.
+const (
+	cmmQuickRetries  = 2
+	cmmQuickInterval = time.Second
+)
+
 // candidate is one address we may reach a peer at.
 type candidate struct {
 	lastPing   time.Time
@@ -89,6 +95,7 @@ type peerEndpoint struct {
 	lastCMM      time.Time // our last CallMeMaybe to the peer
 	cmmEPGen     uint64    // Conn.epGen our last CallMeMaybe carried (0: none yet)
 	cmmOwed      bool      // a CallMeMaybe could not leave: send it when DERP is back
+	cmmQuick     int       // CallMeMaybes sent a second apart in this discovery
 	lastCMMForce time.Time // the peer's last CallMeMaybe that forced a round of pings
 	lastInbound  time.Time // our last InboundChanged round towards the peer
 	cmmDeferred  *time.Timer
@@ -301,8 +308,22 @@ func (pe *peerEndpoint) discoverRound(now time.Time, force, fromCMM bool) {
 		pe.lastFullPing = now
 	}
 	region := pe.homeDERP
-	sendCMM := len(targets) > 0 && region != 0 && !fromCMM && now.Sub(pe.lastCMM) >= discoPingInterval
+	// While no direct path is trusted, the first CallMeMaybes of a discovery go a second apart:
+	// one may reach a peer that does not have us in its netmap yet, or whose pings meet a port
+	// mapping the router is still installing, and the peer only tries again when told.
+	interval := discoPingInterval
+	trusted := pe.bestAddr.IsValid() && now.Before(pe.trustUntil)
+	quick := !trusted && !pe.lastCMM.IsZero() && now.Sub(pe.lastCMM) < sessionActiveTimeout && pe.cmmQuick < cmmQuickRetries
+	if quick {
+		interval = cmmQuickInterval
+	}
+	sendCMM := (len(targets) > 0 || quick) && region != 0 && !fromCMM && now.Sub(pe.lastCMM) >= interval
 	if sendCMM {
+		if now.Sub(pe.lastCMM) >= sessionActiveTimeout {
+			pe.cmmQuick = 0 // a new discovery
+		} else {
+			pe.cmmQuick++
+		}
 		pe.lastCMM = now
 	}
 	pe.mu.Unlock()
@@ -352,10 +373,13 @@ func (pe *peerEndpoint) sendOwedCallMeMaybe(region int) {
 }
 
 // ownEndpointsChanged re-runs discovery at once for a peer we exchanged traffic with recently,
-// bypassing the ping and CallMeMaybe rate limits, so that it learns our new address.
+// or told our endpoints recently (a CallMeMaybe of a discovery still going on, as when a fresh
+// node pings before its port mapping is made), bypassing the ping and CallMeMaybe rate limits,
+// so that it learns our new address.
 func (pe *peerEndpoint) ownEndpointsChanged(now time.Time) {
 	pe.mu.Lock()
-	recent := now.Sub(pe.lastSend) < sessionActiveTimeout || now.Sub(pe.lastRecv) < sessionActiveTimeout
+	recent := now.Sub(pe.lastSend) < sessionActiveTimeout || now.Sub(pe.lastRecv) < sessionActiveTimeout ||
+		(!pe.lastCMM.IsZero() && now.Sub(pe.lastCMM) < sessionActiveTimeout)
 	region := pe.homeDERP
 	if region == 0 {
 		region = pe.heardDERP

@@ -245,7 +245,7 @@ func appendSection(marker, section string) error {
 	if i := strings.Index(prev, marker); i >= 0 {
 		rest := prev[i+len(marker):]
 		end := len(rest)
-		for _, m := range []string{dnsMarker, taildropMarker} {
+		for _, m := range []string{dnsMarker, taildropMarker, roamMarker, pmMarker} {
 			if j := strings.Index(rest, m); j >= 0 && j < end {
 				end = j
 			}
