@@ -107,6 +107,9 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	if patch.SNATSubnetRoutes != nil {
 		next.NoSNAT = !*patch.SNATSubnetRoutes
 	}
+	if patch.PortMapping != nil {
+		next.NoPortMapping = !*patch.PortMapping
+	}
 	if next.ExitNodeID != "" && next.AdvertiseExitNode {
 		return p, &Error{Code: ErrBadRequest, Message: "cannot use an exit node while offering to be one", Fix: "skein set --exit-node= (or --advertise-exit-node=false)"}
 	}

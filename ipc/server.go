@@ -230,9 +230,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case PathNetcheck:
 		if s.method(w, r, http.MethodGet) {
-			rep, err := s.b.Netcheck(r.Context())
+			// Anyone may read the last report; only who may change state starts a new run.
+			rep, err := s.b.Netcheck(s.withCaller(r))
 			s.reply(w, rep, err)
 		}
+	case PathWhy:
+		s.serveWhy(w, r)
 	case PathDNSQuery:
 		if s.method(w, r, http.MethodGet) {
 			q := r.URL.Query()

@@ -25,7 +25,8 @@ const (
 	PathWatch  = "/" + APIVersion + "/watch"  // GET  → stream of Event, one JSON object per line
 	// PathPing sends one disco ping: GET ?peer=NAME|IP → PingResult. Reading, so anyone may.
 	PathPing = "/" + APIVersion + "/ping"
-	// PathNetcheck runs a netcheck now: GET → NetcheckReport.
+	// PathNetcheck runs a netcheck now: GET → NetcheckReport. Only root and the operator start
+	// a new run; others get the last report (Cached set).
 	PathNetcheck = "/" + APIVersion + "/netcheck"
 	// PathDNSQuery asks the helper's MagicDNS resolver directly: GET ?name=NAME&type=A →
 	// DNSQueryResult. Reading, so anyone may.
@@ -80,6 +81,9 @@ type Prefs struct {
 	// PersistForwarding: the user agreed to make IP forwarding permanent in /etc/sysctl.d;
 	// otherwise forwarding is switched on at run time only and restored when no longer needed.
 	PersistForwarding bool `json:"persistForwarding,omitempty"`
+	// NoPortMapping stops asking the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port
+	// (`skein set --port-mapping=false`).
+	NoPortMapping bool `json:"noPortMapping,omitempty"`
 }
 
 // PrefsPatch changes only the fields that are set.
@@ -99,6 +103,7 @@ type PrefsPatch struct {
 	AcceptRoutes      *bool     `json:"acceptRoutes,omitempty"`
 	PersistForwarding *bool     `json:"persistForwarding,omitempty"`
 	AcceptDNS         *bool     `json:"acceptDNS,omitempty"`
+	PortMapping       *bool     `json:"portMapping,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -276,6 +281,12 @@ type Peer struct {
 	LastWrite *time.Time `json:"lastWrite,omitempty"`
 	LastAddr  string     `json:"lastAddr,omitempty"`
 	LastRelay string     `json:"lastRelay,omitempty"`
+	// RelayCauses are the cause codes (see Cause) found for a peer that is relayed, most
+	// likely first; `skein why PEER` explains them.
+	RelayCauses []string `json:"relayCauses,omitempty"`
+	// RelayCause is the most likely of them in full (one sentence and its fix), for a front end
+	// to show beside the path.
+	RelayCause *Cause `json:"relayCause,omitempty"`
 }
 
 // PingResult is the answer to one disco ping.
@@ -302,6 +313,31 @@ type NetcheckReport struct {
 	// RegionLatency maps region ID to latency in seconds; RegionCodes names them.
 	RegionLatency map[int]float64 `json:"regionLatency"`
 	RegionCodes   map[int]string  `json:"regionCodes"`
+
+	// Time is when the report was made.
+	Time time.Time `json:"time,omitzero"`
+	// IPv4 and IPv6: a STUN server answered over that family; OSHasIPv6: the host can send
+	// IPv6 at all.
+	IPv4      bool `json:"ipv4,omitempty"`
+	IPv6      bool `json:"ipv6,omitempty"`
+	OSHasIPv6 bool `json:"osHasIPv6,omitempty"`
+	// RegionV4Latency and RegionV6Latency are per family, in seconds.
+	RegionV4Latency map[int]float64 `json:"regionV4Latency,omitempty"`
+	RegionV6Latency map[int]float64 `json:"regionV6Latency,omitempty"`
+	// RegionNames are the regions' long names.
+	RegionNames map[int]string `json:"regionNames,omitempty"`
+	// PortMapping is what the router offers; nil when not checked.
+	PortMapping *PortMapping `json:"portMapping,omitempty"`
+	// Cached: this is the last report, not a new run (only root and the operator start one).
+	Cached bool `json:"cached,omitempty"`
+}
+
+// PortMapping says which ways of mapping a port the router offers, and the mapping held.
+type PortMapping struct {
+	UPnP   bool   `json:"upnp"`
+	NATPMP bool   `json:"natpmp"`
+	PCP    bool   `json:"pcp"`
+	Mapped string `json:"mapped,omitempty"` // external ip:port of our mapping, if any
 }
 
 // User is a tailnet user profile.

@@ -27,6 +27,8 @@ type childReport struct {
 	UpErr     *ipc.Error `json:"upErr"`
 	DownErr   *ipc.Error `json:"downErr"`
 	PrefsErr  *ipc.Error `json:"prefsErr"`
+	// NetcheckCached: the helper answered netcheck with its last report, not a new run.
+	NetcheckCached bool `json:"netcheckCached"`
 }
 
 func TestMain(m *testing.M) {
@@ -60,6 +62,8 @@ func runChild(path string) int {
 	op := "nobody"
 	_, err = c.SetPrefs(ctx, ipc.PrefsPatch{Operator: &op})
 	rep.PrefsErr = asErr(err)
+	nc, _ := c.Netcheck(ctx)
+	rep.NetcheckCached = nc.Cached
 	json.NewEncoder(os.Stdout).Encode(rep)
 	return 0
 }
@@ -86,6 +90,9 @@ func TestUnprivilegedClient(t *testing.T) {
 	b.OnUp(func(context.Context, ipc.UpRequest) (ipc.UpResponse, error) {
 		t.Error("backend Up called for an unprivileged caller")
 		return ipc.UpResponse{}, nil
+	})
+	b.OnNetcheck(func(ctx context.Context) (ipc.NetcheckReport, error) {
+		return ipc.NetcheckReport{Cached: !ipc.CallerMayChange(ctx)}, nil
 	})
 	ipctest.ServeAt(t, sock, b, ipc.ServerOptions{})
 
@@ -119,6 +126,9 @@ func TestUnprivilegedClient(t *testing.T) {
 	if rep.PrefsErr == nil || rep.PrefsErr.Code != ipc.ErrNeedsOperator {
 		t.Errorf("set operator as nobody: %+v", rep.PrefsErr)
 	}
+	if !rep.NetcheckCached {
+		t.Error("a plain user started a netcheck run; only root and the operator may")
+	}
 
 	// Once nobody is the operator, changes are allowed, but changing the operator still is not.
 	op := "nobody"
@@ -134,6 +144,9 @@ func TestUnprivilegedClient(t *testing.T) {
 	json.Unmarshal(out, &rep)
 	if rep.UpErr != nil || rep.DownErr != nil {
 		t.Errorf("operator up/down: %+v %+v", rep.UpErr, rep.DownErr)
+	}
+	if rep.NetcheckCached {
+		t.Error("the operator got the last netcheck report, not a new run")
 	}
 	if rep.PrefsErr == nil || rep.PrefsErr.Code != ipc.ErrNeedsRoot {
 		t.Errorf("operator setting operator: %+v, want needs_root", rep.PrefsErr)

@@ -223,6 +223,7 @@ type peerDetail struct {
 	copyDNS  *widget.Button
 	ping     *widget.Button
 	pings    *widget.Label
+	why      *relayWhy
 	peer     ipc.Peer
 	has      bool
 	pingRun  int // increases with every ping run, so that an old run stops writing
@@ -271,7 +272,8 @@ func newPeerDetail(a *App) *peerDetail {
 	d.pings = widget.NewLabel("")
 	d.pings.TextStyle = fyne.TextStyle{}
 	d.pings.Selectable = true
-	d.body = container.NewVBox(d.title, d.form, container.NewHBox(d.copyIP, d.copyDNS, d.ping), container.NewHBox(d.useExit), d.pings)
+	d.why = newRelayWhy(a)
+	d.body = container.NewVBox(d.title, d.form, d.why.content, container.NewHBox(d.copyIP, d.copyDNS, d.ping), container.NewHBox(d.useExit), d.pings)
 	d.body.Hide()
 	d.content = container.NewVScroll(container.NewStack(container.NewCenter(d.none), d.body))
 	return d
@@ -311,6 +313,7 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.lastSeen.SetText(orDash(lastSeenText(p, d.a.now())))
 	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))
 	d.showExitNode(p)
+	d.why.show(p)
 	d.none.Hide()
 	d.body.Show()
 }

@@ -33,6 +33,7 @@ type settingsPage struct {
 	advertised  *cidrList
 	routesNote  *widget.Label
 	dns         *dnsSection
+	net         *networkSection
 	recv        *receiveSection
 	saved       string // the hostname as skeind last reported it
 	edited      bool
@@ -96,6 +97,7 @@ func newSettingsPage(a *App) *settingsPage {
 		func(list []string) ipc.PrefsPatch { return ipc.PrefsPatch{AdvertiseRoutes: &list} })
 	s.routesNote = caption()
 	s.dns = newDNSSection(a)
+	s.net = newNetworkSection(a)
 	s.recv = newReceiveSection(a)
 	a.recv = s.recv
 	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
@@ -108,6 +110,7 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("Subnet routes", container.NewVBox(s.accept, s.acceptNote)),
 		widget.NewFormItem("Advertised routes", container.NewVBox(s.advertised.content, s.routesNote)),
 		widget.NewFormItem("DNS", s.dns.content),
+		widget.NewFormItem("Network", s.net.content),
 		widget.NewFormItem("Received files", s.recv.content),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
@@ -177,6 +180,7 @@ func (s *settingsPage) update(a *App) {
 	s.acceptNote.SetText(acceptRoutesNote(v))
 	s.advertised.update(a)
 	s.dns.update(a)
+	s.net.update(a)
 	s.recv.update(a)
 }
 

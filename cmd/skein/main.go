@@ -46,6 +46,7 @@ var commands = []command{
 	{"ip", "Show this machine's (or a peer's) tailnet addresses", cmdIP},
 	{"ping", "Ping a peer at the disco layer and show the path (direct or DERP)", cmdPing},
 	{"netcheck", "Show UDP, public address, NAT type and DERP latencies", cmdNetcheck},
+	{"why", "Explain why a peer is relayed rather than direct, and how to fix it", cmdWhy},
 	{"set", "Change preferences (exit node, routes, operator, hostname, ...)", cmdSet},
 	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
 	{"dns", "Show the DNS configuration (dns status) or ask the resolver (dns query)", cmdDNS},

@@ -67,71 +67,29 @@ pong unless --until-direct=false. Exits 1 when no pong came or no direct path wa
 	}
 	if *untilDirect && !direct {
 		fmt.Fprintln(c.stderr, "direct connection not established")
+		c.printTopCause(peer)
 		return exitFail
 	}
 	return exitOK
 }
 
+// printTopCause names the most likely reason a peer is not reached directly, and its fix.
+func (c *cli) printTopCause(peer string) {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	rep, err := c.client().Why(ctx, peer)
+	if err != nil || rep.Path == "direct" || len(rep.Causes) == 0 {
+		return
+	}
+	top := rep.Causes[0]
+	fmt.Fprintf(c.stderr, "  cause: %s\n", top.Summary)
+	if top.Fix != "" {
+		fmt.Fprintf(c.stderr, "  fix: %s\n", top.Fix)
+	}
+	fmt.Fprintf(c.stderr, "  (skein why %s explains more)\n", peer)
+}
+
 func fmtLatency(sec float64) string {
 	d := time.Duration(sec * float64(time.Second))
 	return d.Round(time.Millisecond / 10).String()
-}
-
-func cmdNetcheck(c *cli, args []string) int {
-	f := c.newFlagSet("netcheck", "", `
-Report what the helper learns about the network from its tunnel socket: whether UDP works,
-the public addresses, whether the NAT maps differently per destination (hard NAT), and the
-latency to each DERP region.`)
-	if ok, code := c.parse(f, args); !ok {
-		return code
-	}
-	if f.NArg() > 0 {
-		return c.usageError(f, "unexpected arguments")
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
-	defer cancel()
-	rep, err := c.client().Netcheck(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	w := c.stdout
-	fmt.Fprintf(w, "\nReport:\n")
-	fmt.Fprintf(w, "\t* UDP: %v\n", rep.UDP)
-	if rep.GlobalV4 != "" {
-		fmt.Fprintf(w, "\t* IPv4: yes, %s\n", rep.GlobalV4)
-	} else {
-		fmt.Fprintf(w, "\t* IPv4: (no addr found)\n")
-	}
-	if rep.GlobalV6 != "" {
-		fmt.Fprintf(w, "\t* IPv6: yes, %s\n", rep.GlobalV6)
-	} else {
-		fmt.Fprintf(w, "\t* IPv6: no\n")
-	}
-	switch {
-	case rep.MappingVariesByDestIP == nil:
-		fmt.Fprintf(w, "\t* MappingVariesByDestIP: \n")
-	default:
-		fmt.Fprintf(w, "\t* MappingVariesByDestIP: %v\n", *rep.MappingVariesByDestIP)
-	}
-	if rep.PreferredDERP != 0 {
-		fmt.Fprintf(w, "\t* Nearest DERP: %s\n", regionName(rep, rep.PreferredDERP))
-	} else {
-		fmt.Fprintf(w, "\t* Nearest DERP: unknown (no response to latency probes)\n")
-	}
-	fmt.Fprintf(w, "\t* DERP latency:\n")
-	for id, code := range rep.RegionCodes {
-		if l, ok := rep.RegionLatency[id]; ok {
-			fmt.Fprintf(w, "\t\t- %s: %s\n", code, fmtLatency(l))
-		} else {
-			fmt.Fprintf(w, "\t\t- %s: (no response)\n", code)
-		}
-	}
-	return exitOK
-}
-
-func regionName(rep ipc.NetcheckReport, id int) string {
-	if code, ok := rep.RegionCodes[id]; ok {
-		return code
-	}
-	return fmt.Sprint(id)
 }

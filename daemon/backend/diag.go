@@ -63,41 +63,6 @@ func (b *Backend) Ping(ctx context.Context, peer string) (ipc.PingResult, error)
 	return res, nil
 }
 
-// Netcheck runs a netcheck from the tunnel's UDP socket.
-func (b *Backend) Netcheck(ctx context.Context) (ipc.NetcheckReport, error) {
-	b.mu.Lock()
-	dp, err := b.tunnelLocked("netcheck needs a running tunnel (it uses the tunnel's UDP socket and the tailnet's DERP map)")
-	b.mu.Unlock()
-	if err != nil {
-		return ipc.NetcheckReport{}, err
-	}
-	rep := dp.Netcheck(ctx)
-	out := ipc.NetcheckReport{
-		UDP:                   rep.UDP,
-		MappingVariesByDestIP: rep.MappingVaries,
-		PreferredDERP:         rep.PreferredDERP,
-		RegionLatency:         map[int]float64{},
-		RegionCodes:           map[int]string{},
-	}
-	if rep.GlobalV4.IsValid() {
-		out.GlobalV4 = rep.GlobalV4.String()
-	}
-	if rep.GlobalV6.IsValid() {
-		out.GlobalV6 = rep.GlobalV6.String()
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.nm != nil && b.nm.DERPMap != nil {
-		for id := range b.nm.DERPMap.Regions {
-			out.RegionCodes[id] = b.regionCodeLocked(id)
-		}
-	}
-	for id, l := range rep.RegionLatency {
-		out.RegionLatency[id] = l.Seconds()
-	}
-	return out, nil
-}
-
 // DNSQuery asks the MagicDNS resolver directly, as a program would at 100.100.100.100.
 func (b *Backend) DNSQuery(ctx context.Context, name, qtype string) (ipc.DNSQueryResult, error) {
 	t, ok := mdns.StringToType[strings.ToUpper(qtype)]

@@ -18,6 +18,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/session/sessiontest"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/daemon/transport"
+	"github.com/skeinvpn/skein/daemon/whyrelay"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -87,6 +88,10 @@ func (f *fakeDP) SetPeerAPIPorts(v4, v6 uint16) {
 }
 
 func (f *fakeDP) HomeDERP() int { return 1 }
+func (f *fakeDP) NetInfo() *wire.NetInfo {
+	udp := true
+	return &wire.NetInfo{PreferredDERP: 1, WorkingUDP: &udp}
+}
 func (f *fakeDP) LastReport() transport.Report {
 	return transport.Report{At: time.Now(), UDP: true, RegionLatency: map[int]time.Duration{1: 5 * time.Millisecond}, PreferredDERP: 1}
 }
@@ -98,6 +103,20 @@ func (f *fakeDP) PeerPath(k key.NodePublic) (transport.PathInfo, bool) {
 	defer f.mu.Unlock()
 	p, ok := f.paths[k]
 	return p, ok
+}
+
+// PeerPathReport: every peer is relayed over region 1; its one address never answered.
+func (f *fakeDP) PeerPathReport(ctx context.Context, k key.NodePublic, wait time.Duration) (dataplane.PathReport, bool) {
+	r := dataplane.PathReport{}
+	r.Path = transport.PathInfo{DERPRegion: 1}
+	r.HasDisco = true
+	to := netip.MustParseAddrPort("198.51.100.9:41641")
+	r.Round = []transport.PingTally{{To: to, Sent: 1}, {Region: 1, Sent: 1, Answered: 1, Latency: time.Millisecond}}
+	r.Facts = whyrelay.Facts{PeerHasDisco: true, NetcheckRan: true, UDP: true, Pings: whyrelay.Pings{DirectSent: 1, Addrs: 1, DERPSent: 1, DERPAnswered: 1}}
+	return r, true
+}
+func (f *fakeDP) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc.Cause {
+	return []ipc.Cause{{Code: ipc.CauseNoPong, Summary: "Pings go unanswered.", Fix: "allow inbound UDP 41641"}}
 }
 func (f *fakeDP) Ping(ctx context.Context, k key.NodePublic) transport.PingResult {
 	return transport.PingResult{Endpoint: netip.MustParseAddrPort("198.51.100.9:41641"), Latency: 3 * time.Millisecond}

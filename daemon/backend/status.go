@@ -154,6 +154,7 @@ func addPath(p *ipc.Peer, dp Dataplane, n *wire.Node, region func(int) string) {
 	} else if pi.LastDERPRegion != 0 {
 		p.LastRelay = region(pi.LastDERPRegion)
 	}
+	addRelayCauses(p, dp, n)
 }
 
 // pathDigestLocked condenses every peer's path, to notice a change.
@@ -245,5 +246,6 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		AcceptRoutes:      p.AcceptRoutes,
 		PersistForwarding: p.PersistForwarding,
 		AcceptDNS:         !p.NoAcceptDNS,
+		PortMapping:       !p.NoPortMapping,
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/dataplane"
@@ -16,6 +15,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/session"
 	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/transport"
+	"github.com/skeinvpn/skein/daemon/whyrelay"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -29,11 +29,17 @@ type Dataplane interface {
 	SetPeerAPIPorts(v4, v6 uint16)
 
 	HomeDERP() int
+	// NetInfo is what control is told of our network (home, UDP, IPv6, NAT, latencies).
+	NetInfo() *wire.NetInfo
 	LastReport() transport.Report
 	Endpoints() []transport.Endpoint
 	PeerPath(k key.NodePublic) (transport.PathInfo, bool)
 	Ping(ctx context.Context, k key.NodePublic) transport.PingResult
 	Netcheck(ctx context.Context) transport.Report
+	// PeerPathReport is the evidence about a peer for `skein why`, after a round of pings
+	// when wait > 0; RelayCauses the causes of a relayed peer, from what is known.
+	PeerPathReport(ctx context.Context, k key.NodePublic, wait time.Duration) (dataplane.PathReport, bool)
+	RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc.Cause
 
 	// WireGuardPeers is how many peers WireGuard has configured now.
 	WireGuardPeers() int
@@ -363,21 +369,11 @@ func (b *Backend) mapRequest(node key.NodePublic) *wire.MapRequest {
 	if dp == nil {
 		return req
 	}
-	rep := dp.LastReport()
-	ni := &wire.NetInfo{PreferredDERP: dp.HomeDERP()}
-	if !rep.At.IsZero() {
-		udp := rep.UDP
-		ni.WorkingUDP = &udp
-		ni.MappingVariesByDestIP = rep.MappingVaries
-		ni.DERPLatency = map[string]float64{}
-		for id, l := range rep.RegionLatency {
-			ni.DERPLatency[strconv.Itoa(id)+"-v4"] = l.Seconds()
-		}
-	}
+	ni := dp.NetInfo()
 	hi.NetInfo = ni
 	for _, e := range dp.Endpoints() {
 		req.Endpoints = append(req.Endpoints, e.Addr)
-		req.EndpointTypes = append(req.EndpointTypes, e.Type)
+		req.EndpointTypes = append(req.EndpointTypes, int(e.Type))
 	}
 	// The disco key goes out only with a home region. An official peer sets up a WireGuard
 	// peer for any node with a disco key or a home region, and its first handshake to a node

@@ -94,6 +94,10 @@ type Dataplane struct {
 	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
 	pubMu sync.Mutex
 	pub   published
+
+	fw    firewallCache
+	local localCache
+	pm    *portMapper
 }
 
 // published is the data plane's status as of its last apply.
@@ -158,13 +162,16 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		Handler: d.dnsSrv.Handle,
 		Logf:    logf,
 	})
+	d.pm = newPortMapper(opts.StateDir, logf)
 	d.conn = transport.New(transport.Options{
 		Port:               opts.Port,
 		Mark:               router.FwmarkBypass,
 		DiscoKey:           opts.DiscoKey,
 		Logf:               logf,
 		OnEndpointsChanged: opts.OnEndpointsChanged,
+		PortMapper:         d.pm,
 	})
+	d.pm.setOnChange(d.conn.PortMapChanged)
 	d.conn.SetPrivateKey(opts.NodeKey)
 	wgLog := &device.Logger{
 		Verbosef: device.DiscardLogf,
@@ -208,6 +215,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
 	go d.watchHost(ctx)
+	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
 	return d, nil
 }
@@ -368,6 +376,7 @@ func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
 		return nil
 	}
 	np := computePlan(nm, prefs, time.Now())
+	d.pm.setDisabled(!prefs.PortMapping)
 
 	rules, warns := filter.Compile(filterRules(nm), np.localNets)
 	for _, w := range warns {
@@ -528,6 +537,9 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// A new address or link may move our direct paths, or give us another router.
+			d.conn.NetworkChanged()
+			d.pm.networkChanged()
 		case <-t.C:
 			if len(d.fwdMissing()) == 0 {
 				continue

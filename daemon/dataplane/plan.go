@@ -33,6 +33,8 @@ type Prefs struct {
 	PersistForwarding bool
 	// AcceptDNS points the system resolver at MagicDNS.
 	AcceptDNS bool
+	// PortMapping asks the router (UPnP, NAT-PMP, PCP) to map our UDP port.
+	PortMapping bool
 }
 
 func (p Prefs) clone() Prefs {

@@ -485,6 +485,7 @@ func (c *Client) mapNow(ctx context.Context, mp *mapper, port uint16, prev *mapp
 	}
 	var errs []error
 	rejected := ""
+	var rejectedExt netip.Addr
 	for _, t := range tries {
 		m, err := t.do()
 		if err == nil {
@@ -499,6 +500,7 @@ func (c *Client) mapNow(ctx context.Context, mp *mapper, port uint16, prev *mapp
 			var np *notPublicError
 			if errors.As(err, &np) {
 				rejected = fmt.Sprintf("%s: %v", t.proto, np)
+				rejectedExt = np.addr
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", t.proto, err))
 			continue
@@ -507,7 +509,7 @@ func (c *Client) mapNow(ctx context.Context, mp *mapper, port uint16, prev *mapp
 		return nil
 	}
 	c.mu.Lock()
-	c.st.Rejected = rejected
+	c.st.Rejected, c.st.RejectedExternal = rejected, rejectedExt
 	c.mu.Unlock()
 	return errors.Join(errs...)
 }
@@ -522,7 +524,7 @@ func (c *Client) install(m *mapping, prev *mapping) {
 	}
 	c.mu.Lock()
 	c.cur = m
-	c.st.LastError, c.st.Rejected = "", ""
+	c.st.LastError, c.st.Rejected, c.st.RejectedExternal = "", "", netip.Addr{}
 	c.mu.Unlock()
 	c.notify()
 }

@@ -234,6 +234,12 @@ func TestLyingRouter(t *testing.T) {
 				if m, ok := c.Mapping(); ok {
 					t.Fatalf("reported %v", m)
 				}
+				// The address the router claimed, for "why relay?" (double NAT); UPnP's
+				// empty or unparsable answers may leave none to name.
+				got := c.Status().RejectedExternal
+				if (proto != UPnP || got.IsValid()) && got != netip.MustParseAddr(ext) {
+					t.Errorf("RejectedExternal %v, want %v", got, ext)
+				}
 				if f.count() != 0 {
 					t.Errorf("mapping left on a lying router: %+v", f.mapping(41641))
 				}

@@ -136,6 +136,9 @@ type Status struct {
 	// e.g. "external address 100.64.3.4 is not public (CGNAT)": a double
 	// NAT or a lying router.
 	Rejected string
+	// RejectedExternal is the external address of that rejected mapping (zero if none): what
+	// the router thinks its WAN address is, private or shared behind a double NAT.
+	RejectedExternal netip.Addr
 	// LastError is the last failure to map or renew ("" after a success).
 	LastError string
 	// Remaps counts mappings made again after the router lost ours

@@ -1,13 +1,8 @@
-// Package transport is Skein's "magicsock": a wireguard-go conn.Bind that carries WireGuard and
-// disco over one UDP socket per address family and over DERP relays, and picks for every peer
-// the best path (a verified direct ip:port, else the peer's home DERP region).
 package transport
 
 import (
 	"context"
 	"errors"
-	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -15,34 +10,13 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/disco"
 	"github.com/skeinvpn/skein/daemon/key"
+	"github.com/skeinvpn/skein/daemon/netcheck"
 	"github.com/skeinvpn/skein/daemon/wire"
 )
 
 const batchSize = conn.IdealBatchSize
 
 func contextBackground() context.Context { return context.Background() }
-
-// PeerConfig is what the transport needs to know of one peer, from the netmap.
-type PeerConfig struct {
-	NodeKey   key.NodePublic
-	DiscoKey  key.DiscoPublic
-	Endpoints []netip.AddrPort
-	HomeDERP  int
-	Name      string
-}
-
-// Options configure a Conn.
-type Options struct {
-	Port     uint16 // 0 = random
-	Mark     uint32 // SO_MARK for our sockets so they bypass the tunnel's routes
-	DiscoKey key.DiscoPrivate
-	Logf     func(format string, args ...any)
-	// OnEndpointsChanged is called (from a transport goroutine) when our own endpoints, home
-	// DERP or netcheck report change, so control can be told.
-	OnEndpointsChanged func()
-	// DERPDialContext overrides how DERP TCP connections are made (tests); nil = default.
-	DERPDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-}
 
 // Conn is the Bind. Create with New; wireguard-go calls Open/Close.
 type Conn struct {
@@ -52,17 +26,22 @@ type Conn struct {
 
 	mu      sync.Mutex
 	nodeKey key.NodePrivate
-	peers   map[key.NodePublic]*peerEndpoint
-	byDisco map[key.DiscoPublic]*peerEndpoint
-	byAddr  map[netip.AddrPort]*peerEndpoint
+	peers   peerIndex
 	derpMap *wire.DERPMap
 	derp    *derpManager
-	nc      *netchecker
+	nc      *netcheck.Checker
+	stunner *stunLoop
 	myEPs   []Endpoint // our own candidate endpoints, reported to control
+	// epGen counts changes of myEPs, so a peer knows whether it was told the current set.
+	epGen uint64
+	// setGen numbers SetPeers calls: a peer not marked with the current one is gone.
+	setGen uint64
 	// reportedNI is what control was last told of the netcheck (UDP, IPv6, mapping).
 	reportedNI netInfoFacts
-	closed     bool
-	bindOpen   bool
+	// applied is the last report our endpoints come from (a quick one after a move).
+	applied  Report
+	closed   bool
+	bindOpen bool
 
 	pconn4, pconn6 *udpSocket
 	send4mu        sync.Mutex
@@ -74,7 +53,9 @@ type Conn struct {
 	ctx    context.Context // lives as long as the Conn
 	cancel context.CancelFunc
 
-	// addrGen changes whenever byAddr does, invalidating receive-side caches.
+	roam *roamWatch
+
+	// addrGen changes whenever the address index does, invalidating receive-side caches.
 	addrGen atomic.Uint64
 	// Counters for status and tests.
 	derpDropped atomic.Uint64
@@ -82,12 +63,12 @@ type Conn struct {
 	packets atomic.Uint64
 	// testHookDiscoDERP sees every disco message sent over DERP (tests only).
 	testHookDiscoDERP func(region int, m disco.Message)
-}
-
-// Endpoint is one of our own candidate addresses, with its type as control wants it.
-type Endpoint struct {
-	Addr netip.AddrPort
-	Type int // 1 local, 2 stun
+	// testHookDrop drops UDP datagrams from the addresses it returns true for, as a network
+	// that stopped delivering them (tests only).
+	testHookDrop func(src netipAddrPort) bool
+	// testHookDiscoUDP sees every disco message sent over UDP and keeps it from leaving when
+	// it returns true (tests only).
+	testHookDiscoUDP func(dst netipAddrPort, m disco.Message) (swallow bool)
 }
 
 // New returns a transport; nothing listens until Open (called by wireguard-go).
@@ -100,15 +81,28 @@ func New(opts Options) *Conn {
 		opts:     opts,
 		logf:     opts.Logf,
 		discoPub: opts.DiscoKey.Public(),
-		peers:    map[key.NodePublic]*peerEndpoint{},
-		byDisco:  map[key.DiscoPublic]*peerEndpoint{},
-		byAddr:   map[netip.AddrPort]*peerEndpoint{},
+		peers:    newPeerIndex(),
 		derpRecv: make(chan derpPacket, 256),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
 	c.derp = newDERPManager(c)
-	c.nc = newNetchecker(c)
+	nco := netcheck.Options{Send: c.sendUDPOne, Logf: c.logf}
+	if pm := opts.PortMapper; pm != nil {
+		nco.PortMapProbe = func(ctx context.Context) (bool, bool, bool, bool) {
+			p, err := pm.Probe(ctx)
+			if errors.Is(err, ErrPortMapOff) {
+				return false, false, false, false
+			}
+			if err != nil {
+				c.logf("transport: port mapping probe: %v", err)
+			}
+			return p.UPnP, p.PMP, p.PCP, true
+		}
+	}
+	c.nc = netcheck.New(nco)
+	c.stunner = newSTUNLoop(c)
+	c.roam = newRoamWatch(c)
 	return c
 }
 
@@ -123,14 +117,19 @@ func (c *Conn) SetPrivateKey(k key.NodePrivate) {
 	}
 }
 
-// SetDERPMap sets the relay regions.
+// SetDERPMap sets the relay regions. The same map again (every netmap carries the one it
+// has) changes nothing.
 func (c *Conn) SetDERPMap(m *wire.DERPMap) {
 	c.mu.Lock()
+	same := c.derpMap == m
 	c.derpMap = m
 	c.mu.Unlock()
+	if same {
+		return
+	}
 	c.derp.onDERPMap(m)
 	c.provisionalHome(m)
-	c.nc.kick()
+	c.stunner.kick()
 }
 
 // provisionalHome picks a home region the moment a DERP map arrives without one, before any
@@ -141,62 +140,64 @@ func (c *Conn) provisionalHome(m *wire.DERPMap) {
 	if m == nil || c.derp.homeRegion() != 0 {
 		return
 	}
-	home := 0
-	for id, r := range m.Regions {
-		if homeEligible(r) && (home == 0 || id < home) {
-			home = id
-		}
+	if home := netcheck.FirstEligible(m); home != 0 {
+		c.applyReport(Report{PreferredDERP: home})
 	}
-	if home == 0 {
-		return
-	}
-	c.applyReport(Report{PreferredDERP: home})
 }
 
-// SetPeers replaces the peer set, keeping the path state of peers that stay.
+// SetPeers replaces the peer set, keeping the path state of peers that stay. It costs one
+// index update per peer, never a scan of the others.
 func (c *Conn) SetPeers(cfgs []PeerConfig) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	seen := make(map[key.NodePublic]bool, len(cfgs))
+	c.setGen++
+	gen := c.setGen
+	added, listed := false, 0
 	for _, pc := range cfgs {
-		seen[pc.NodeKey] = true
-		pe := c.peers[pc.NodeKey]
+		pe := c.peers.byKey[pc.NodeKey]
 		if pe == nil {
 			pe = newPeerEndpoint(c, pc)
-			c.peers[pc.NodeKey] = pe
-		} else {
-			if pe.updateConfig(pc) {
-				// A new disco key means a restarted peer: its old paths are void.
-				for a, p := range c.byAddr {
-					if p == pe {
-						delete(c.byAddr, a)
-					}
-				}
+			c.peers.add(pe)
+			c.peers.setDisco(pe, key.DiscoPublic{}, pc.DiscoKey)
+			pe.setGen = gen
+			listed++
+			added = true
+			continue
+		}
+		if pe.setGen != gen {
+			listed++
+		}
+		pe.setGen = gen
+		old := pe.discoKey()
+		if pe.updateConfig(pc) {
+			// A new disco key means a restarted peer: its old paths are void.
+			if c.peers.forgetAddrs(pe) {
+				c.addrGen.Add(1)
 			}
 		}
-		for dk, p := range c.byDisco {
-			if p == pe && dk != pc.DiscoKey {
-				delete(c.byDisco, dk)
-			}
-		}
-		if !pc.DiscoKey.IsZero() {
-			c.byDisco[pc.DiscoKey] = pe
-		}
+		c.peers.setDisco(pe, old, pc.DiscoKey)
 	}
-	for k, pe := range c.peers {
-		if !seen[k] {
-			pe.stop()
-			delete(c.peers, k)
-			delete(c.byDisco, pe.discoKey())
-			for a, p := range c.byAddr {
-				if p == pe {
-					delete(c.byAddr, a)
-				}
+	var gone []*peerEndpoint
+	if listed < c.peers.len() {
+		for _, pe := range c.peers.byKey {
+			if pe.setGen != gen {
+				gone = append(gone, pe)
 			}
 		}
 	}
-	if len(cfgs) > 0 {
-		c.nc.kick()
+	for _, pe := range gone {
+		if c.peers.remove(pe, pe.discoKey()) {
+			c.addrGen.Add(1)
+		}
+	}
+	c.mu.Unlock()
+	for _, pe := range gone {
+		pe.stop()
+	}
+	if added {
+		// New peers want our endpoints; a node that has none yet measures now.
+		if len(c.Endpoints()) == 0 {
+			c.stunner.kick()
+		}
 	}
 }
 
@@ -204,7 +205,42 @@ func (c *Conn) SetPeers(cfgs []PeerConfig) {
 func (c *Conn) peerByKey(k key.NodePublic) *peerEndpoint {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.peers[k]
+	return c.peers.byKey[k]
+}
+
+// allPeers lists every peer (a snapshot: work on them happens without Conn.mu).
+func (c *Conn) allPeers() []*peerEndpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers.all()
+}
+
+// peerByAddr returns the peer that owns a verified address (nil if none).
+func (c *Conn) peerByAddr(a netipAddrPort) *peerEndpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers.byAddr[a]
+}
+
+// setAddrOwner remembers that WireGuard packets from a verified address belong to pe.
+func (c *Conn) setAddrOwner(a netipAddrPort, pe *peerEndpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers.byKey[pe.nodeKey] != pe {
+		return // removed meanwhile
+	}
+	if c.peers.setAddr(a, pe) {
+		c.addrGen.Add(1)
+	}
+}
+
+// forgetAddrOwner drops a verified address of pe (the peer no longer lists it).
+func (c *Conn) forgetAddrOwner(a netipAddrPort, pe *peerEndpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers.forgetAddr(a, pe) {
+		c.addrGen.Add(1)
+	}
 }
 
 // LocalPort returns the UDP port we listen on (0 before Open).
@@ -230,19 +266,25 @@ func (c *Conn) Endpoints() []Endpoint {
 	return append([]Endpoint(nil), c.myEPs...)
 }
 
-// Shutdown stops everything, including DERP connections and the netchecker; after it the
-// Bind cannot be reopened. (Close, wireguard-go's, only unbinds the sockets.)
+// Shutdown stops everything, including DERP connections, the netchecker and the port mapper;
+// after it the Bind cannot be reopened. (Close, wireguard-go's, only unbinds the sockets.)
 func (c *Conn) Shutdown() {
 	c.mu.Lock()
 	c.closed = true
-	peers := c.peers
+	peers := c.peers.all()
 	c.mu.Unlock()
 	c.cancel()
+	c.roam.stop()
 	for _, pe := range peers {
 		pe.stop()
 	}
 	c.derp.closeAll()
 	c.Close()
+	if pm := c.opts.PortMapper; pm != nil {
+		if err := pm.Close(); err != nil {
+			c.logf("transport: releasing the port mapping: %v", err)
+		}
+	}
 }
 
 // ---- conn.Bind ----
@@ -278,7 +320,11 @@ func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		fns = append(fns, c.receiveFunc(p6))
 	}
 	c.logf("transport: listening on udp port %d", p4.port)
-	go c.nc.run(c.ctx)
+	if pm := c.opts.PortMapper; pm != nil {
+		pm.SetLocalPort(p4.port)
+	}
+	c.roam.initAddrs()
+	go c.stunner.run(c.ctx)
 	return fns, p4.port, nil
 }
 
@@ -317,53 +363,4 @@ func (c *Conn) ParseEndpoint(s string) (conn.Endpoint, error) {
 		return nil, errors.New("transport: endpoint for unknown peer " + k.ShortString())
 	}
 	return pe, nil
-}
-
-// Send sends a batch to one peer over its current best path.
-func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
-	pe, ok := ep.(*peerEndpoint)
-	if !ok {
-		return conn.ErrWrongEndpointType
-	}
-	c.packets.Add(uint64(len(bufs)))
-	return pe.send(bufs)
-}
-
-func (c *Conn) sendUDP(bufs [][]byte, dst netip.AddrPort) error {
-	c.mu.Lock()
-	p4, p6 := c.pconn4, c.pconn6
-	c.mu.Unlock()
-	if dst.Addr().Is4() || dst.Addr().Is4In6() {
-		if p4 == nil {
-			return net.ErrClosed
-		}
-		c.send4mu.Lock()
-		defer c.send4mu.Unlock()
-		return p4.writeBatch(bufs, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
-	}
-	if p6 == nil {
-		return errNoIPv6
-	}
-	c.send6mu.Lock()
-	defer c.send6mu.Unlock()
-	return p6.writeBatch(bufs, dst)
-}
-
-var errNoIPv6 = errors.New("transport: no IPv6 socket")
-
-// sendUDPOne sends one small datagram (disco, STUN).
-func (c *Conn) sendUDPOne(b []byte, dst netip.AddrPort) error {
-	c.mu.Lock()
-	p4, p6 := c.pconn4, c.pconn6
-	c.mu.Unlock()
-	if dst.Addr().Is4() {
-		if p4 == nil {
-			return net.ErrClosed
-		}
-		return p4.writeTo(b, dst)
-	}
-	if p6 == nil {
-		return errNoIPv6
-	}
-	return p6.writeTo(b, dst)
 }

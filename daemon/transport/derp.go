@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -190,7 +191,7 @@ func (c *Conn) onDERPMessage(region int, msg derp.Message) {
 	case *derp.ReceivedPacket:
 		now := time.Now()
 		if disco.LooksLikeDisco(m.Data) {
-			c.handleDisco(m.Data, netipAddrPortZero, region, m.Source, now)
+			c.handleDisco(m.Data, netip.AddrPort{}, region, m.Source, now)
 			return
 		}
 		if pe := c.peerByKey(m.Source); pe != nil {
@@ -208,6 +209,9 @@ func (c *Conn) onDERPMessage(region int, msg derp.Message) {
 			putDERPBuf(bp)
 			c.derpDropped.Add(1)
 		}
+	case derp.ServerInfoMessage:
+		// A new connection to the region: CallMeMaybes that could not leave go now.
+		go c.sendOwedCallMeMaybes(region)
 	case derp.PeerGone:
 		// The peer is no longer reachable through this region: fall back to its home.
 		if pe := c.peerByKey(m.Peer); pe != nil {
@@ -225,3 +229,11 @@ var errNoDERPRegion = errorString("transport: no such DERP region")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// sendOwedCallMeMaybes sends the CallMeMaybes that failed while region was disconnected.
+func (c *Conn) sendOwedCallMeMaybes(region int) {
+	peers := c.allPeers()
+	for _, pe := range peers {
+		pe.sendOwedCallMeMaybe(region)
+	}
+}

@@ -11,22 +11,6 @@ import (
 // derpMagicIP marks "via DERP region N" in a Pong's Src, as official peers do.
 var derpMagicIP = netip.MustParseAddr("127.3.3.40")
 
-func (c *Conn) nodePublic() key.NodePublic {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nodeKey.Public()
-}
-
-// setAddrOwner remembers that WireGuard packets from a verified address belong to pe.
-func (c *Conn) setAddrOwner(a netip.AddrPort, pe *peerEndpoint) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byAddr[a] != pe {
-		c.byAddr[a] = pe
-		c.addrGen.Add(1)
-	}
-}
-
 // handleDisco handles one disco packet that came over UDP from src (region 0), or over DERP
 // region from the node derpSrc. Packets from disco keys not in the netmap are dropped unopened.
 func (c *Conn) handleDisco(pkt []byte, src netip.AddrPort, region int, derpSrc key.NodePublic, now time.Time) {
@@ -35,7 +19,7 @@ func (c *Conn) handleDisco(pkt []byte, src netip.AddrPort, region int, derpSrc k
 		return
 	}
 	c.mu.Lock()
-	pe := c.byDisco[sender]
+	pe := c.peers.byDisco[sender]
 	c.mu.Unlock()
 	if pe == nil {
 		return
@@ -55,6 +39,9 @@ func (c *Conn) handleDisco(pkt []byte, src netip.AddrPort, region int, derpSrc k
 		// A DERP sender must be the node that owns this disco key.
 		return
 	}
+	if !viaDERP && !src.IsValid() {
+		return
+	}
 	if viaDERP {
 		pe.mu.Lock()
 		pe.heardDERP = region
@@ -69,7 +56,7 @@ func (c *Conn) handleDisco(pkt []byte, src netip.AddrPort, region int, derpSrc k
 			return
 		}
 		pong.Src = src
-		pe.addCandidate(src, now, false)
+		pe.addLearned(src, now)
 		c.setAddrOwner(src, pe)
 		c.sendDiscoUDP(src, pe, pong)
 		// Ping back so that our NAT opens towards the peer and we learn the path too.
@@ -81,57 +68,18 @@ func (c *Conn) handleDisco(pkt []byte, src netip.AddrPort, region int, derpSrc k
 		}
 		pe.mu.Unlock()
 		if due {
-			pe.sendPing(src, 0, now, nil)
+			pe.sendPing(src, 0, now, pingDiscovery, nil)
 		}
 	case *disco.Pong:
 		if viaDERP {
-			pe.handlePong(m.TxID, netip.AddrPort{}, region, now)
+			pe.handlePong(m.TxID, netip.AddrPort{}, netip.AddrPort{}, region, now)
 		} else {
-			pe.handlePong(m.TxID, src, 0, now)
+			pe.handlePong(m.TxID, src, m.Src, 0, now)
 		}
 	case *disco.CallMeMaybe:
 		if !viaDERP {
 			return // only valid over DERP
 		}
-		for _, a := range m.MyNumber {
-			pe.addCandidate(a, now, true)
-		}
-		pe.discover(now, true)
-	}
-}
-
-func (c *Conn) sealDisco(pe *peerEndpoint, m disco.Message) []byte {
-	pe.mu.Lock()
-	shared := pe.shared
-	pe.mu.Unlock()
-	if shared == nil {
-		return nil
-	}
-	return disco.Seal(nil, c.discoPub, shared, m)
-}
-
-func (c *Conn) sendDiscoUDP(dst netip.AddrPort, pe *peerEndpoint, m disco.Message) {
-	pkt := c.sealDisco(pe, m)
-	if pkt == nil {
-		return
-	}
-	if err := c.sendUDPOne(pkt, dst); err != nil {
-		c.logf("transport: disco to %v: %v", dst, err)
-	}
-}
-
-func (c *Conn) sendDiscoDERP(region int, pe *peerEndpoint, m disco.Message) {
-	if region == 0 {
-		return
-	}
-	pkt := c.sealDisco(pe, m)
-	if pkt == nil {
-		return
-	}
-	if c.testHookDiscoDERP != nil {
-		c.testHookDiscoDERP(region, m)
-	}
-	if err := c.derp.send(region, pe.nodeKey, [][]byte{pkt}); err != nil {
-		c.logf("transport: disco via DERP %d: %v", region, err)
+		pe.handleCallMeMaybe(m.MyNumber, now)
 	}
 }

@@ -6,94 +6,56 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
-	"sync"
+	"strconv"
+	"sync/atomic"
 	"time"
 
-	"github.com/skeinvpn/skein/daemon/stun"
 	"github.com/skeinvpn/skein/daemon/wire"
-
 	"github.com/skeinvpn/skein/internal/tsaddr"
 )
 
-var netipAddrPortZero netip.AddrPort
-
-// Report is what a netcheck learnt about our network.
-type Report struct {
-	At            time.Time
-	UDP           bool
-	GlobalV4      netip.AddrPort
-	GlobalV6      netip.AddrPort
-	MappingVaries *bool // nil when fewer than two STUN servers answered
-	RegionLatency map[int]time.Duration
-	PreferredDERP int
-}
-
+// Periodic re-STUN, as official nodes do it: often enough that NAT mappings of the STUN
+// exchange stay fresh and a changed public address is noticed even without traffic.
 const (
-	stunTimeout      = 3 * time.Second
-	reSTUNMin        = 20 * time.Second
-	reSTUNJitter     = 6 * time.Second
-	homeKeepMargin   = 10 * time.Millisecond
-	maxSTUNPerReport = 32
+	reSTUNMin    = 20 * time.Second
+	reSTUNJitter = 6 * time.Second
 )
 
-type stunProbe struct {
-	region int
-	server netip.AddrPort
-	at     time.Time
-}
+// netipAddrPort keeps the long type name out of signatures that repeat it.
+type netipAddrPort = netip.AddrPort
 
-type stunResult struct {
-	region  int
-	server  netip.AddrPort
-	latency time.Duration
-	mapped  netip.AddrPort
-}
-
-// netchecker runs STUN from the WireGuard socket to learn our public address and DERP
-// latencies, picks the home region and maintains our endpoint list.
-type netchecker struct {
-	c *Conn
-
-	mu      sync.Mutex
-	pending map[stun.TxID]stunProbe
-	results []stunResult
-	last    Report
+// stunLoop runs a full netcheck at start, when kicked (a new DERP map, the first peers) and
+// every 20-26 s.
+type stunLoop struct {
+	c       *Conn
 	wake    chan struct{}
-	running bool
+	started atomic.Bool
 }
 
-func newNetchecker(c *Conn) *netchecker {
-	return &netchecker{c: c, pending: map[stun.TxID]stunProbe{}, wake: make(chan struct{}, 1)}
+func newSTUNLoop(c *Conn) *stunLoop {
+	return &stunLoop{c: c, wake: make(chan struct{}, 1)}
 }
 
-// kick asks for a report soon (new DERP map, new peers).
-func (n *netchecker) kick() {
+// kick asks for a report soon.
+func (s *stunLoop) kick() {
 	select {
-	case n.wake <- struct{}{}:
+	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (n *netchecker) run(ctx context.Context) {
-	n.mu.Lock()
-	if n.running {
-		n.mu.Unlock()
+// run lives as long as the Conn: every Open calls it, the first one loops until Shutdown.
+func (s *stunLoop) run(ctx context.Context) {
+	if !s.started.CompareAndSwap(false, true) {
 		return
 	}
-	n.running = true
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		n.running = false
-		n.mu.Unlock()
-	}()
+	c := s.c
 	for {
-		n.c.mu.Lock()
-		dm := n.c.derpMap
-		n.c.mu.Unlock()
+		c.mu.Lock()
+		dm := c.derpMap
+		c.mu.Unlock()
 		if dm != nil {
-			n.report(ctx)
+			c.Netcheck(ctx)
 		}
 		d := reSTUNMin + time.Duration(mrand.Int64N(int64(reSTUNJitter)))
 		t := time.NewTimer(d)
@@ -101,227 +63,49 @@ func (n *netchecker) run(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-n.wake:
+		case <-s.wake:
 			t.Stop()
 		case <-t.C:
 		}
 	}
 }
 
-// Netcheck runs a report now and returns it.
+// Netcheck runs a full report now (or joins the one running) and applies it.
 func (c *Conn) Netcheck(ctx context.Context) Report {
-	return c.nc.report(ctx)
-}
-
-// LastReport returns the last netcheck report.
-func (c *Conn) LastReport() Report {
-	c.nc.mu.Lock()
-	defer c.nc.mu.Unlock()
-	return c.nc.last
-}
-
-func stunServers(dm *wire.DERPMap) map[int][]netip.AddrPort {
-	out := map[int][]netip.AddrPort{}
-	if dm == nil {
-		return out
-	}
-	for id, r := range dm.Regions {
-		if r == nil {
-			continue
-		}
-		for _, nd := range r.Nodes {
-			if nd == nil || nd.STUNPort < 0 {
-				continue
-			}
-			port := nd.STUNPort
-			if port == 0 {
-				port = 3478
-			}
-			ip, err := netip.ParseAddr(nd.IPv4)
-			if err != nil {
-				ip, err = netip.ParseAddr(nd.HostName)
-			}
-			if err != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				ips, rerr := net.DefaultResolver.LookupNetIP(ctx, "ip4", nd.HostName)
-				cancel()
-				if rerr != nil || len(ips) == 0 {
-					continue
-				}
-				ip = ips[0]
-			}
-			if ip.Is4() {
-				out[id] = append(out[id], netip.AddrPortFrom(ip, uint16(port)))
-			}
-		}
-	}
-	return out
-}
-
-func (n *netchecker) report(ctx context.Context) Report {
-	c := n.c
 	c.mu.Lock()
 	dm := c.derpMap
-	open := c.bindOpen
 	c.mu.Unlock()
-	servers := stunServers(dm)
-	n.mu.Lock()
-	n.results = nil
-	clear(n.pending)
-	n.mu.Unlock()
-	if open {
-		sent, delivered := 0, 0
-		for try := 0; try < 3 && sent < maxSTUNPerReport; try++ {
-			for region, addrs := range servers {
-				srv := addrs[try%len(addrs)]
-				tx := stun.NewTxID()
-				n.mu.Lock()
-				n.pending[tx] = stunProbe{region: region, server: srv, at: time.Now()}
-				n.mu.Unlock()
-				if c.sendUDPOne(stun.Request(tx), srv) == nil {
-					delivered++
-				}
-				sent++
-			}
-			if n.waitAll(ctx, len(servers), 100*time.Millisecond) {
-				break
-			}
-		}
-		// When no probe left this host (a local firewall refuses UDP), no answer can come:
-		// waiting out the timeout would only delay the report that says so.
-		if delivered > 0 {
-			n.waitAll(ctx, len(servers), stunTimeout)
-		}
-	}
-	rep := n.finish(dm)
+	rep := c.nc.Run(ctx, dm, c.derp.homeRegion())
 	c.applyReport(rep)
 	return rep
 }
 
-// waitAll waits up to d for an answer from every region; it reports whether all answered.
-func (n *netchecker) waitAll(ctx context.Context, regions int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		n.mu.Lock()
-		got := map[int]bool{}
-		for _, r := range n.results {
-			got[r.region] = true
-		}
-		n.mu.Unlock()
-		if len(got) >= regions {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// LastReport returns the last full netcheck report.
+func (c *Conn) LastReport() Report { return c.nc.Last() }
 
-// handleSTUN is called from the receive path for STUN-looking packets.
-func (n *netchecker) handleSTUN(b []byte, src netip.AddrPort, now time.Time) {
-	tx, mapped, err := stun.ParseResponse(b)
-	if err != nil {
+// NetcheckRunning reports whether a full netcheck is in flight.
+func (c *Conn) NetcheckRunning() bool { return c.nc.Running() }
+
+// quickSTUN asks the home region (only) for our public address and applies it: the fast path
+// when the network just changed.
+func (c *Conn) quickSTUN(ctx context.Context) {
+	c.mu.Lock()
+	dm := c.derpMap
+	c.mu.Unlock()
+	home := c.derp.homeRegion()
+	if dm == nil || home == 0 {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	p, ok := n.pending[tx]
-	if !ok || p.server != src {
-		return
-	}
-	delete(n.pending, tx)
-	n.results = append(n.results, stunResult{region: p.region, server: p.server, latency: now.Sub(p.at), mapped: mapped})
+	rep := c.nc.Quick(ctx, dm, home)
+	c.applyReport(rep)
 }
 
-func (n *netchecker) finish(dm *wire.DERPMap) Report {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	rep := Report{At: time.Now(), RegionLatency: map[int]time.Duration{}}
-	mappedBy := map[netip.AddrPort]netip.AddrPort{} // server → mapped
-	for _, r := range n.results {
-		rep.UDP = true
-		if l, ok := rep.RegionLatency[r.region]; !ok || r.latency < l {
-			rep.RegionLatency[r.region] = r.latency
-		}
-		if r.mapped.Addr().Is4() {
-			rep.GlobalV4 = r.mapped
-			mappedBy[r.server] = r.mapped
-		} else if r.mapped.Addr().Is6() {
-			rep.GlobalV6 = r.mapped
-		}
-	}
-	if len(mappedBy) >= 2 {
-		varies := false
-		var first netip.AddrPort
-		for _, m := range mappedBy {
-			if !first.IsValid() {
-				first = m
-			} else if m != first {
-				varies = true
-			}
-		}
-		rep.MappingVaries = &varies
-	}
-	rep.PreferredDERP = pickHome(rep.RegionLatency, n.last, dm)
-	n.last = rep
-	clear(n.pending)
-	return rep
-}
-
-// pickHome chooses the lowest-latency region, keeping the old home unless the new one is
-// clearly better; with no measurements it keeps the old home or takes the lowest region ID.
-func pickHome(lat map[int]time.Duration, prev Report, dm *wire.DERPMap) int {
-	best, bestLat := 0, time.Duration(0)
-	ids := make([]int, 0, len(lat))
-	for id := range lat {
-		if dm == nil || homeEligible(dm.Regions[id]) {
-			ids = append(ids, id)
-		}
-	}
-	sort.Ints(ids)
-	for _, id := range ids {
-		if best == 0 || lat[id] < bestLat {
-			best, bestLat = id, lat[id]
-		}
-	}
-	old := prev.PreferredDERP
-	if old != 0 && dm != nil && dm.Regions[old] != nil {
-		if oldLat, ok := lat[old]; ok && best != old {
-			if oldLat-bestLat < homeKeepMargin || bestLat > oldLat*2/3 {
-				return old
-			}
-		}
-		if best == 0 {
-			return old
-		}
-	}
-	if best == 0 && dm != nil {
-		for id, r := range dm.Regions {
-			if homeEligible(r) && (best == 0 || id < best) {
-				best = id
-			}
-		}
-	}
-	return best
-}
-
-// homeEligible reports whether a region can be a home: it has a relay (not only STUN servers)
-// and control does not ask nodes to keep away from it.
-func homeEligible(r *wire.DERPRegion) bool {
-	if r == nil || r.Avoid || r.NoMeasureNoHome {
-		return false
-	}
-	for _, nd := range r.Nodes {
-		if nd != nil && !nd.STUNOnly {
-			return true
-		}
-	}
-	return false
-}
-
-// applyReport sets the home region and recomputes our endpoints, telling control on change.
+// applyReport sets the home region and recomputes our endpoints, telling control on change
+// and the peers we talk to (CallMeMaybe) when our endpoints moved.
 func (c *Conn) applyReport(rep Report) {
+	c.mu.Lock()
+	c.applied = rep
+	c.mu.Unlock()
 	changed := false
 	if rep.PreferredDERP != 0 && c.derp.setHome(rep.PreferredDERP) {
 		changed = true
@@ -330,8 +114,8 @@ func (c *Conn) applyReport(rep Report) {
 	c.mu.Lock()
 	// What control sees of the report besides home and endpoints (latencies aside, which
 	// move with every run).
-	if !rep.At.IsZero() {
-		ni := netInfoFacts{udp: rep.UDP, v6: rep.GlobalV6.IsValid(), varies: rep.MappingVaries != nil}
+	if !rep.At.IsZero() && !rep.Quick {
+		ni := netInfoFacts{udp: rep.UDP, v6: rep.IPv6, osV6: rep.OSHasIPv6, varies: rep.MappingVaries != nil}
 		if rep.MappingVaries != nil {
 			ni.variesBy = *rep.MappingVaries
 		}
@@ -344,14 +128,16 @@ func (c *Conn) applyReport(rep Report) {
 	if !slices.Equal(eps, c.myEPs) {
 		hadEPs := len(c.myEPs) > 0
 		c.myEPs = eps
+		c.epGen++
 		changed = true
 		if hadEPs {
-			for _, pe := range c.peers {
-				active = append(active, pe)
-			}
+			active = c.peers.all()
 		}
 	}
 	c.mu.Unlock()
+	if len(active) > 0 {
+		c.logf("transport: our endpoints changed: %v", eps)
+	}
 	// Our address changed (a new NAT mapping, another network): peers in a conversation with
 	// us only learn it from our pings and a CallMeMaybe, so send them now rather than at the
 	// next heartbeat.
@@ -364,32 +150,100 @@ func (c *Conn) applyReport(rep Report) {
 	}
 }
 
-// netInfoFacts are the NetInfo fields whose change is worth telling control.
-type netInfoFacts struct {
-	udp, v6, varies, variesBy bool
+// PortMapChanged is how the port mapper says its mapping appeared, moved or went: our
+// endpoints are computed again (and told to control and active peers when they changed).
+func (c *Conn) PortMapChanged() {
+	c.mu.Lock()
+	rep := c.applied
+	c.mu.Unlock()
+	rep.PreferredDERP = 0 // only the endpoints move
+	rep.Quick = true      // and not the NetInfo facts
+	c.applyReport(rep)
 }
 
-// localEndpoints lists our candidate addresses: the STUN-mapped ones, then every address of an
-// up interface (not loopback, not link-local, not the tailnet's own) with our port.
+// netInfoFacts are the NetInfo fields whose change is worth telling control.
+type netInfoFacts struct {
+	udp, v6, osV6, varies, variesBy bool
+}
+
+// NetInfo describes our network for control: home region, UDP, IPv6, NAT mapping and the
+// region latencies of the last full netcheck.
+func (c *Conn) NetInfo() *wire.NetInfo {
+	rep := c.nc.Last()
+	ni := &wire.NetInfo{PreferredDERP: c.derp.homeRegion()}
+	for _, e := range c.Endpoints() {
+		ni.HavePortMap = ni.HavePortMap || e.Type == EndpointPortmapped
+	}
+	if rep.At.IsZero() {
+		return ni
+	}
+	udp, v6, osV6 := rep.UDP, rep.IPv6, rep.OSHasIPv6
+	ni.WorkingUDP = &udp
+	ni.WorkingIPv6 = &v6
+	ni.OSHasIPv6 = &osV6
+	ni.MappingVariesByDestIP = rep.MappingVaries
+	ni.DERPLatency = map[string]float64{}
+	for id, l := range rep.RegionV4Latency {
+		ni.DERPLatency[strconv.Itoa(id)+"-v4"] = l.Seconds()
+	}
+	for id, l := range rep.RegionV6Latency {
+		ni.DERPLatency[strconv.Itoa(id)+"-v6"] = l.Seconds()
+	}
+	return ni
+}
+
+// localEndpoints lists our candidate addresses: the router's port mapping first, then the
+// STUN-mapped ones (and, behind a NAT, the STUN address with our local port, for a manual port
+// forward), then every address of an up interface (not loopback, not link-local, not the
+// tailnet's own) with our port.
 func (c *Conn) localEndpoints(rep Report) []Endpoint {
 	port := c.LocalPort()
 	var eps []Endpoint
 	seen := map[netip.AddrPort]bool{}
-	add := func(a netip.AddrPort, typ int) {
+	add := func(a netip.AddrPort, typ EndpointType) {
 		if a.IsValid() && !seen[a] {
 			seen[a] = true
 			eps = append(eps, Endpoint{Addr: a, Type: typ})
 		}
 	}
-	add(rep.GlobalV4, 2)
-	add(rep.GlobalV6, 2)
+	if pm := c.opts.PortMapper; pm != nil {
+		if ext, ok := pm.Mapping(); ok && publicAddr(ext.Addr()) {
+			add(ext, EndpointPortmapped)
+		}
+	}
+	add(rep.GlobalV4, EndpointSTUN)
+	add(rep.GlobalV6, EndpointSTUN)
 	if port == 0 {
 		return eps
 	}
+	// Behind a NAT that maps per destination, the STUN address is no use to peers; with our
+	// fixed port, the user may have forwarded that port on the router by hand.
+	if rep.GlobalV4.IsValid() && rep.GlobalV4.Port() != port && rep.MappingVaries != nil && *rep.MappingVaries {
+		add(netip.AddrPortFrom(rep.GlobalV4.Addr(), port), EndpointSTUN4LocalPort)
+	}
+	for _, ip := range localAddrs() {
+		if ip.Is6() && !c.hasV6() {
+			continue
+		}
+		add(netip.AddrPortFrom(ip, port), EndpointLocal)
+	}
+	return eps
+}
+
+func (c *Conn) hasV6() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pconn6 != nil
+}
+
+// localAddrs are the addresses of this host's up interfaces a peer could reach: not loopback,
+// link-local, multicast or the tailnet's own.
+func localAddrs() []netip.Addr {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return eps
+		return nil
 	}
+	var out []netip.Addr
 	for _, ifc := range ifs {
 		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
 			continue
@@ -411,11 +265,15 @@ func (c *Conn) localEndpoints(rep Report) []Endpoint {
 			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || tsaddr.IsTailnetAddr(ip) {
 				continue
 			}
-			if ip.Is6() && c.pconn6 == nil {
-				continue
-			}
-			add(netip.AddrPortFrom(ip, port), 1)
+			out = append(out, ip)
 		}
 	}
-	return eps
+	return out
+}
+
+// publicAddr reports whether a router-reported external address can be a public endpoint: a
+// router that lies (0.0.0.0, loopback, a private or CGNAT address) is not advertised.
+func publicAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsValid() && ip.IsGlobalUnicast() && !ip.IsPrivate() && !tsaddr.CGNATRange.Contains(ip)
 }

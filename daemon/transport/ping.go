@@ -3,18 +3,11 @@ package transport
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/key"
 )
-
-// PingResult is the answer to one disco ping.
-type PingResult struct {
-	Endpoint   netip.AddrPort // the direct address that answered
-	DERPRegion int            // the region that answered, when via DERP
-	Latency    time.Duration
-	Err        string
-}
 
 // Ping sends a disco ping to the peer over every path at once (its verified or candidate
 // direct addresses and its home DERP region) and returns the first pong, as the official
@@ -64,29 +57,33 @@ const pingRetryInterval = 300 * time.Millisecond
 
 // pingAllPaths sends one disco ping over every path to the peer and returns how many it sent.
 func (pe *peerEndpoint) pingAllPaths(now time.Time, results chan<- PingResult) int {
+	targets, region := pe.pathTargets()
+	sent := 0
+	for _, a := range targets {
+		pe.sendPing(a, 0, now, pingCLI, results)
+		sent++
+	}
+	if region != 0 {
+		pe.sendPing(netip.AddrPort{}, region, now, pingCLI, results)
+		sent++
+	}
+	return sent
+}
+
+// pathTargets are every address of the peer (its candidates and the path in use), sorted, and
+// its DERP region (0: none).
+func (pe *peerEndpoint) pathTargets() ([]netip.AddrPort, int) {
 	pe.mu.Lock()
-	var targets []netip.AddrPort
+	defer pe.mu.Unlock()
+	targets := make([]netip.AddrPort, 0, len(pe.candidates)+1)
 	for a := range pe.candidates {
 		targets = append(targets, a)
 	}
 	if pe.bestAddr.IsValid() && pe.candidates[pe.bestAddr] == nil {
 		targets = append(targets, pe.bestAddr)
 	}
-	region := pe.homeDERP
-	if region == 0 {
-		region = pe.heardDERP
-	}
-	pe.mu.Unlock()
-	sent := 0
-	for _, a := range targets {
-		pe.sendPing(a, 0, now, results)
-		sent++
-	}
-	if region != 0 {
-		pe.sendPing(netip.AddrPort{}, region, now, results)
-		sent++
-	}
-	return sent
+	slices.SortFunc(targets, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return targets, pe.derpRegionLocked()
 }
 
 // PeerPath returns the path state towards a peer.

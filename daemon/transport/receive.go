@@ -12,15 +12,16 @@ import (
 	"github.com/skeinvpn/skein/daemon/stun"
 )
 
-// receiveFunc reads batches from one UDP socket. Disco and STUN packets are handled here and
-// hidden from wireguard-go (size 0); WireGuard packets are attributed to the peer that owns the
-// source address, and dropped when no peer does (a path is only trusted after disco).
+// The receive path, the send path's mirror: a batch comes off one UDP socket; STUN answers go
+// to the netchecker and disco to its handler, both hidden from wireguard-go (size 0); a
+// WireGuard packet is handed up as its peer's, when disco verified its source address, and
+// dropped otherwise. DERP delivers one relayed packet at a time through a second receive
+// function.
+
+// receiveFunc reads batches from one UDP socket.
 func (c *Conn) receiveFunc(s *udpSocket) conn.ReceiveFunc {
 	srcs := make([]netip.AddrPort, batchSize)
-	// One-entry cache: bulk traffic comes from one address at a time.
-	var lastAddr netip.AddrPort
-	var lastPeer *peerEndpoint
-	var lastGen uint64
+	var cache addrCache
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
 			n, err := s.readBatch(bufs, sizes, srcs)
@@ -32,44 +33,93 @@ func (c *Conn) receiveFunc(s *udpSocket) conn.ReceiveFunc {
 				}
 				return 0, err
 			}
-			wg := 0
-			now := time.Now()
-			for i := 0; i < n; i++ {
-				b := bufs[i][:sizes[i]]
-				src := srcs[i]
-				switch {
-				case sizes[i] == 0:
-				case stun.Is(b):
-					c.nc.handleSTUN(b, src, now)
-					sizes[i] = 0
-				case disco.LooksLikeDisco(b):
-					c.handleDisco(b, src, 0, key.NodePublic{}, now)
-					sizes[i] = 0
-				default:
-					gen := c.addrGen.Load()
-					var pe *peerEndpoint
-					if src == lastAddr && lastPeer != nil && gen == lastGen {
-						pe = lastPeer
-					} else {
-						c.mu.Lock()
-						pe = c.byAddr[src]
-						c.mu.Unlock()
-						lastAddr, lastPeer, lastGen = src, pe, gen
-					}
-					if pe == nil {
-						sizes[i] = 0
-						continue
-					}
-					pe.noteRecv(now, sizes[i])
-					eps[i] = pe
-					wg++
-				}
-			}
-			if wg > 0 {
-				c.packets.Add(uint64(wg))
+			if wg := c.demux(bufs, sizes, srcs[:n], eps, &cache, time.Now()); wg > 0 {
 				return n, nil
 			}
 		}
+	}
+}
+
+// addrCache is the receive loop's one-entry cache of the address index: bulk traffic comes
+// from one address at a time.
+type addrCache struct {
+	addr netip.AddrPort
+	pe   *peerEndpoint
+	gen  uint64
+}
+
+// demux sorts one received batch: STUN and disco are handled and their sizes set to 0;
+// WireGuard packets get their peer in eps, or size 0 when no peer owns the source. It returns
+// how many WireGuard packets are left for wireguard-go.
+func (c *Conn) demux(bufs [][]byte, sizes []int, srcs []netip.AddrPort, eps []conn.Endpoint, cache *addrCache, now time.Time) int {
+	wg := 0
+	// Per-peer bookkeeping is done once per run of packets from one peer.
+	var runPeer *peerEndpoint
+	var runSrc netip.AddrPort
+	runBytes := 0
+	flush := func() {
+		if runPeer != nil {
+			runPeer.noteRecvFrom(now, runBytes, runSrc)
+		}
+		runPeer, runBytes = nil, 0
+	}
+	for i := range srcs {
+		b := bufs[i][:sizes[i]]
+		src := srcs[i]
+		if c.testHookDrop != nil && c.testHookDrop(src) {
+			sizes[i] = 0
+			continue
+		}
+		switch {
+		case sizes[i] == 0:
+		case stun.Is(b):
+			c.nc.Receive(b, src, now)
+			sizes[i] = 0
+		case disco.LooksLikeDisco(b):
+			c.handleDisco(b, src, 0, key.NodePublic{}, now)
+			sizes[i] = 0
+		default:
+			gen := c.addrGen.Load()
+			var pe *peerEndpoint
+			if src == cache.addr && cache.pe != nil && gen == cache.gen {
+				pe = cache.pe
+			} else {
+				pe = c.peerByAddr(src)
+				*cache = addrCache{addr: src, pe: pe, gen: gen}
+			}
+			if pe == nil {
+				sizes[i] = 0
+				continue
+			}
+			if pe != runPeer || src != runSrc {
+				flush()
+				runPeer, runSrc = pe, src
+			}
+			runBytes += sizes[i]
+			eps[i] = pe
+			wg++
+		}
+	}
+	flush()
+	if wg > 0 {
+		c.packets.Add(uint64(wg))
+	}
+	return wg
+}
+
+// noteRecvFrom counts WireGuard bytes that came over UDP from src.
+func (pe *peerEndpoint) noteRecvFrom(now time.Time, n int, src netip.AddrPort) {
+	pe.mu.Lock()
+	pe.lastRecv = now
+	pe.rxBytes += uint64(n)
+	direct := src == pe.bestAddr
+	if direct {
+		pe.noteDirectLifeLocked(now)
+		pe.noteDataLocked(now)
+	}
+	pe.mu.Unlock()
+	if direct {
+		pe.c.roam.watch(pe)
 	}
 }
 

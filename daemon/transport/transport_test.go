@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,12 @@ func newTestNode(t *testing.T, ip string) *testNode {
 func (n *testNode) addPeer(t *testing.T, p *testNode, endpoints ...netip.AddrPort) {
 	t.Helper()
 	n.conn.SetPeers([]PeerConfig{{NodeKey: p.node.Public(), DiscoKey: p.disco.Public(), Endpoints: endpoints, Name: p.ip.String()}})
+	n.addWGPeer(t, p)
+}
+
+// addWGPeer configures p in n's WireGuard device (the transport peer is set up already).
+func (n *testNode) addWGPeer(t *testing.T, p *testNode) {
+	t.Helper()
 	r := p.node.Public().Raw()
 	hk := hex.EncodeToString(r[:])
 	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nallowed_ip=%s/32\n", hk, hk, p.ip)
@@ -138,29 +145,6 @@ func TestUnknownSourceDropped(t *testing.T) {
 	}
 }
 
-func TestPickHome(t *testing.T) {
-	ms := time.Millisecond
-	lat := map[int]time.Duration{1: 30 * ms, 2: 25 * ms, 3: 50 * ms}
-	if got := pickHome(lat, Report{}, nil); got != 2 {
-		t.Errorf("fresh pick %d, want 2", got)
-	}
-	// Keep the old home when the new best is less than 10 ms better.
-	dm := testDERPMap(1, 2, 3)
-	if got := pickHome(lat, Report{PreferredDERP: 1}, dm); got != 1 {
-		t.Errorf("hysteresis pick %d, want 1", got)
-	}
-	lat[2] = 5 * ms
-	if got := pickHome(lat, Report{PreferredDERP: 1}, dm); got != 2 {
-		t.Errorf("clearly better pick %d, want 2", got)
-	}
-	if got := pickHome(nil, Report{PreferredDERP: 3}, dm); got != 3 {
-		t.Errorf("no data: %d, want old home 3", got)
-	}
-	if got := pickHome(nil, Report{}, dm); got != 1 {
-		t.Errorf("no data, no home: %d, want lowest region 1", got)
-	}
-}
-
 // TestCallMeMaybeIsNotAnsweredWithOne: a CallMeMaybe makes us ping the listed endpoints at
 // once, but never answer with a CallMeMaybe of our own: two peers would bounce them forever.
 func TestCallMeMaybeIsNotAnsweredWithOne(t *testing.T) {
@@ -231,12 +215,123 @@ func TestProvisionalHomeOnDERPMap(t *testing.T) {
 	}
 }
 
-// Measured latencies never make a STUN-only region the home.
-func TestPickHomeSkipsSTUNOnly(t *testing.T) {
-	dm := testDERPMap(1, 2)
-	dm.Regions[2].Nodes[0].STUNOnly = true
-	lat := map[int]time.Duration{1: 30 * time.Millisecond, 2: 2 * time.Millisecond}
-	if h := pickHome(lat, Report{}, dm); h != 1 {
-		t.Errorf("pickHome = %d, want 1 (region 2 only runs STUN)", h)
+// A direct path that stops answering while traffic flows is probed and, when the probe goes
+// unanswered, stops being trusted within a second: traffic goes over DERP (and the old
+// address) while discovery looks for another path.
+func TestQuietPathFallsBackWithinASecond(t *testing.T) {
+	a := newTestNode(t, "100.64.0.1")
+	b := newTestNode(t, "100.64.0.2")
+	a.conn.SetDERPMap(testDERPMap(1))
+	a.conn.SetPeers([]PeerConfig{{NodeKey: b.node.Public(), DiscoKey: b.disco.Public(), HomeDERP: 1, Endpoints: []netip.AddrPort{b.loopback()}}})
+	a.addWGPeer(t, b)
+	b.addPeer(t, a, a.loopback())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Direct, with a latency measured after start-up (the first pong can take long).
+	for ctx.Err() == nil {
+		if r := a.conn.Ping(ctx, b.node.Public()); r.Endpoint.IsValid() && r.Latency < 20*time.Millisecond {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sendAndExpect(t, a, b)
+	sendAndExpect(t, b, a)
+	// From now on nothing of b reaches a.
+	var dropping atomic.Bool
+	a.conn.testHookDrop = func(src netip.AddrPort) bool { return dropping.Load() && src == b.loopback() }
+	dropping.Store(true)
+	cut := time.Now()
+	var fellBack time.Duration
+	for time.Since(cut) < 3*time.Second {
+		select {
+		case a.tun.Outbound <- tuntest.Ping(b.ip, a.ip):
+		default:
+		}
+		if pi, _ := a.conn.PeerPath(b.node.Public()); !pi.Direct.IsValid() && pi.DERPRegion == 1 {
+			fellBack = time.Since(cut)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fellBack == 0 || fellBack > time.Second {
+		t.Fatalf("still direct %v after the path went quiet (fell back after %v)", time.Since(cut), fellBack)
+	}
+	t.Logf("relayed %v after the direct path went quiet", fellBack.Round(time.Millisecond))
+	// The path comes back: so does direct.
+	dropping.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.tun.Outbound <- tuntest.Ping(b.ip, a.ip)
+		if pi, _ := a.conn.PeerPath(b.node.Public()); pi.Direct.IsValid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("direct path not found again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fakeMapper is a PortMapper whose mapping the test sets.
+type fakeMapper struct {
+	mu   sync.Mutex
+	port uint16
+	ext  netip.AddrPort
+}
+
+func (f *fakeMapper) SetLocalPort(p uint16) { f.mu.Lock(); f.port = p; f.mu.Unlock() }
+func (f *fakeMapper) Mapping() (netip.AddrPort, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ext, f.ext.IsValid()
+}
+func (f *fakeMapper) Probe(context.Context) (PortMapProbe, error) {
+	return PortMapProbe{UPnP: true, PMP: true}, nil
+}
+func (f *fakeMapper) Close() error { return nil }
+
+// A port mapping is advertised first (type 3) as soon as the mapper says it changed, control is
+// told, and a router that claims a non-public external address is not believed.
+func TestPortMappedEndpointFirst(t *testing.T) {
+	fm := &fakeMapper{}
+	told := make(chan struct{}, 10)
+	c := New(Options{DiscoKey: key.NewDisco(), Logf: t.Logf, PortMapper: fm, OnEndpointsChanged: func() { told <- struct{}{} }})
+	defer c.Shutdown()
+	if _, _, err := c.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	if fm.port == 0 || fm.port != c.LocalPort() {
+		t.Fatalf("mapper asked for port %d, socket on %d", fm.port, c.LocalPort())
+	}
+	for _, lie := range []string{"0.0.0.0:41641", "192.168.1.1:41641", "100.64.0.9:41641", "127.0.0.1:41641"} {
+		fm.mu.Lock()
+		fm.ext = netip.MustParseAddrPort(lie)
+		fm.mu.Unlock()
+		c.PortMapChanged()
+		for _, e := range c.Endpoints() {
+			if e.Type == EndpointPortmapped {
+				t.Fatalf("advertised %v from a lying router", e.Addr)
+			}
+		}
+	}
+	ext := netip.MustParseAddrPort("203.0.113.9:61000")
+	fm.mu.Lock()
+	fm.ext = ext
+	fm.mu.Unlock()
+	for len(told) > 0 {
+		<-told
+	}
+	c.PortMapChanged()
+	eps := c.Endpoints()
+	if len(eps) == 0 || eps[0] != (Endpoint{Addr: ext, Type: EndpointPortmapped}) {
+		t.Fatalf("endpoints %v, want %v first", eps, ext)
+	}
+	select {
+	case <-told:
+	case <-time.After(time.Second):
+		t.Fatal("control not told of the mapping")
+	}
+	if ni := c.NetInfo(); !ni.HavePortMap {
+		t.Error("NetInfo does not say we have a port mapping")
 	}
 }

@@ -100,6 +100,8 @@ type NetInfo struct {
 	WorkingUDP            *bool              `json:",omitempty"`
 	PreferredDERP         int                `json:",omitempty"`
 	DERPLatency           map[string]float64 `json:",omitempty"`
+	// HavePortMap: the node holds a port mapping on its router (UPnP, NAT-PMP or PCP).
+	HavePortMap bool `json:",omitempty"`
 }
 
 // MapRequest is the body of POST /machine/map.

@@ -23,6 +23,8 @@ type Backend struct {
 	setPrefs func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error)
 	onPing   func(ctx context.Context, peer string) (ipc.PingResult, error)
 	onDNS    func(ctx context.Context, name, qtype string) (ipc.DNSQueryResult, error)
+	onNC     func(ctx context.Context) (ipc.NetcheckReport, error)
+	onWhy    func(ctx context.Context, peer string) (ipc.WhyReport, error)
 	status   ipc.Status
 	prefs    ipc.Prefs
 	watchers map[chan ipc.Event]struct{}
@@ -190,9 +192,41 @@ func (b *Backend) DNSQuery(ctx context.Context, name, qtype string) (ipc.DNSQuer
 	return ipc.DNSQueryResult{Name: name, Type: qtype, Rcode: "NXDOMAIN", Via: "local"}, nil
 }
 
-// Netcheck implements ipc.Backend with an empty report.
+// Netcheck implements ipc.Backend: it answers from the hook set with OnNetcheck, else with an
+// empty report.
 func (b *Backend) Netcheck(ctx context.Context) (ipc.NetcheckReport, error) {
+	b.mu.Lock()
+	f := b.onNC
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx)
+	}
 	return ipc.NetcheckReport{RegionLatency: map[int]float64{}, RegionCodes: map[int]string{}}, nil
+}
+
+// OnNetcheck sets how Netcheck answers (ipc.CallerMayChange(ctx) tells who asks).
+func (b *Backend) OnNetcheck(f func(ctx context.Context) (ipc.NetcheckReport, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onNC = f
+}
+
+// Why implements ipc.Diagnoser: it answers from the hook set with OnWhy, else "unknown peer".
+func (b *Backend) Why(ctx context.Context, peer string) (ipc.WhyReport, error) {
+	b.mu.Lock()
+	f := b.onWhy
+	b.mu.Unlock()
+	if f != nil {
+		return f(ctx, peer)
+	}
+	return ipc.WhyReport{}, &ipc.Error{Code: ipc.ErrNotFound, Message: "unknown peer " + peer}
+}
+
+// OnWhy sets how Why answers.
+func (b *Backend) OnWhy(f func(ctx context.Context, peer string) (ipc.WhyReport, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onWhy = f
 }
 
 // Watch implements ipc.Backend.

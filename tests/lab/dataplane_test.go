@@ -99,10 +99,11 @@ func TestDirectPublicHosts(t *testing.T) {
 	pingICMP(t, alpha.Host(), n.selfIP())
 	transfer(t, n.host, alpha.Host(), alphaIP, 20<<20, time.Minute)
 	transfer(t, alpha.Host(), n.host, n.selfIP(), 20<<20, time.Minute)
-	// netcheck from the tunnel's socket: UDP works, our public address, the lab's DERP region.
+	// netcheck from the tunnel's socket: UDP works, our public address, the lab's DERP region
+	// (by its name, as the official CLI prints it).
 	r = n.cli("netcheck")
 	t.Logf("skein netcheck:\n%s", r.stdout)
-	for _, want := range []string{"UDP: true", "IPv4: yes, " + n.host.Addr().String() + ":41641", "Nearest DERP: headscale", "- headscale: "} {
+	for _, want := range []string{"UDP: true", "IPv4: yes, " + n.host.Addr().String() + ":41641", "Nearest DERP: Headscale Embedded DERP", "- headscale: "} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Errorf("skein netcheck (exit %d) lacks %q", r.code, want)
 		}
