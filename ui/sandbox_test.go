@@ -130,6 +130,7 @@ func TestOpenFolderThroughPortal(t *testing.T) {
 	h.be.AddFile("report.pdf", "air", data)
 	saved := filepath.Join(h.downloads, "report.pdf")
 	h.waitFile(saved, data)
+	h.waitNotices(1, "report.pdf from air") // it follows the file (and the inbox's delete)
 	n := h.sentNotices()
 	if len(n) != 1 || n[0].open == nil {
 		t.Fatalf("notifications %+v", n)

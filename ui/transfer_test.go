@@ -457,8 +457,23 @@ func TestReceiveWaitingAtStart(t *testing.T) {
 	h.start()
 	h.waitFile(filepath.Join(h.downloads, "early.txt"), []byte("waited"))
 	h.waitInboxEmpty()
-	if n := h.sentNotices(); len(n) != 1 || n[0].summary != "early.txt from gamma" {
-		t.Errorf("notifications %+v", n)
+	// The notification follows the inbox's delete: wait for it, then make sure it is the only one.
+	h.waitNotices(1, "early.txt from gamma")
+}
+
+// waitNotices waits until n notifications were sent, the last with summary, and checks that
+// no more follow.
+func (h *harness) waitNotices(n int, summary string) {
+	h.t.Helper()
+	h.eventually("notifications", func() string {
+		if got := h.sentNotices(); len(got) != n || got[n-1].summary != summary {
+			return fmt.Sprintf("notifications %+v, want %d, the last %q", got, n, summary)
+		}
+		return ""
+	})
+	time.Sleep(100 * time.Millisecond)
+	if got := h.sentNotices(); len(got) != n {
+		h.t.Errorf("notifications %+v, want %d", got, n)
 	}
 }
 
@@ -509,9 +524,7 @@ func TestReceiveAskAcceptDecline(t *testing.T) {
 	h.tapOverlay(askAccept)
 	h.waitFile(filepath.Join(h.downloads, "photo.jpg"), data)
 	h.waitInboxEmpty()
-	if n := h.sentNotices(); len(n) != 1 || n[0].summary != "photo.jpg from air" {
-		t.Errorf("notifications %+v, want one for photo.jpg", n)
-	}
+	h.waitNotices(1, "photo.jpg from air")
 }
 
 func TestUserDirs(t *testing.T) {
