@@ -70,6 +70,9 @@ type App struct {
 	wg     sync.WaitGroup
 	xferWG sync.WaitGroup // file transfers, so that Stop lets them clean up
 
+	doMu    sync.RWMutex
+	stopped bool // under doMu: set by Stop, after which a.do drops UI work
+
 	notifier *desktopNotifier
 	openURI  func(*url.URL) error
 
@@ -116,10 +119,23 @@ type App struct {
 
 // New builds the app's window and tray on fa; Start connects to skeind.
 func New(fa fyne.App, opts Options) *App {
-	a := &App{fa: fa, opts: opts, client: ipc.NewClient(opts.Socket), do: opts.Do, now: opts.Now}
-	helperSocket = a.client.SocketPath()
-	if a.do == nil {
-		a.do = fyne.Do
+	a := &App{fa: fa, opts: opts, client: ipc.NewClient(opts.Socket), now: opts.Now}
+	setHelperSocket(a.client.SocketPath())
+	do := opts.Do
+	if do == nil {
+		do = fyne.Do
+	}
+	// Background goroutines (IPC calls, pings, portals) may finish after Stop: their UI work is
+	// dropped then, and Stop waits for any that is running, so a stopped App never touches Fyne.
+	a.do = func(fn func()) {
+		do(func() {
+			a.doMu.RLock()
+			defer a.doMu.RUnlock()
+			if a.stopped {
+				return
+			}
+			fn()
+		})
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -174,6 +190,9 @@ func (a *App) Stop() {
 	case <-done:
 	case <-time.After(3 * time.Second):
 	}
+	a.doMu.Lock()
+	a.stopped = true
+	a.doMu.Unlock()
 	a.notifier.close()
 }
 

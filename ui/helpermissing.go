@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -13,11 +14,19 @@ import (
 // through tmpfiles.d, so a missing directory means skeind is not installed at all, while an
 // existing one with nothing answering means it is installed but not running.
 
-// helperSocket is the socket the app talks to (set when the App is made).
-var helperSocket = ipc.DefaultSocket
+// helperSocket is the socket the app talks to, set when the App is made. Atomic because an
+// App's background goroutines read it while another App may be made (tests make many).
+var helperSocket atomic.Pointer[string]
+
+func setHelperSocket(path string) { helperSocket.Store(&path) }
 
 // helperDir is the directory of the helper's socket.
-func helperDir() string { return filepath.Dir(helperSocket) }
+func helperDir() string {
+	if p := helperSocket.Load(); p != nil {
+		return filepath.Dir(*p)
+	}
+	return filepath.Dir(ipc.DefaultSocket)
+}
 
 // osReleasePath is the host's os-release (inside a Flatpak the host's copy is under /run/host).
 var osReleasePath = func() string {

@@ -29,14 +29,14 @@ func TestInstallCommandPerDistribution(t *testing.T) {
 }
 
 func TestHelperMissingVersusStopped(t *testing.T) {
-	old := helperSocket
-	t.Cleanup(func() { helperSocket = old })
+	old := helperSocket.Load()
+	t.Cleanup(func() { helperSocket.Store(old) })
 	dir := t.TempDir()
-	helperSocket = filepath.Join(dir, "skeind.sock")
+	setHelperSocket(filepath.Join(dir, "skeind.sock"))
 	if got := helperMissingTitle(); got != "Skein's helper is installed but not running" || helperMissingFix() != "sudo systemctl enable --now skeind" {
 		t.Errorf("stopped: %q / %q", got, helperMissingFix())
 	}
-	helperSocket = filepath.Join(dir, "gone", "skeind.sock")
+	setHelperSocket(filepath.Join(dir, "gone", "skeind.sock"))
 	if got := helperMissingTitle(); got != "Skein's helper is not installed" || !strings.Contains(helperMissingHint(), "Install it") {
 		t.Errorf("missing: %q / %q", got, helperMissingHint())
 	}

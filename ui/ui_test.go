@@ -797,3 +797,26 @@ func TestSingleInstance(t *testing.T) {
 	}
 	again.Close()
 }
+
+// UI work that a background goroutine hands over after Stop is dropped: CI once caught a
+// finished test's prefs fetch refreshing its closed window while the next test's App ran
+// (Fyne's caches are shared, so under -race that is a data race between two tests).
+func TestStoppedAppDropsLateUIWork(t *testing.T) {
+	h := newHarness(t, running(), ipc.Prefs{})
+	h.eventually("connected", func() string { return h.expect("Connected") })
+	ran := make(chan bool, 1)
+	done := make(chan struct{})
+	h.mu.Lock() // the UI goroutine is busy: the late work waits behind it
+	go func() {
+		defer close(done)
+		h.a.do(func() { ran <- true })
+	}()
+	h.a.Stop()
+	h.mu.Unlock()
+	<-done
+	select {
+	case <-ran:
+		t.Fatal("a stopped App still ran UI work")
+	default:
+	}
+}
