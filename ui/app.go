@@ -99,8 +99,9 @@ type App struct {
 	// trayTextLive: the tray item is on the bus, so a new title goes out at once.
 	trayTextLive bool
 	exit         *exitPage
-	authURL      string // the login URL from our own Up call, until Running
-	prefsPatches int    // prefs patches sent so far, to tell the latest answer from older ones
+	authURL      string        // the login URL from our own Up call, until Running
+	prefsPatches int           // prefs patches sent so far, to tell the latest answer from older ones
+	lastPatch    chan struct{} // closed when the last patch sent is answered
 
 	// Taildrop (transfer.go).
 	files      *filesPage

@@ -264,7 +264,20 @@ type patchOpts struct {
 func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 	a.prefsPatches++
 	seq := a.prefsPatches
+	// Patches go one after another, in the order the user made them: sent at once, skeind
+	// could apply them in either order, and the latest one's answer (the only one taken)
+	// would then miss the other's change, with no prefs event left to bring it.
+	prev, done := a.lastPatch, make(chan struct{})
+	a.lastPatch = done
 	go func() {
+		defer close(done)
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-a.ctx.Done():
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(a.ctx, 15*time.Second)
 		defer cancel()
 		p, err := a.client.SetPrefs(ctx, patch)

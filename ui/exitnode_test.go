@@ -2,10 +2,13 @@ package ui
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/test"
@@ -469,4 +472,44 @@ func TestTrayTextWaitsForTheTray(t *testing.T) {
 	if !slices.Equal(titles, []string{"Skein · exit node gamma"}) || len(tips) != 2 {
 		t.Fatalf("titles %q, tooltips %q", titles, tips)
 	}
+}
+
+// Two switches flipped at once both end up on: the app sends the second change after the
+// first is answered. (Sent together, skeind may apply them in the other order; the answer to
+// the later one, the only one the app takes, then lacks the earlier change. CI caught it.)
+func TestPrefsPatchesInOrder(t *testing.T) {
+	h := newHarness(t, withExitNodes(), ipc.Prefs{})
+	var mu sync.Mutex
+	var cur ipc.Prefs
+	h.be.OnSetPrefs(func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error) {
+		first := p.ExitNodeAllowLANAccess != nil
+		if first {
+			time.Sleep(100 * time.Millisecond) // the first change is applied late...
+		}
+		mu.Lock()
+		next, err := cur.ApplyPatch(p, func(string) (string, error) { return "", nil })
+		cur = next
+		mu.Unlock()
+		if err != nil {
+			return next, err
+		}
+		h.be.Emit(ipc.Event{Kind: ipc.EventPrefs, Prefs: &next})
+		if !first {
+			time.Sleep(300 * time.Millisecond) // ...and the second one's answer comes last
+		}
+		return next, nil
+	})
+	h.ui(func() { h.a.tabs.selectExitNode() })
+	h.eventually("page", func() string {
+		return h.expect("No exit node: internet traffic leaves from this device directly. Choose a peer to send it through that peer instead.")
+	})
+	h.ui(func() { test.Tap(h.a.exit.lan) })
+	h.ui(func() { test.Tap(h.a.exit.bypassVPN) })
+	time.Sleep(time.Second)
+	h.eventually("switches", func() string {
+		if !h.a.exit.lan.Checked || !h.a.exit.bypassVPN.Checked {
+			return fmt.Sprintf("lan %v, bypass %v", h.a.exit.lan.Checked, h.a.exit.bypassVPN.Checked)
+		}
+		return ""
+	})
 }
