@@ -82,21 +82,23 @@ func (d *Dataplane) applyFullLocked(nm *netmap.NetworkMap, prefs Prefs) error {
 	d.conn.SetPeers(cfgs)
 
 	var uapi bytes.Buffer
+	l := d.lazy
+	l.mu.Lock()
 	for k, block := range want {
-		if d.wgPeers[k] != block {
-			uapi.WriteString(block)
-		}
+		l.setWantedLocked(k, block, &uapi)
 	}
-	for k := range d.wgPeers {
+	for k := range l.want {
 		if _, ok := want[k]; !ok {
-			removeBlock(&uapi, k)
+			l.setWantedLocked(k, "", &uapi)
 		}
 	}
 	var errs []error
 	if err := d.ipcSet(&uapi); err != nil {
 		errs = append(errs, err)
 	}
-	d.wgPeers = want
+	l.nm.Store(nm)
+	l.setWide(wideOf(plans))
+	l.mu.Unlock()
 	d.publishWG()
 
 	d.applyDNSLocked(nm, prefs)
@@ -120,13 +122,15 @@ func (d *Dataplane) applyDeltaLocked(nm *netmap.NetworkMap) error {
 	exitChanged, subnetChanged := false, false
 	var expiryTouched []wire.NodeID
 
+	l := d.lazy
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	wideChanged := false
 	drop := func(pp *peerPlan) {
 		delete(d.peerPlans, pp.id)
 		d.conn.RemovePeer(pp.cfg.NodeKey)
-		if _, ok := d.wgPeers[pp.cfg.NodeKey]; ok {
-			removeBlock(&uapi, pp.cfg.NodeKey)
-			delete(d.wgPeers, pp.cfg.NodeKey)
-		}
+		l.setWantedLocked(pp.cfg.NodeKey, "", &uapi)
+		wideChanged = wideChanged || len(pp.wide) > 0
 		for _, r := range pp.routes {
 			if d.routeRefs[r]--; d.routeRefs[r] <= 0 {
 				delete(d.routeRefs, r)
@@ -142,10 +146,8 @@ func (d *Dataplane) applyDeltaLocked(nm *netmap.NetworkMap) error {
 	put := func(pp *peerPlan, isNew bool) {
 		d.peerPlans[pp.id] = pp
 		d.conn.UpsertPeer(pp.cfg)
-		if d.wgPeers[pp.cfg.NodeKey] != pp.block {
-			uapi.WriteString(pp.block)
-			d.wgPeers[pp.cfg.NodeKey] = pp.block
-		}
+		l.setWantedLocked(pp.cfg.NodeKey, pp.block, &uapi)
+		wideChanged = wideChanged || len(pp.wide) > 0
 		if isNew {
 			for _, r := range pp.routes {
 				if d.routeRefs[r]++; d.routeRefs[r] == 1 {
@@ -179,6 +181,10 @@ func (d *Dataplane) applyDeltaLocked(nm *netmap.NetworkMap) error {
 	var errs []error
 	if err := d.ipcSet(&uapi); err != nil {
 		errs = append(errs, err)
+	}
+	l.nm.Store(nm)
+	if wideChanged {
+		l.setWide(wideOf(d.peerPlans))
 	}
 	d.publishWG()
 	if len(addRoutes)+len(delRoutes) > 0 {
@@ -327,8 +333,22 @@ func (d *Dataplane) ipcSet(b *bytes.Buffer) error {
 	return nil
 }
 
+// publishWG publishes how many peers WireGuard has (the caller holds lazy.mu, or d.mu).
 func (d *Dataplane) publishWG() {
+	n := 0
+	d.lazy.configured.Range(func(any, any) bool { n++; return true })
 	d.pubMu.Lock()
-	d.pub.wgPeers = len(d.wgPeers)
+	d.pub.wgPeers = n
 	d.pubMu.Unlock()
+}
+
+// wideOf are the peers' AllowedIPs wider than an address, for the packet path's lookup.
+func wideOf(plans map[wire.NodeID]*peerPlan) map[key.NodePublic][]netip.Prefix {
+	out := map[key.NodePublic][]netip.Prefix{}
+	for _, pp := range plans {
+		if len(pp.wide) > 0 {
+			out[pp.cfg.NodeKey] = pp.wide
+		}
+	}
+	return out
 }

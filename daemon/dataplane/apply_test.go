@@ -129,6 +129,25 @@ func deltaChild(t *testing.T) {
 	if full > 0 {
 		t.Errorf("%d of 150 peer deltas took the full path", full)
 	}
+	// Lazy WireGuard: nobody is configured until a packet goes to them; a ping to a peer's
+	// address through the real TUN configures exactly that peer.
+	d.lazy.mu.Lock()
+	had := len(d.lazy.have)
+	d.lazy.mu.Unlock()
+	if had != 0 {
+		t.Errorf("%d peers configured without any traffic", had)
+	}
+	target := computePlan(nm, prefs, time.Now()).peers[0]
+	addr := target.allowed[0].Addr()
+	exec.Command("ping", "-c", "1", "-W", "1", addr.String()).Run()
+	d.lazy.mu.Lock()
+	_, ok := d.lazy.have[target.cfg.NodeKey]
+	n := len(d.lazy.have)
+	d.lazy.mu.Unlock()
+	if !ok || n != 1 {
+		t.Errorf("after a ping to %v: target configured %v, %d peers configured", addr, ok, n)
+	}
+	d.checkAgainstPlan(t, nm, prefs, "after the ping")
 }
 
 // checkAgainstPlan compares what the data plane has configured with a full plan of nm.
@@ -141,21 +160,30 @@ func (d *Dataplane) checkAgainstPlan(t *testing.T, nm *netmap.NetworkMap, prefs 
 	for _, pp := range np.peers {
 		want[pp.cfg.NodeKey] = pp.block
 	}
+	l := d.lazy
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for k, b := range want {
-		if d.wgPeers[k] != b {
-			t.Fatalf("%s: WireGuard block of %v:\n%q\nwant\n%q", step, k, d.wgPeers[k], b)
+		if l.want[k] != b {
+			t.Fatalf("%s: wanted WireGuard block of %v:\n%q\nwant\n%q", step, k, l.want[k], b)
 		}
 	}
-	if len(d.wgPeers) != len(want) {
-		t.Fatalf("%s: %d WireGuard peers, plan %d", step, len(d.wgPeers), len(want))
+	if len(l.want) != len(want) {
+		t.Fatalf("%s: %d wanted WireGuard peers, plan %d", step, len(l.want), len(want))
 	}
-	// wireguard-go's own view.
+	// What WireGuard has is a part of what it may have, with the same blocks: wireguard-go's
+	// own view agrees.
+	for k, b := range l.have {
+		if want[k] != b {
+			t.Fatalf("%s: configured %v with a stale or unwanted block", step, k)
+		}
+	}
 	conf, err := d.dev.IpcGet()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Count(conf, "public_key="); got != len(want) {
-		t.Fatalf("%s: wireguard-go has %d peers, plan %d", step, got, len(want))
+	if got := strings.Count(conf, "public_key="); got != len(l.have) {
+		t.Fatalf("%s: wireguard-go has %d peers, configured %d", step, got, len(l.have))
 	}
 	for _, pp := range np.peers {
 		if _, ok := d.conn.PeerPath(pp.cfg.NodeKey); !ok {

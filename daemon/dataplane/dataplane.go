@@ -80,7 +80,8 @@ type Dataplane struct {
 
 	mu      sync.Mutex
 	nodeKey key.NodePrivate
-	wgPeers map[key.NodePublic]string // configured in WireGuard: peer → its UAPI block
+	lazy    *lazyPeers // what WireGuard may have and has (configured on first use)
+	started time.Time
 	// The last apply: its netmap, each usable peer's plan and the table-52 routes they bring
 	// (counted: two peers may bring the same subnet), for applying the next map as a delta.
 	nm        *netmap.NetworkMap
@@ -156,7 +157,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{},
+	d := &Dataplane{opts: opts, logf: logf, lazy: newLazyPeers(), started: time.Now(), nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{},
 		peerPlans: map[wire.NodeID]*peerPlan{}, routeRefs: map[netip.Prefix]int{}}
 	defer func() {
 		if err != nil {
@@ -183,6 +184,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		DiscoKey:           opts.DiscoKey,
 		Logf:               logf,
 		OnEndpointsChanged: opts.OnEndpointsChanged,
+		OnHandshake:        func(k key.NodePublic) { d.ensurePeer(k) },
 		PortMapper:         d.pm,
 	})
 	d.pm.setOnChange(d.conn.PortMapChanged)
@@ -194,8 +196,9 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if opts.Verbose {
 		wgLog.Verbosef = func(format string, args ...any) { logf("wireguard: "+format, args...) }
 	}
-	// Inbound packets pass the control server's packet filter before the kernel sees them.
-	d.stack = filter.Wrap(d.icpt, d.filter)
+	// Inbound packets pass the control server's packet filter before the kernel sees them;
+	// outbound, a packet to a peer WireGuard does not have yet configures it first.
+	d.stack = &lazyTUN{Device: filter.Wrap(d.icpt, d.filter), d: d}
 	wg := opts.WireGuard
 	if wg == nil {
 		wg = NewWireGuard()
@@ -231,6 +234,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	go d.watchHost(ctx)
 	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
+	go d.trimLoop(ctx)
 	return d, nil
 }
 
