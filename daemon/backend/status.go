@@ -47,6 +47,7 @@ func (b *Backend) statusLocked() ipc.Status {
 		self.Relay = b.regionCodeLocked(dp.HomeDERP())
 	}
 	st.Self = &self
+	st.Peers = make([]ipc.Peer, 0, nm.Len())
 	for p := range nm.Peers() {
 		ps := b.peerLocked(p, now)
 		addPath(&ps, dp, p, b.regionCodeLocked)
