@@ -59,6 +59,8 @@ type Conn struct {
 	addrGen atomic.Uint64
 	// Counters for status and tests.
 	derpDropped atomic.Uint64
+	// derpSendDropped counts packets to DERP dropped: the region's queue full, or its write failed.
+	derpSendDropped atomic.Uint64
 	// packets counts WireGuard packets both ways, so the data plane can tell busy from idle.
 	packets atomic.Uint64
 	// testHookDiscoDERP sees every disco message sent over DERP (tests only).
