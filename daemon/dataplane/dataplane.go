@@ -164,7 +164,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 			d.Close()
 		}
 	}()
-	d.tun, err = tun.CreateTUN(opts.TunName, MTU)
+	d.tun, err = createTUN(opts.TunName, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w", opts.TunName, err)
 	}
