@@ -61,9 +61,25 @@ func (c *Client) SocketPath() string { return c.path }
 
 // Status returns the daemon's current status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
+	resp, err := c.sendAccept(ctx, http.MethodGet, PathStatus, nil, MediaStatusBinary)
+	if err != nil {
+		return Status{}, err
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, maxResponse)
 	var st Status
-	err := c.do(ctx, http.MethodGet, PathStatus, nil, &st)
-	return st, err
+	if resp.Header.Get("Content-Type") == MediaStatusBinary {
+		st, err = readStatusBinary(body)
+	} else {
+		err = json.NewDecoder(body).Decode(&st) // a helper without the binary form
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return Status{}, ctx.Err()
+		}
+		return Status{}, &Error{Code: ErrInternal, Message: fmt.Sprintf("bad response from skeind to %s: %v", PathStatus, err)}
+	}
+	return st, nil
 }
 
 // Ping sends one disco ping to a peer (name, DNS name or address).
@@ -174,6 +190,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // send performs a request and returns a 2xx response, or the error as *Error.
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	return c.sendAccept(ctx, method, path, in, "application/json")
+}
+
+// sendAccept is send asking for the media type accept.
+func (c *Client) sendAccept(ctx context.Context, method, path string, in any, accept string) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -189,7 +210,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -176,7 +176,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case PathStatus:
 		if s.method(w, r, http.MethodGet) {
-			writeJSON(w, http.StatusOK, s.b.Status())
+			st := s.b.Status()
+			if r.Header.Get("Accept") == MediaStatusBinary {
+				h := w.Header()
+				h.Set("Content-Type", MediaStatusBinary)
+				h.Set("Cache-Control", "no-store")
+				w.WriteHeader(http.StatusOK)
+				writeStatusBinary(w, st) // a failure here is the client's closed socket
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
 		}
 	case PathWatch:
 		if r.Method != http.MethodGet { // not even HEAD: it would stream forever

@@ -130,7 +130,7 @@ func (f *fakeDP) DNSQuery(ctx context.Context, q []byte) []byte { return nil }
 
 // env is a backend with a fake control server and fake data planes.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	srv *sessiontest.Server
 	b   *Backend
 	dir string
@@ -144,7 +144,7 @@ type env struct {
 	slow  time.Duration
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, srv: sessiontest.NewServer("k"), dir: t.TempDir()}
 	e.start()
@@ -261,7 +261,7 @@ func (e *env) stored() state.Data {
 }
 
 // eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -4,7 +4,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -79,14 +78,29 @@ type Dataplane struct {
 	osdns    *osdns.Manager
 	osdnsErr string
 
-	mu           sync.Mutex
-	nodeKey      key.NodePrivate
-	wgPeers      map[key.NodePublic]string // peer → its UAPI block, to send only changes
+	mu      sync.Mutex
+	nodeKey key.NodePrivate
+	lazy    *lazyPeers // what WireGuard may have and has (configured on first use)
+	started time.Time
+	// The last apply: its netmap, each usable peer's plan and the table-52 routes they bring
+	// (counted: two peers may bring the same subnet), for applying the next map as a delta.
+	nm        *netmap.NetworkMap
+	peerPlans map[wire.NodeID]*peerPlan
+	routeRefs map[netip.Prefix]int
+	routing   RoutingState // what applyHostLocked installed
+	// expiry fires a full apply when the first peer key expires (usability changes with time):
+	// at expiryAt, the key of peer expiryID.
+	expiry   *time.Timer
+	expiryAt time.Time
+	expiryID wire.NodeID
+	// routesDirty: plan.routes is stale; routeRefs has the routes (see applyHostLocked).
+	routesDirty  bool
 	closed       bool
 	plan         netPlan // last netmap's plan and prefs, re-applied on host changes
 	prefs        Prefs
 	havePlan     bool
 	dns          dnsPlan
+	names        peerNames // MagicDNS's view of the peers: the netmap of the last apply
 	dnsWarned    map[string]bool
 	filterWarned map[string]bool
 
@@ -143,13 +157,14 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Dataplane{opts: opts, logf: logf, wgPeers: map[key.NodePublic]string{}, nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{}}
+	d := &Dataplane{opts: opts, logf: logf, lazy: newLazyPeers(), started: time.Now(), nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{},
+		peerPlans: map[wire.NodeID]*peerPlan{}, routeRefs: map[netip.Prefix]int{}}
 	defer func() {
 		if err != nil {
 			d.Close()
 		}
 	}()
-	d.tun, err = tun.CreateTUN(opts.TunName, MTU)
+	d.tun, err = createTUN(opts.TunName, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("creating TUN device %s: %w", opts.TunName, err)
 	}
@@ -169,6 +184,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		DiscoKey:           opts.DiscoKey,
 		Logf:               logf,
 		OnEndpointsChanged: opts.OnEndpointsChanged,
+		OnHandshake:        func(k key.NodePublic) { d.ensurePeer(k) },
 		PortMapper:         d.pm,
 	})
 	d.pm.setOnChange(d.conn.PortMapChanged)
@@ -180,8 +196,9 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if opts.Verbose {
 		wgLog.Verbosef = func(format string, args ...any) { logf("wireguard: "+format, args...) }
 	}
-	// Inbound packets pass the control server's packet filter before the kernel sees them.
-	d.stack = filter.Wrap(d.icpt, d.filter)
+	// Inbound packets pass the control server's packet filter before the kernel sees them;
+	// outbound, a packet to a peer WireGuard does not have yet configures it first.
+	d.stack = &lazyTUN{Device: filter.Wrap(d.icpt, d.filter), d: d}
 	wg := opts.WireGuard
 	if wg == nil {
 		wg = NewWireGuard()
@@ -217,6 +234,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	go d.watchHost(ctx)
 	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
+	go d.trimLoop(ctx)
 	return d, nil
 }
 
@@ -367,73 +385,16 @@ func filterRules(nm *netmap.NetworkMap) []wire.FilterRule {
 	return out
 }
 
-// SetNetmap applies a netmap with the user's routing prefs: transport peers, WireGuard peers
-// (only what changed, so live sessions are kept), the packet filter, forwarding and routes.
-func (d *Dataplane) SetNetmap(nm *netmap.NetworkMap, prefs Prefs) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed || nm.Self == nil {
-		return nil
-	}
-	np := computePlan(nm, prefs, time.Now())
-	d.pm.setDisabled(!prefs.PortMapping)
-
-	rules, warns := filter.Compile(filterRules(nm), np.localNets)
-	for _, w := range warns {
-		if !d.filterWarned[w] {
-			d.filterWarned[w] = true
-			d.logf("filter: %s", w)
-		}
-	}
-	d.filter.SetSelfAddrs(np.local)
-	d.filter.SetRules(rules)
-
-	var cfgs []transport.PeerConfig
-	want := map[key.NodePublic]string{}
-	for _, pp := range np.peers {
-		cfgs = append(cfgs, pp.cfg)
-		want[pp.cfg.NodeKey] = wgBlock(pp.cfg.NodeKey, pp.allowed)
-	}
-	d.conn.SetDERPMap(nm.DERPMap)
-	d.conn.SetPeers(cfgs)
-
-	var uapi bytes.Buffer
-	for k, block := range want {
-		if d.wgPeers[k] != block {
-			uapi.WriteString(block)
-		}
-	}
-	for k := range d.wgPeers {
-		if _, ok := want[k]; !ok {
-			r := k.Raw()
-			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", hex.EncodeToString(r[:]))
-		}
-	}
-	var errs []error
-	if uapi.Len() > 0 {
-		if err := d.dev.IpcSet(uapi.String()); err != nil {
-			errs = append(errs, fmt.Errorf("configuring WireGuard peers: %w", err))
-		}
-	}
-	d.wgPeers = want
-	d.pubMu.Lock()
-	d.pub.wgPeers = len(want)
-	d.pubMu.Unlock()
-
-	d.applyDNSLocked(nm, prefs)
-	d.plan, d.prefs, d.havePlan = np, prefs.clone(), true
-	if err := d.applyHostLocked(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
 // applyHostLocked installs routes, rules and forwarding for the current plan plus the host's
 // own facts (its LANs, other VPNs' routes), which change without a netmap: it runs again when
 // links or routes change.
 func (d *Dataplane) applyHostLocked() error {
 	if !d.havePlan || d.closed {
 		return nil
+	}
+	if d.routesDirty {
+		d.plan.routes = d.routesLocked()
+		d.routesDirty = false
 	}
 	np, prefs := d.plan, d.prefs
 	cfg := router.Config{LocalAddrs: np.local, Routes: np.routes, MTU: MTU}
@@ -493,13 +454,20 @@ func (d *Dataplane) applyHostLocked() error {
 		errs = append(errs, fmt.Errorf("forwarding: %w", err))
 	}
 	rs.Forwarding, rs.Masquerade = fc.Forward, fc.Masquerade
-	rs.ExitPeer = np.exitPeer
 	// Reading the firewall for warnings is host I/O too: done here, not per status request.
 	rs.Warnings = d.fwd.Warnings()
+	d.routing = rs
+	d.publishRoutingLocked()
+	return errors.Join(errs...)
+}
+
+// publishRoutingLocked makes the routing state status shows that of the current plan.
+func (d *Dataplane) publishRoutingLocked() {
+	rs := d.routing
+	rs.Accepted, rs.ExitPeer = d.plan.accepted, d.plan.exitPeer
 	d.pubMu.Lock()
 	d.pub.routing = rs
 	d.pubMu.Unlock()
-	return errors.Join(errs...)
 }
 
 // RoutingState is what the data plane installed for routes and forwarding, for status.

@@ -57,7 +57,7 @@ func parseUpstream(s string) (dns.Upstream, bool) {
 // address, peers' IPv6 addresses are left out; extra records are always served; split routes
 // go to their resolvers; everything else goes to the tailnet's global resolvers or, without
 // them, to the system's original upstreams.
-func computeDNS(nm *netmap.NetworkMap, acceptDNS, v6 bool, sysUpstreams []netip.AddrPort) dnsPlan {
+func computeDNS(nm *netmap.NetworkMap, names dns.Names, acceptDNS, v6 bool, sysUpstreams []netip.AddrPort) dnsPlan {
 	var p dnsPlan
 	p.server.Hosts = map[string][]netip.Addr{}
 	p.splitRoutes = map[string][]string{}
@@ -87,10 +87,9 @@ func computeDNS(nm *netmap.NetworkMap, acceptDNS, v6 bool, sysUpstreams []netip.
 	p.magicDNS = cfg.Proxied
 	var match []string
 	if cfg.Proxied {
+		// Peers are answered from the netmap's indexes (peerNames), not compiled here.
 		addHost(nm.Self)
-		for n := range nm.Peers() {
-			addHost(n)
-		}
+		p.server.Names = names
 		if _, suffix, ok := strings.Cut(strings.TrimSuffix(nm.Self.Name, "."), "."); ok && suffix != "" {
 			p.server.LocalDomains = append(p.server.LocalDomains, fqdn(suffix))
 			match = append(match, suffix)
@@ -189,7 +188,8 @@ func (d *Dataplane) applyDNSLocked(nm *netmap.NetworkMap, prefs Prefs) {
 	if d.osdns != nil {
 		sys = d.osdns.Upstreams()
 	}
-	p := computeDNS(nm, prefs.AcceptDNS, d.rt.IPv6(), sys)
+	d.names.set(nm)
+	p := computeDNS(nm, &d.names, prefs.AcceptDNS, d.rt.IPv6(), sys)
 	for _, s := range p.skipped {
 		if !d.dnsWarned[s] {
 			d.dnsWarned[s] = true
@@ -234,6 +234,9 @@ func (d *Dataplane) DNS() DNSState {
 		SearchDomains:    p.server.SearchDomains,
 		SplitRoutes:      p.splitRoutes,
 		TailnetUpstreams: p.tailnetUpstreams,
+	}
+	if nm := d.names.nm.Load(); p.magicDNS && nm != nil {
+		st.Hosts += nm.Len() // the peers, answered from the netmap
 	}
 	for _, u := range p.server.Upstreams {
 		st.Upstreams = append(st.Upstreams, u.Addr.String())

@@ -48,10 +48,22 @@ var (
 	exitV6 = netip.MustParsePrefix("::/0")
 )
 
-// peerPlan is what one peer gets: its transport config and its WireGuard AllowedIPs.
+// peerPlan is what one peer gets: its transport config, its WireGuard AllowedIPs and UAPI
+// block, and the routes via the tunnel it brings into table 52.
 type peerPlan struct {
+	id      wire.NodeID
 	cfg     transport.PeerConfig
 	allowed []netip.Prefix
+	block   string
+	// routes are the peer's own addresses (its tailnet ULA collapsed into the ULA /48) and,
+	// with AcceptRoutes, its subnet routes; never /0 (the exit routes are the plan's own).
+	routes []netip.Prefix
+	// accepted are the subnet routes among routes.
+	accepted []netip.Prefix
+	// wide are the AllowedIPs wider than one address (subnets, /0 of the exit node): the
+	// packet path's lookup for peers not yet configured in WireGuard.
+	wide []netip.Prefix
+	exit bool // the selected exit node
 }
 
 // netPlan is the data plane's target for one netmap and prefs, before host facts (LAN routes,
@@ -89,58 +101,67 @@ func OffersExit(n *wire.Node) bool { return offersExit(n) }
 
 func isOwnAddr(n *wire.Node, p netip.Prefix) bool { return slices.Contains(n.Addresses, p) }
 
-// computePlan follows the official client: a peer's /0 prefixes are used only for the chosen
-// exit node, its other non-own prefixes (subnet routes) only with AcceptRoutes; peer addresses
-// in the Tailscale ULA collapse into one /48 route.
-func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
-	var np netPlan
-	np.exit = prefs.ExitNodeID != ""
+// planPeer follows the official client for one peer: its /0 prefixes are used only for the
+// chosen exit node, its other non-own prefixes (subnet routes) only with AcceptRoutes; its
+// addresses in the Tailscale ULA collapse into the one ULA /48 route. ok is false for a peer
+// that cannot be used (expired, or with neither a disco key nor a home region).
+func planPeer(nm *netmap.NetworkMap, p *wire.Node, prefs Prefs, now time.Time) (pp peerPlan, ok bool) {
+	if !usablePeer(nm, p, now) {
+		return pp, false
+	}
+	name := p.Name
+	if p.Hostinfo != nil && p.Hostinfo.Hostname != "" {
+		name = p.Hostinfo.Hostname
+	}
+	pp = peerPlan{id: p.ID, cfg: transport.PeerConfig{NodeKey: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Name: name}}
+	pp.exit = prefs.ExitNodeID != "" && p.StableID == prefs.ExitNodeID
 	hasULA := false
-	for p := range nm.Peers() {
-		if !usablePeer(nm, p, now) {
-			continue
-		}
-		name := p.Name
-		if p.Hostinfo != nil && p.Hostinfo.Hostname != "" {
-			name = p.Hostinfo.Hostname
-		}
-		pp := peerPlan{cfg: transport.PeerConfig{NodeKey: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Name: name}}
-		isExit := np.exit && p.StableID == prefs.ExitNodeID
-		if isExit {
-			np.exitPeer = p
-		}
-		for _, a := range p.AllowedIPs {
-			switch {
-			case a.Bits() == 0:
-				if !isExit {
-					continue
-				}
-			case isOwnAddr(p, a):
-				if a.Addr().Is6() && tsULA.Contains(a.Addr()) {
-					hasULA = true
-				} else {
-					np.routes = append(np.routes, a)
-				}
-			default:
-				if !prefs.AcceptRoutes {
-					continue
-				}
-				np.routes = append(np.routes, a.Masked())
-				np.accepted = append(np.accepted, a.Masked())
+	for _, a := range p.AllowedIPs {
+		switch {
+		case a.Bits() == 0:
+			if !pp.exit {
+				continue
 			}
-			pp.allowed = append(pp.allowed, a)
+		case isOwnAddr(p, a):
+			if a.Addr().Is6() && tsULA.Contains(a.Addr()) {
+				hasULA = true
+			} else {
+				pp.routes = append(pp.routes, a)
+			}
+		default:
+			if !prefs.AcceptRoutes {
+				continue
+			}
+			pp.routes = append(pp.routes, a.Masked())
+			pp.accepted = append(pp.accepted, a.Masked())
 		}
-		np.peers = append(np.peers, pp)
+		pp.allowed = append(pp.allowed, a)
+		if !a.IsSingleIP() {
+			pp.wide = append(pp.wide, a.Masked())
+		}
 	}
 	if hasULA {
-		np.routes = append(np.routes, tsULA)
+		pp.routes = append(pp.routes, tsULA)
 	}
-	// MagicDNS is answered from the TUN path, so its addresses always route into the tunnel.
-	np.routes = append(np.routes, netip.PrefixFrom(MagicDNSv4, 32), netip.PrefixFrom(MagicDNSv6, 128))
-	if np.exit {
-		// Even without a usable exit peer: WireGuard then has no peer for these and drops them.
-		np.routes = append(np.routes, exitV4, exitV6)
+	pp.block = wgBlock(p.Key, pp.allowed)
+	return pp, true
+}
+
+// globalRoutes are the routes of the plan itself: MagicDNS (answered from the TUN path, so its
+// addresses always route into the tunnel) and, while an exit node is selected, the default
+// routes (even without a usable exit peer: WireGuard then has no peer for them and drops them,
+// so nothing leaves in clear).
+func globalRoutes(prefs Prefs) []netip.Prefix {
+	r := []netip.Prefix{netip.PrefixFrom(MagicDNSv4, 32), netip.PrefixFrom(MagicDNSv6, 128)}
+	if prefs.ExitNodeID != "" {
+		r = append(r, exitV4, exitV6)
 	}
+	return r
+}
+
+// selfPlan fills what depends on this node and the prefs only.
+func selfPlan(nm *netmap.NetworkMap, prefs Prefs, np *netPlan) {
+	np.exit = prefs.ExitNodeID != ""
 	if nm.Self != nil {
 		for _, a := range nm.Self.Addresses {
 			if a.IsSingleIP() {
@@ -154,6 +175,32 @@ func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
 		np.forwardTo = append(np.forwardTo, exitV4, exitV6)
 	}
 	np.localNets = append(np.localNets, np.forwardTo...)
+}
+
+// computePlan is the whole plan for a netmap: every usable peer's, and the routes of all of
+// them (each once) with the plan's own.
+func computePlan(nm *netmap.NetworkMap, prefs Prefs, now time.Time) netPlan {
+	var np netPlan
+	selfPlan(nm, prefs, &np)
+	seen := map[netip.Prefix]bool{}
+	for p := range nm.Peers() {
+		pp, ok := planPeer(nm, p, prefs, now)
+		if !ok {
+			continue
+		}
+		if pp.exit {
+			np.exitPeer = p
+		}
+		for _, r := range pp.routes {
+			if !seen[r] {
+				seen[r] = true
+				np.routes = append(np.routes, r)
+			}
+		}
+		np.accepted = append(np.accepted, pp.accepted...)
+		np.peers = append(np.peers, pp)
+	}
+	np.routes = append(np.routes, globalRoutes(prefs)...)
 	return np
 }
 

@@ -499,6 +499,37 @@ func (c *Client) Send(dst key.NodePublic, pkt []byte) error {
 	return c.writeLocked()
 }
 
+// SendBatch relays pkts to dst, as few TLS writes as their size allows. Packets over
+// MaxPacketSize, or over the server's rate limit, are skipped.
+func (c *Client) SendBatch(dst key.NodePublic, pkts [][]byte) error {
+	d := dst.Raw()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = c.wbuf[:0]
+	for _, pkt := range pkts {
+		if len(pkt) > MaxPacketSize {
+			continue
+		}
+		if c.limiter != nil && !c.limiter.allow(frameHeaderLen+keyLen+len(pkt)) {
+			continue
+		}
+		c.wbuf = appendFrame(c.wbuf, frameSendPacket, d[:], pkt)
+		if len(c.wbuf) >= batchWrite {
+			if err := c.writeLocked(); err != nil {
+				return err
+			}
+			c.wbuf = c.wbuf[:0]
+		}
+	}
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	return c.writeLocked()
+}
+
+// batchWrite is where SendBatch writes what it has gathered (a few TLS records' worth).
+const batchWrite = 32 << 10
+
 // NotePreferred tells the server whether it is our home DERP (used for its statistics).
 func (c *Client) NotePreferred(preferred bool) error {
 	var b [1]byte

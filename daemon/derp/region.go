@@ -113,6 +113,19 @@ func (rc *RegionClient) Send(dst key.NodePublic, pkt []byte) error {
 	return err
 }
 
+// SendBatch is Send for several packets to one peer, written together.
+func (rc *RegionClient) SendBatch(dst key.NodePublic, pkts [][]byte) error {
+	c := rc.cur.Load()
+	if c == nil {
+		return ErrNotConnected
+	}
+	err := c.SendBatch(dst, pkts)
+	if err != nil {
+		rc.cur.CompareAndSwap(c, nil)
+	}
+	return err
+}
+
 // SetPreferred changes whether this is the home region and tells the current server.
 func (rc *RegionClient) SetPreferred(preferred bool) {
 	rc.prefMu.Lock()

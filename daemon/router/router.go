@@ -25,6 +25,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -90,6 +92,19 @@ type Router struct {
 	haveCfg  bool
 	closed   bool
 	closedCh chan struct{}
+
+	// own are route changes UpdateRoutes is making, so that Watch does not take our own
+	// events for someone else's and re-read every table after each peer delta.
+	ownMu sync.Mutex
+	own   map[ownChange]time.Time
+	// repairs counts Watch's re-reads of the kernel state (tests).
+	repairs atomic.Int64
+}
+
+// ownChange is one route event we expect from our own change.
+type ownChange struct {
+	del bool
+	dst netip.Prefix
 }
 
 // New returns a Router for the existing link tunName in the calling thread's
@@ -182,6 +197,7 @@ func (r *Router) UpdateRoutes(add, remove []netip.Prefix) error {
 		if !p.IsValid() || (p.Addr().Is6() && !r.v6) {
 			continue
 		}
+		r.expectOwn(ownChange{true, p})
 		err := r.k.h.RouteDel(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(p), Table: Table})
 		if err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("route %v: %w", p, err))
@@ -199,12 +215,37 @@ func (r *Router) UpdateRoutes(add, remove []netip.Prefix) error {
 		if !p.IsValid() || (p.Addr().Is6() && !r.v6) {
 			continue
 		}
+		r.expectOwn(ownChange{false, p})
 		if err := r.k.h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(p), Table: Table}); err != nil {
 			errs = append(errs, fmt.Errorf("route %v: %w", p, err))
 		}
 	}
 	r.cfg.Routes = kept
 	return errors.Join(errs...)
+}
+
+// ownEventTTL bounds how long an expected event is waited for (a change that produced no event,
+// e.g. deleting a route already gone, must not hide a later real one for long).
+const ownEventTTL = 5 * time.Second
+
+func (r *Router) expectOwn(c ownChange) {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	if r.own == nil {
+		r.own = map[ownChange]time.Time{}
+	}
+	r.own[c] = time.Now()
+}
+
+// wasOwn reports (and forgets) whether an event is one our own change caused.
+func (r *Router) wasOwn(c ownChange) bool {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	at, ok := r.own[c]
+	if ok {
+		delete(r.own, c)
+	}
+	return ok && time.Since(at) < ownEventTTL
 }
 
 func (r *Router) applyLocked() error {

@@ -529,3 +529,45 @@ func TestUpdateRoutes(t *testing.T) {
 	}
 	assertInSync(t, r)
 }
+
+// Watch takes the events of our own UpdateRoutes for what they are: no re-read of the tables
+// per peer delta. A route someone else deletes is still put back.
+func TestWatchIgnoresOwnUpdates(t *testing.T) {
+	defer func(d, g time.Duration) { watchDebounce, watchMinGap = d, g }(watchDebounce, watchMinGap)
+	watchDebounce, watchMinGap = 20*time.Millisecond, 50*time.Millisecond
+	e := newEnv(t)
+	e.createTUN()
+	r := e.newRouter()
+	defer r.Close()
+	mustSet(t, r, baseConfig())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Watch(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond) // let it subscribe
+
+	before := r.repairs.Load()
+	for i := range 20 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 70, 0, byte(i)}), 32)
+		if err := r.UpdateRoutes([]netip.Prefix{p}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := r.UpdateRoutes(nil, []netip.Prefix{p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := r.repairs.Load() - before; n != 0 {
+		t.Errorf("Watch re-read the tables %d times after our own route changes", n)
+	}
+	e.ip("route", "del", "100.70.0.1/32", "dev", tunName, "table", "52")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(e.ip("route", "show", "table", "52"), "100.70.0.1 dev") {
+		if time.Now().After(deadline) {
+			t.Fatal("a route deleted behind our back was not restored")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

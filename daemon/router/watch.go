@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"syscall"
 	"time"
@@ -30,7 +31,7 @@ func (r *Router) Watch(ctx context.Context) error {
 	if r.v6 {
 		groups = append(groups, unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_IPV6_RULE)
 	}
-	ev, err := r.subscribe(groups, relevant)
+	ev, err := r.subscribe(groups, r.relevant)
 	if err != nil {
 		return fmt.Errorf("router: watch: subscribe: %w", err)
 	}
@@ -140,18 +141,51 @@ func notify(c chan struct{}) {
 
 // relevant filters out route changes in other tables (DHCP, docker), which
 // are most of the traffic; links, addresses and rules always count.
-func relevant(msgs []syscall.NetlinkMessage) bool {
+func (r *Router) relevant(msgs []syscall.NetlinkMessage) bool {
 	for _, m := range msgs {
 		switch m.Header.Type {
 		case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
-			if routeTable(m.Data) == Table {
-				return true
+			if routeTable(m.Data) != Table {
+				continue
 			}
+			if dst, ok := routeDst(m.Data); ok && r.wasOwn(ownChange{m.Header.Type == unix.RTM_DELROUTE, dst}) {
+				continue // our own UpdateRoutes
+			}
+			return true
 		default:
 			return true
 		}
 	}
 	return false
+}
+
+// routeDst is a route message's destination prefix.
+func routeDst(b []byte) (netip.Prefix, bool) {
+	if len(b) < unix.SizeofRtMsg {
+		return netip.Prefix{}, false
+	}
+	family, bits := b[0], int(b[1])
+	attrs, err := nl.ParseRouteAttr(b[unix.SizeofRtMsg:])
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	for _, a := range attrs {
+		if a.Attr.Type != unix.RTA_DST {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.Value)
+		if !ok || (family == unix.AF_INET) != ip.Is4() {
+			return netip.Prefix{}, false
+		}
+		return netip.PrefixFrom(ip, bits).Masked(), true
+	}
+	if bits == 0 { // a default route has no RTA_DST
+		if family == unix.AF_INET {
+			return netip.PrefixFrom(netip.IPv4Unspecified(), 0), true
+		}
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0), true
+	}
+	return netip.Prefix{}, false
 }
 
 func routeTable(b []byte) uint32 {
@@ -174,6 +208,7 @@ func routeTable(b []byte) uint32 {
 // repair re-applies the last Set if the kernel drifted from it, and reports
 // whether it changed anything.
 func (r *Router) repair() bool {
+	r.repairs.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed || !r.haveCfg {

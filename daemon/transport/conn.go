@@ -59,6 +59,8 @@ type Conn struct {
 	addrGen atomic.Uint64
 	// Counters for status and tests.
 	derpDropped atomic.Uint64
+	// derpSendDropped counts packets to DERP dropped: the region's queue full, or its write failed.
+	derpSendDropped atomic.Uint64
 	// packets counts WireGuard packets both ways, so the data plane can tell busy from idle.
 	packets atomic.Uint64
 	// testHookDiscoDERP sees every disco message sent over DERP (tests only).
@@ -154,27 +156,12 @@ func (c *Conn) SetPeers(cfgs []PeerConfig) {
 	added, listed := false, 0
 	for _, pc := range cfgs {
 		pe := c.peers.byKey[pc.NodeKey]
-		if pe == nil {
-			pe = newPeerEndpoint(c, pc)
-			c.peers.add(pe)
-			c.peers.setDisco(pe, key.DiscoPublic{}, pc.DiscoKey)
-			pe.setGen = gen
+		if pe == nil || pe.setGen != gen {
 			listed++
+		}
+		if c.upsertLocked(pc, gen) {
 			added = true
-			continue
 		}
-		if pe.setGen != gen {
-			listed++
-		}
-		pe.setGen = gen
-		old := pe.discoKey()
-		if pe.updateConfig(pc) {
-			// A new disco key means a restarted peer: its old paths are void.
-			if c.peers.forgetAddrs(pe) {
-				c.addrGen.Add(1)
-			}
-		}
-		c.peers.setDisco(pe, old, pc.DiscoKey)
 	}
 	var gone []*peerEndpoint
 	if listed < c.peers.len() {
@@ -185,19 +172,70 @@ func (c *Conn) SetPeers(cfgs []PeerConfig) {
 		}
 	}
 	for _, pe := range gone {
-		if c.peers.remove(pe, pe.discoKey()) {
+		c.removeLocked(pe)
+	}
+	c.mu.Unlock()
+	c.afterChange(gone, added)
+}
+
+// UpsertPeer adds one peer or updates its config, leaving every other peer alone: a netmap
+// delta costs the peers it changes, whatever the size of the tailnet.
+func (c *Conn) UpsertPeer(pc PeerConfig) {
+	c.mu.Lock()
+	added := c.upsertLocked(pc, c.setGen)
+	c.mu.Unlock()
+	c.afterChange(nil, added)
+}
+
+// RemovePeer forgets one peer and its paths.
+func (c *Conn) RemovePeer(k key.NodePublic) {
+	c.mu.Lock()
+	pe := c.peers.byKey[k]
+	if pe != nil {
+		c.removeLocked(pe)
+	}
+	c.mu.Unlock()
+	if pe != nil {
+		c.afterChange([]*peerEndpoint{pe}, false)
+	}
+}
+
+// upsertLocked adds or updates one peer under generation gen; true when it is new.
+func (c *Conn) upsertLocked(pc PeerConfig, gen uint64) bool {
+	pe := c.peers.byKey[pc.NodeKey]
+	if pe == nil {
+		pe = newPeerEndpoint(c, pc)
+		c.peers.add(pe)
+		c.peers.setDisco(pe, key.DiscoPublic{}, pc.DiscoKey)
+		pe.setGen = gen
+		return true
+	}
+	pe.setGen = gen
+	old := pe.discoKey()
+	if pe.updateConfig(pc) {
+		// A new disco key means a restarted peer: its old paths are void.
+		if c.peers.forgetAddrs(pe) {
 			c.addrGen.Add(1)
 		}
 	}
-	c.mu.Unlock()
+	c.peers.setDisco(pe, old, pc.DiscoKey)
+	return false
+}
+
+func (c *Conn) removeLocked(pe *peerEndpoint) {
+	if c.peers.remove(pe, pe.discoKey()) {
+		c.addrGen.Add(1)
+	}
+}
+
+// afterChange finishes a change outside Conn.mu: removed peers stop, and a new peer makes a
+// node without endpoints measure now (new peers want our endpoints).
+func (c *Conn) afterChange(gone []*peerEndpoint, added bool) {
 	for _, pe := range gone {
 		pe.stop()
 	}
-	if added {
-		// New peers want our endpoints; a node that has none yet measures now.
-		if len(c.Endpoints()) == 0 {
-			c.stunner.kick()
-		}
+	if added && len(c.Endpoints()) == 0 {
+		c.stunner.kick()
 	}
 }
 
@@ -363,4 +401,11 @@ func (c *Conn) ParseEndpoint(s string) (conn.Endpoint, error) {
 		return nil, errors.New("transport: endpoint for unknown peer " + k.ShortString())
 	}
 	return pe, nil
+}
+
+// PeerCount is the number of peers the transport knows.
+func (c *Conn) PeerCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers.len()
 }

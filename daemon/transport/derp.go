@@ -3,6 +3,7 @@ package transport
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/derp"
@@ -28,17 +29,107 @@ type derpManager struct {
 type derpRegion struct {
 	id        int
 	rc        *derp.RegionClient
-	lastWrite time.Time
+	lastWrite time.Time // under derpManager.mu
+
+	// Packets wait here for the region's writer goroutine, so wireguard-go's send goroutine
+	// never waits for a TLS write (up to 5 s on a stalled connection). Bounded: past
+	// derpOutQueue packets, new ones are dropped and WireGuard retransmits.
+	qmu  sync.Mutex
+	q    []derpOut
+	wake chan struct{}
+	done chan struct{}
+}
+
+// derpOutQueue bounds the packets waiting for one region's writer.
+const derpOutQueue = 256
+
+type derpOut struct {
+	dst key.NodePublic
+	buf *[]byte
+}
+
+func newDERPRegion(id int, rc *derp.RegionClient, dropped *atomic.Uint64) *derpRegion {
+	r := &derpRegion{id: id, rc: rc, lastWrite: time.Now(), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go r.writer(dropped)
+	return r
+}
+
+// enqueue copies bufs into the queue (wireguard-go reuses them once send returns).
+func (r *derpRegion) enqueue(dst key.NodePublic, bufs [][]byte, dropped *atomic.Uint64) {
+	r.qmu.Lock()
+	for _, b := range bufs {
+		if len(r.q) >= derpOutQueue {
+			dropped.Add(1)
+			continue
+		}
+		bp := derpBufPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], b...)
+		r.q = append(r.q, derpOut{dst, bp})
+	}
+	r.qmu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writer sends what is queued, consecutive packets to one peer in one TLS write.
+func (r *derpRegion) writer(dropped *atomic.Uint64) {
+	var batch []derpOut
+	var pkts [][]byte
+	for {
+		select {
+		case <-r.done:
+			r.qmu.Lock()
+			for _, o := range r.q {
+				putDERPBuf(o.buf)
+			}
+			r.q = nil
+			r.qmu.Unlock()
+			return
+		case <-r.wake:
+		}
+		r.qmu.Lock()
+		batch, r.q = r.q, batch[:0]
+		r.qmu.Unlock()
+		for i := 0; i < len(batch); {
+			j := i
+			pkts = pkts[:0]
+			for ; j < len(batch) && batch[j].dst == batch[i].dst; j++ {
+				pkts = append(pkts, *batch[j].buf)
+			}
+			if err := r.rc.SendBatch(batch[i].dst, pkts); err != nil {
+				dropped.Add(uint64(j - i))
+			}
+			i = j
+		}
+		for i, o := range batch {
+			putDERPBuf(o.buf)
+			batch[i] = derpOut{}
+		}
+		clear(pkts)
+	}
+}
+
+// close ends the region's connection and its writer.
+func (r *derpRegion) close() {
+	r.rc.Close()
+	close(r.done)
 }
 
 func newDERPManager(c *Conn) *derpManager {
 	return &derpManager{c: c, regions: map[int]*derpRegion{}}
 }
 
-var derpBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+// derpBufPool holds copies of DERP packets in flight, both ways. WireGuard packets through a
+// tunnel of MTU 1280 are at most 1360 bytes: 2 KiB buffers, not DERP's 64 KiB maximum (a
+// rare bigger packet grows its buffer, which is then not kept).
+var derpBufPool = sync.Pool{New: func() any { b := make([]byte, 0, derpBufSize); return &b }}
+
+const derpBufSize = 2 << 10
 
 func putDERPBuf(b *[]byte) {
-	if b != nil {
+	if b != nil && cap(*b) <= derpBufSize {
 		*b = (*b)[:0]
 		derpBufPool.Put(b)
 	}
@@ -50,7 +141,7 @@ func (m *derpManager) onDERPMap(dm *wire.DERPMap) {
 	m.dm = dm
 	for id, r := range m.regions {
 		if dm == nil || dm.Regions[id] == nil {
-			r.rc.Close()
+			r.close()
 			delete(m.regions, id)
 			if m.home == id {
 				m.home = 0
@@ -111,7 +202,7 @@ func (m *derpManager) regionLocked(id int) *derpRegion {
 		Logf:        m.c.logf,
 		OnMessage:   func(msg derp.Message) { m.c.onDERPMessage(id, msg) },
 	})
-	r := &derpRegion{id: id, rc: rc, lastWrite: time.Now()}
+	r := newDERPRegion(id, rc, &m.c.derpSendDropped)
 	m.regions[id] = r
 	return r
 }
@@ -128,11 +219,10 @@ func (m *derpManager) send(region int, dst key.NodePublic, bufs [][]byte) error 
 	if r == nil {
 		return errNoDERPRegion
 	}
-	for _, b := range bufs {
-		if err := r.rc.Send(dst, b); err != nil {
-			return err
-		}
+	if !r.rc.Connected() {
+		return derp.ErrNotConnected // at once, as before the queue: the caller may count on it
 	}
+	r.enqueue(dst, bufs, &m.c.derpSendDropped)
 	return nil
 }
 
@@ -142,7 +232,7 @@ func (m *derpManager) cleanIdle() {
 	now := time.Now()
 	for id, r := range m.regions {
 		if id != m.home && now.Sub(r.lastWrite) > derpIdleTimeout {
-			r.rc.Close()
+			r.close()
 			delete(m.regions, id)
 		}
 	}
@@ -154,7 +244,7 @@ func (m *derpManager) resetAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, r := range m.regions {
-		r.rc.Close()
+		r.close()
 		delete(m.regions, id)
 	}
 	if m.home != 0 {
@@ -168,7 +258,7 @@ func (m *derpManager) closeAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, r := range m.regions {
-		r.rc.Close()
+		r.close()
 		delete(m.regions, id)
 	}
 	if m.janitor != nil {

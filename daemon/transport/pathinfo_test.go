@@ -3,10 +3,13 @@ package transport
 import (
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/skeinvpn/skein/daemon/wire"
 )
 
 // TestPathInfoActive: a disco ping alone leaves a peer idle; tunnel traffic makes it active for
@@ -70,5 +73,28 @@ func TestPathInfoRelayed(t *testing.T) {
 	}
 	if !pi.Active || pi.Direct.IsValid() || pi.DERPRegion != 7 || pi.LastDERPRegion != 7 || pi.LastDirect.IsValid() {
 		t.Fatalf("path info %+v, want active through region 7", pi)
+	}
+}
+
+// A batch that left over UDP was sent, even when DERP (tried too while the path is not yet
+// trusted) is down: wireguard-go logged a send failure per batch when DERP's error won.
+func TestSendOverUDPWithDERPDown(t *testing.T) {
+	a := newTestNode(t, "100.64.0.1")
+	b := newTestNode(t, "100.64.0.2")
+	a.conn.SetDERPMap(&wire.DERPMap{Regions: map[int]*wire.DERPRegion{7: {RegionID: 7, RegionCode: "down",
+		Nodes: []*wire.DERPNode{{Name: "7a", RegionID: 7, HostName: "127.0.0.1", IPv4: "127.0.0.1", DERPPort: 1}}}}})
+	a.conn.SetPeers([]PeerConfig{{NodeKey: b.node.Public(), DiscoKey: b.disco.Public(), Endpoints: []netip.AddrPort{b.loopback()}, HomeDERP: 7, Name: "b"}})
+	pe := a.conn.peerByKey(b.node.Public())
+	pe.mu.Lock()
+	pe.bestAddr, pe.trustUntil = b.loopback(), time.Time{}
+	pe.mu.Unlock()
+	if err := pe.send([][]byte{make([]byte, 100)}); err != nil {
+		t.Fatalf("UDP send worked, DERP down: send returned %v", err)
+	}
+	pe.mu.Lock()
+	pe.bestAddr = netip.AddrPort{}
+	pe.mu.Unlock()
+	if err := pe.send([][]byte{make([]byte, 100)}); err == nil {
+		t.Fatal("no address and DERP down: send returned no error")
 	}
 }

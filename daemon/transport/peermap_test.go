@@ -65,3 +65,37 @@ func BenchmarkSetPeers10k(b *testing.B) {
 		c.SetPeers(cfgs)
 	}
 }
+
+// UpsertPeer and RemovePeer change one peer and leave the others, and a later SetPeers still
+// treats the set as a whole.
+func TestUpsertAndRemovePeer(t *testing.T) {
+	c := New(Options{DiscoKey: key.NewDisco()})
+	defer c.Shutdown()
+	cfgs := peerConfigs(3)
+	c.SetPeers(cfgs)
+	keep := c.peerByKey(cfgs[1].NodeKey)
+	extra := peerConfigs(1)[0]
+	c.UpsertPeer(extra)
+	changed := cfgs[0]
+	changed.DiscoKey = key.NewDisco().Public()
+	c.UpsertPeer(changed)
+	c.RemovePeer(cfgs[2].NodeKey)
+	c.RemovePeer(key.NewNode().Public()) // unknown: nothing happens
+	c.mu.Lock()
+	if c.peers.len() != 3 || c.peers.byKey[extra.NodeKey] == nil || c.peers.byKey[cfgs[2].NodeKey] != nil {
+		t.Errorf("after upsert/remove: %d peers", c.peers.len())
+	}
+	if c.peers.byKey[cfgs[1].NodeKey] != keep {
+		t.Error("an untouched peer was replaced")
+	}
+	if c.peers.byDisco[changed.DiscoKey] == nil || c.peers.byDisco[cfgs[0].DiscoKey] != nil || c.peers.byDisco[cfgs[2].DiscoKey] != nil {
+		t.Error("disco index not updated")
+	}
+	c.mu.Unlock()
+	c.SetPeers(cfgs[:1])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers.len() != 1 || c.peers.byKey[extra.NodeKey] != nil {
+		t.Errorf("SetPeers after upserts left %d peers", c.peers.len())
+	}
+}

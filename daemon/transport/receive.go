@@ -91,6 +91,9 @@ func (c *Conn) demux(bufs [][]byte, sizes []int, srcs []netip.AddrPort, eps []co
 				sizes[i] = 0
 				continue
 			}
+			if c.opts.OnHandshake != nil && isInitiation(b) {
+				c.opts.OnHandshake(pe.nodeKey)
+			}
 			if pe != runPeer || src != runSrc {
 				flush()
 				runPeer, runSrc = pe, src
@@ -143,6 +146,9 @@ func (c *Conn) receiveDERP(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 				putDERPBuf(p.buf)
 				continue
 			}
+			if c.opts.OnHandshake != nil && isInitiation(p.data) {
+				c.opts.OnHandshake(p.src)
+			}
 			n := copy(bufs[0], p.data)
 			putDERPBuf(p.buf)
 			pe.noteRecv(time.Now(), n)
@@ -152,4 +158,9 @@ func (c *Conn) receiveDERP(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 			return 1, nil
 		}
 	}
+}
+
+// isInitiation reports whether b is a WireGuard handshake initiation (type 1, 148 bytes).
+func isInitiation(b []byte) bool {
+	return len(b) == 148 && b[0] == 1 && b[1] == 0 && b[2] == 0 && b[3] == 0
 }

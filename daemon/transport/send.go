@@ -64,11 +64,11 @@ func (pe *peerEndpoint) send(bufs [][]byte) error {
 	}
 	if !trusted {
 		if region != 0 {
+			// The batch went if either path took it: a UDP send that worked is not a
+			// failure because DERP is down (wireguard-go would log one per batch).
 			derr := pe.c.derp.send(region, pe.nodeKey, bufs)
-			if err == nil || !addr.IsValid() {
+			if !addr.IsValid() || err != nil && derr == nil {
 				err = derr
-			} else if derr == nil {
-				err = nil
 			}
 		}
 		pe.discover(now, false)

@@ -57,6 +57,10 @@ type Options struct {
 	// OnEndpointsChanged is called (from a transport goroutine) when our own endpoints, home
 	// DERP or netcheck report change, so control can be told.
 	OnEndpointsChanged func()
+	// OnHandshake is called, before wireguard-go sees the packet, for each WireGuard handshake
+	// initiation a known peer sends us, so that a peer configured in WireGuard only on demand
+	// can be configured in time to answer it. It runs on the receive path: keep it short.
+	OnHandshake func(key.NodePublic)
 	// DERPDialContext overrides how DERP TCP connections are made (tests); nil = default.
 	DERPDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// PortMapper, when set, maps our UDP port on the router; nil = no port mapping.

@@ -75,7 +75,8 @@ func TestBenchScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// SKEIN_BENCH_PROFILE=DIR saves a CPU profile of skeind taken while the deltas stream.
+	// SKEIN_BENCH_PROFILE=DIR saves skeind's heap once the map has settled and a CPU profile
+	// taken while the deltas stream.
 	profDir := os.Getenv("SKEIN_BENCH_PROFILE")
 	var env []string
 	if profDir != "" {
@@ -94,6 +95,9 @@ func TestBenchScale(t *testing.T) {
 	}
 	firstApplyMs := st.Engine.ApplyMaxMs
 	time.Sleep(10 * time.Second) // let the first burst settle before reading memory
+	if profDir != "" {
+		saveProfile(t, h, profDir, "heap-settled.pprof", "/debug/pprof/heap?gc=1")
+	}
 	rss, hwm, err := procMem(n.proc.Pid())
 	if err != nil {
 		t.Fatal(err)

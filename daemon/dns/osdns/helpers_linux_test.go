@@ -197,3 +197,22 @@ func startBus(t *testing.T) string {
 	}
 	return strings.TrimSpace(line)
 }
+
+// settledStatus is the manager's status read under its lock. Status answers with the last
+// status while a re-apply holds the lock (so that skeind's status never waits for file or
+// D-Bus work), so a test that has just seen the file re-applied could read the status from
+// before the re-apply: under load CI did (TestOwnFileEdited).
+func settledStatus(t *testing.T, m *Manager) Status {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := Status{Mode: m.mode, Reason: m.reason}
+		if m.be.status(&st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the DNS manager stayed locked for 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -444,7 +444,7 @@ func TestOverwriteReapply(t *testing.T) {
 	waitFor(t, 2*time.Second, "re-apply after rename", func() bool { return hasMarker([]byte(readFile(t, path))) })
 	t.Logf("re-applied after %v", time.Since(start))
 
-	st := m.Status()
+	st := settledStatus(t, m)
 	if st.Reapplies != 1 || !hasWarning(st, "NetworkManager rewrote", "re-applied", "dns=none", "nmcli") {
 		t.Errorf("status = %d re-applies, warnings %q", st.Reapplies, st.Warnings)
 	}
@@ -490,7 +490,7 @@ func TestOwnFileEdited(t *testing.T) {
 	f.WriteString("nameserver 8.8.8.8\n")
 	f.Close()
 	waitFor(t, 2*time.Second, "re-apply", func() bool { return readFile(t, path) == ours })
-	if st := m.Status(); !hasWarning(st, "edited skeind's file") {
+	if st := settledStatus(t, m); !hasWarning(st, "edited skeind's file") {
 		t.Errorf("warnings = %q", st.Warnings)
 	}
 	// Edit again and close before the watcher reacts.
@@ -527,7 +527,7 @@ func TestNoFightLoop(t *testing.T) {
 		}
 		clock.advance(time.Second)
 	}
-	st := m.Status()
+	st := settledStatus(t, m)
 	if st.Reapplies != 3 || !st.BackingOff || st.Applied {
 		t.Fatalf("re-applies = %d, backing off = %v, applied = %v; want 3, true, false", st.Reapplies, st.BackingOff, st.Applied)
 	}
@@ -550,7 +550,7 @@ func TestNoFightLoop(t *testing.T) {
 
 	clock.advance(time.Minute)
 	waitFor(t, 2*time.Second, "re-apply after the minute", func() bool { return hasMarker([]byte(readFile(t, path))) })
-	if st := m.Status(); st.Reapplies != 4 || st.BackingOff || !st.Applied {
+	if st := settledStatus(t, m); st.Reapplies != 4 || st.BackingOff || !st.Applied {
 		t.Errorf("after the minute: re-applies = %d, backing off = %v, applied = %v", st.Reapplies, st.BackingOff, st.Applied)
 	}
 	if err := m.Close(); err != nil {

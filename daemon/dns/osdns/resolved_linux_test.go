@@ -290,7 +290,7 @@ func TestResolvedMode(t *testing.T) {
 	if got := fake2.take(); !slices.Equal(got, want) {
 		t.Fatalf("re-applied calls:\n got %q\nwant %q", got, want)
 	}
-	st = m.Status()
+	st = settledStatus(t, m)
 	if st.Reapplies != 1 || !hasWarning(st, "systemd-resolved restarted", "re-applied") {
 		t.Errorf("status after restart: %d, %q", st.Reapplies, st.Warnings)
 	}
