@@ -105,7 +105,9 @@ func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
 	}
 }
 
-func forwardKey(addr string, port uint32) string { return net.JoinHostPort(addr, strconv.Itoa(int(port))) }
+func forwardKey(addr string, port uint32) string {
+	return net.JoinHostPort(addr, strconv.Itoa(int(port)))
+}
 
 // loopbackFor is where a remote forward listens: the loopback of the family asked for,
 // whatever address the client named — a forward never opens a port to the network.
