@@ -71,7 +71,8 @@ type tunnel struct {
 	stopPaths func()
 	// wg is wireguard-go's device and its buffers, plugged into by every dp in turn (a new
 	// device per dp cost 32 MiB a down/up cycle, issue 21). Set by init, closed by the loop.
-	wg *dataplane.WireGuard
+	wg  *dataplane.WireGuard
+	ssh sshState
 }
 
 // peerAPI is the running peer API: one listener per tailnet address of this node.
@@ -170,12 +171,14 @@ func (b *Backend) applyOnce() error {
 	same := dp != nil && !stale && nm == b.tun.shown && reflect.DeepEqual(prefs, b.tun.prefs)
 	b.mu.Unlock()
 	if same {
-		// Nothing new for the tunnel (e.g. only the control connection came and went).
+		// Nothing new for the tunnel (e.g. only the control connection came and went, or a
+		// pref that only per-tailnet features follow changed).
+		err := b.syncSSH(nm)
 		b.mu.Lock()
 		b.tun.applied = max(b.tun.applied, gen)
 		b.signalLocked()
 		b.mu.Unlock()
-		return nil
+		return err
 	}
 
 	if stale {
@@ -219,6 +222,10 @@ func (b *Backend) applyOnce() error {
 		took = time.Since(start)
 		b.syncPeerAPI(dp, nm)
 	}
+	var featErr error
+	if want {
+		featErr = b.syncSSH(nm)
+	}
 	b.mu.Lock()
 	if want {
 		b.engine.note(took, time.Since(arrived))
@@ -229,7 +236,7 @@ func (b *Backend) applyOnce() error {
 	}
 	b.refreshLocked(ipc.EventNetmap, nil)
 	b.mu.Unlock()
-	return nil
+	return featErr
 }
 
 // sync1 returns f wrapped to run at most once.
@@ -243,8 +250,9 @@ func sync1(f func()) func() {
 	}
 }
 
-// stopTunnel takes the peer API and the data plane down (host I/O, outside the lock).
+// stopTunnel takes SSH, the peer API and the data plane down (host I/O, outside the lock).
 func (b *Backend) stopTunnel() {
+	b.syncSSH(nil)
 	b.mu.Lock()
 	dp, papi, stopPaths := b.tun.dp, b.tun.papi, b.tun.stopPaths
 	b.tun.dp, b.tun.papi, b.tun.shown, b.tun.stopPaths = nil, nil, nil, nil

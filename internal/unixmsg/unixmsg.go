@@ -34,9 +34,10 @@ type Conn struct {
 	c   *net.UnixConn
 	wmu sync.Mutex
 
-	buf    []byte     // received bytes not yet returned as frames
-	fds    []*os.File // received descriptors not yet claimed by a frame
-	closed bool
+	buf []byte // received bytes not yet returned as frames (Recv's alone)
+
+	fmu sync.Mutex // fds is shared by Recv and Close
+	fds []*os.File // received descriptors not yet claimed by a frame
 }
 
 // New wraps a connected Unix stream socket.
@@ -79,11 +80,14 @@ func (c *Conn) Unix() *net.UnixConn { return c.c }
 
 // Close closes the socket and any descriptors received and not claimed.
 func (c *Conn) Close() error {
+	err := c.c.Close()
+	c.fmu.Lock()
 	for _, f := range c.fds {
 		f.Close()
 	}
 	c.fds = nil
-	return c.c.Close()
+	c.fmu.Unlock()
+	return err
 }
 
 // Send writes msg (a struct embedding Header, whose Type the caller set) with files attached.
@@ -160,6 +164,8 @@ func (c *Conn) next() (h Header, body []byte, files []*os.File, ok bool, err err
 	if err != nil {
 		return h, nil, nil, false, err
 	}
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
 	if h.FDs > len(c.fds) {
 		return h, nil, nil, false, fmt.Errorf("unixmsg: frame %q claims %d descriptors, %d arrived", h.Type, h.FDs, len(c.fds))
 	}
@@ -184,6 +190,8 @@ func (c *Conn) fill() error {
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4)*2)
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
 	n, oobn = max(n, 0), max(oobn, 0)
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
 	if oobn > 0 {
 		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 		for _, m := range msgs {
