@@ -201,7 +201,7 @@ func officialSSHKeys(t testing.TB, ts *lab.Tailscaled, host string) []string {
 	}
 	var st struct {
 		Peer map[string]struct {
-			HostName    string
+			HostName     string
 			SSH_HostKeys []string `json:"sshHostKeys"`
 		}
 	}
