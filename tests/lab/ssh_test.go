@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -344,4 +346,108 @@ func exec1(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(name, args...).Output()
 	return string(out), err
+}
+
+// unitCaps runs a program with exactly the capabilities skeind.service leaves skeind.
+var unitCaps = []string{"setpriv", "--no-new-privs", "--bounding-set=-all,+net_admin,+net_raw", "--inh-caps=-all", "--"}
+
+// TestTailscaleSSHUnitCapabilities: skeind with only the unit's capabilities cannot run
+// sessions itself; with the session helper started beside it (as the socket unit would) SSH
+// works through it. Turning SSH off takes the keys from the peers, the redirect from the
+// firewall and ends the sessions; the host's sshd keeps port 22 throughout.
+func TestTailscaleSSHUnitCapabilities(t *testing.T) {
+	t.Parallel()
+	sockDir, err := os.MkdirTemp("", "skein-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	helperSock := filepath.Join(sockDir, "helper.sock")
+	s := startSSHLab(t, unitCaps, "--session-helper-socket", helperSock)
+	sshd := startHostSSHD(t, s.n.host)
+	skLAN := s.n.host.Addr()
+	hostSSHDWorks := func(when string) {
+		t.Helper()
+		if r := sshd.login(t, s.alice.Host(), skLAN, "echo host-sshd"); r.code != 0 || r.stdout != "host-sshd\n" {
+			t.Errorf("%s: the host's sshd on %v:22: exit %d %q %q", when, skLAN, r.code, r.stdout, r.stderr)
+		}
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.n.proc.Pid()))
+	if !strings.Contains(string(status), "CapEff:\t0000000000003000") || !strings.Contains(string(status), "NoNewPrivs:\t1") {
+		t.Fatalf("skeind does not run with the unit's capabilities:\n%s", status)
+	}
+	hostSSHDWorks("before")
+
+	// No helper yet: SSH says what is missing and leaves port 22 alone.
+	mustOK(t, s.n.cli("set", "--ssh"), "skein set --ssh")
+	lab.Eventually(t, 20*time.Second, func() error {
+		r := s.n.cli("status")
+		if !strings.Contains(r.stdout, "systemctl enable --now skein-session-helper.socket") {
+			return fmt.Errorf("status does not tell how to start the session helper:\n%s", r.stdout)
+		}
+		return nil
+	})
+	if tbl := s.ingressTable(t); tbl != "" {
+		t.Errorf("redirect installed without a helper:\n%s", tbl)
+	}
+
+	// The helper, started as the socket unit would start it (root, full capabilities).
+	w := s.users.wrap()
+	helper, err := s.n.host.StartProcess(w[0], nil, append(w[1:], skeindBin, "--session-helper", "--session-helper-socket", helperSock)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 30*time.Second, func() error {
+		if helper.Exited() {
+			t.Fatalf("session helper exited: %s", helper.Log())
+		}
+		if s.ingressTable(t) == "" {
+			return errors.New("no redirect yet")
+		}
+		return nil
+	})
+	keys := s.enableSSH(t)
+	if scanned := keyscan(t, s.alice.Host(), s.skIP); strings.Join(sorted(keys), "\n") != strings.Join(scanned, "\n") {
+		t.Errorf("advertised %v, scanned %v", sorted(keys), scanned)
+	}
+	if r := s.ssh(s.alice.Host(), s.target("alice"), "id -un"); r.code != 0 || r.stdout != "alice\n" {
+		t.Fatalf("ssh through the helper: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(helper.Log(), `as "alice": exec started`) {
+		t.Errorf("the session did not run in the helper:\n%s", helper.Log())
+	}
+	hostSSHDWorks("with SSH on")
+
+	// SSH off: the session ends, the keys leave the peers, the redirect leaves the firewall.
+	sess, err := s.alice.Host().StartProcess("ssh", nil, append(sshOpts, s.target("alice"), "echo started; sleep 300")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 20*time.Second, func() error {
+		if !strings.Contains(sess.Log(), "started") {
+			return errors.New("session not open yet")
+		}
+		return nil
+	})
+	mustOK(t, s.n.cli("set", "--ssh=false"), "skein set --ssh=false")
+	select {
+	case <-sess.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("session still open 10 s after SSH was turned off: %s", sess.Log())
+	}
+	if tbl := s.ingressTable(t); tbl != "" {
+		t.Errorf("redirect left after --ssh=false:\n%s", tbl)
+	}
+	lab.Eventually(t, 30*time.Second, func() error {
+		if k := officialSSHKeys(t, s.alice, "sk"); len(k) != 0 {
+			return fmt.Errorf("ts-alice still sees %d host keys", len(k))
+		}
+		return nil
+	})
+	// Port 22 on the tailnet address is the host's own again.
+	if scanned := keyscan(t, s.alice.Host(), s.skIP); len(scanned) != 1 || slices.Contains(keys, scanned[0]) {
+		t.Errorf("after --ssh=false the tailnet's port 22 answers with %v", scanned)
+	}
+	hostSSHDWorks("after SSH is off")
+	s.n.stop()
 }
