@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary is its own child: `ssh-child MODE ...` runs Main.
@@ -89,6 +91,14 @@ func TestUserProcess(t *testing.T) {
 	c, err := u.Dial(ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A forwarded connection never carries skeind's bypass mark (or any other).
+	if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+		var mark int
+		rc.Control(func(fd uintptr) { mark, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK) })
+		if mark != 0 {
+			t.Errorf("forwarded dial carries mark %#x", mark)
+		}
 	}
 	got, _ := io.ReadAll(c)
 	c.Close()
