@@ -30,7 +30,9 @@ func TestSettingsSSHSwitch(t *testing.T) {
 	st = running()
 	st.Self.SSHHostKeys = []string{"ssh-ed25519 AAAA"}
 	h.be.SetStatus(st)
-	h.eventually("working", func() string { return h.expect("Peers the tailnet's SSH policy allows log in with: ssh USER@skein-a.lab.ts.net") })
+	h.eventually("working", func() string {
+		return h.expect("Peers the tailnet's SSH policy allows log in with: ssh USER@skein-a.lab.ts.net")
+	})
 	h.ui(func() { h.a.settings.ssh.check.SetChecked(false) })
 	h.eventually("pref cleared", func() string {
 		if h.be.Prefs().RunSSH {
