@@ -232,6 +232,7 @@ func (b *Backend) Close() {
 	b.mu.Unlock()
 	b.sess.Close()
 	b.tun.shutdown()
+	b.stopServe()
 }
 
 // markControl sets the bypass mark when we may (root); without CAP_NET_ADMIN it does nothing,

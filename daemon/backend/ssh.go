@@ -27,7 +27,6 @@ const sshPort = 22
 type sshState struct {
 	keys   *sshkeys.Keys
 	svc    *ingress.Service
-	table  ingress.Table
 	helper *sessionhelper.Client
 	policy *wire.SSHPolicy // the policy the helper was last told
 	addrs  []netip.Addr    // the addresses the redirect covers
@@ -64,15 +63,8 @@ func (b *Backend) syncSSH(nm *netmap.NetworkMap) error {
 	b.mu.Lock()
 	st := &b.tun.ssh
 	want := nm != nil && b.data.Prefs.RunSSH && selfHasCap(nm, capSSH)
-	var addrs []netip.Addr
-	if want {
-		for _, a := range nm.Self.Addresses {
-			if a.IsSingleIP() {
-				addrs = append(addrs, a.Addr())
-			}
-		}
-		want = len(addrs) > 0
-	}
+	addrs := selfAddrs(nm)
+	want = want && len(addrs) > 0
 	if !want {
 		keysWere := st.advertised != nil
 		svc, helper := st.svc, st.helper
@@ -81,7 +73,7 @@ func (b *Backend) syncSSH(nm *netmap.NetworkMap) error {
 			st.problem = &ipc.Issue{Code: "ssh", Message: "Tailscale SSH is on, but the control server does not enable it for this tailnet"}
 		}
 		b.mu.Unlock()
-		err := b.tun.ssh.table.Set(b.opts.TunName, nil)
+		err := b.applyIngress(selfAddrs(nm))
 		if svc != nil {
 			svc.Close()
 		}
@@ -128,7 +120,7 @@ func (b *Backend) syncSSH(nm *netmap.NetworkMap) error {
 			}
 			b.setAdvertised(keys.Public)
 			// No helper: no redirect either, so port 22 stays the host's.
-			b.tun.ssh.table.Set(b.opts.TunName, nil)
+			b.applyIngress(addrs)
 			return b.sshProblem(err, fix)
 		}
 		helper = h
@@ -167,7 +159,7 @@ func (b *Backend) syncSSH(nm *netmap.NetworkMap) error {
 		}
 	}
 	if svc != nil {
-		if err := st.table.Set(b.opts.TunName, svc.Rules(addrs)); err != nil {
+		if err := b.applyIngress(addrs); err != nil {
 			errs = append(errs, err)
 		}
 		b.mu.Lock()
@@ -269,4 +261,34 @@ func (b *Backend) sshHealthLocked() []ipc.Issue {
 		return []ipc.Issue{{Code: "ssh", Message: "Tailscale SSH is on, but the tailnet's SSH policy lets nobody log in to this machine"}}
 	}
 	return nil
+}
+
+// selfAddrs are our tailnet addresses in nm (none without a map).
+func selfAddrs(nm *netmap.NetworkMap) []netip.Addr {
+	if nm == nil || nm.Self == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range nm.Self.Addresses {
+		if a.IsSingleIP() {
+			out = append(out, a.Addr())
+		}
+	}
+	return out
+}
+
+// applyIngress makes the ingress table redirect, on our addresses, the ports of every service
+// that listens now: SSH (while its helper is there) and what `skein serve` serves. No
+// services, or no addresses: no table.
+func (b *Backend) applyIngress(addrs []netip.Addr) error {
+	b.mu.Lock()
+	var rules []ingress.Rule
+	if s := b.tun.ssh.svc; s != nil && b.tun.ssh.helper != nil {
+		rules = append(rules, s.Rules(addrs)...)
+	}
+	for _, s := range b.tun.serve.svcs {
+		rules = append(rules, s.Rules(addrs)...)
+	}
+	b.mu.Unlock()
+	return b.tun.ingress.Set(b.opts.TunName, rules)
 }

@@ -126,10 +126,12 @@ func TestProxyHeaders(t *testing.T) {
 	}
 	s := New(Options{
 		Config: func() ipc.ServeConfig { return cfg },
-		Self:   func() Self { return Self{FQDN: fqdn, Short: "sk", Addrs: []netip.Addr{netip.MustParseAddr("100.64.0.1")}} },
-		Whois:  func(a netip.Addr) Who { return peers[a] },
-		Files:  func(uint16, string) (FileDialer, bool) { return nil, false },
-		Logf:   t.Logf,
+		Self: func() Self {
+			return Self{FQDN: fqdn, Short: "sk", Addrs: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}
+		},
+		Whois: func(a netip.Addr) Who { return peers[a] },
+		Files: func(uint16, string) (FileDialer, bool) { return nil, false },
+		Logf:  t.Logf,
 	})
 	defer s.Close()
 	get := func(src, host string) (int, string) {

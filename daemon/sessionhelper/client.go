@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,15 @@ type Client struct {
 	c    *unixmsg.Conn
 	cmd  *exec.Cmd // the helper we started, if we did
 	done chan struct{}
+
+	mu      sync.Mutex
+	next    uint64
+	waiting map[uint64]chan filesResult
+}
+
+type filesResult struct {
+	err  error
+	file *os.File
 }
 
 // Connect reaches the helper at socket and greets it with the host keys and the policy. When
@@ -44,6 +54,7 @@ func Connect(socket string, hostKeys [][]byte, policy *wire.SSHPolicy) (*Client,
 		return nil, fmt.Errorf("%w at %s (%v)", ErrUnavailable, socket, err)
 	}
 	cl.done = make(chan struct{})
+	cl.waiting = map[uint64]chan filesResult{}
 	if err := cl.greet(hostKeys, policy); err != nil {
 		cl.Close()
 		return nil, err
@@ -83,15 +94,77 @@ func (cl *Client) greet(hostKeys [][]byte, policy *wire.SSHPolicy) error {
 	}
 }
 
-// watch notices the helper going away (it sends nothing after ready).
+// watch takes the helper's answers, and notices it going away.
 func (cl *Client) watch() {
 	defer close(cl.done)
+	defer func() {
+		cl.mu.Lock()
+		for id, ch := range cl.waiting {
+			delete(cl.waiting, id)
+			ch <- filesResult{err: errors.New("the session helper went away")}
+		}
+		cl.waiting = nil
+		cl.mu.Unlock()
+	}()
 	for {
-		_, _, files, err := cl.c.Recv()
-		closeAll(files)
+		h, body, files, err := cl.c.Recv()
 		if err != nil {
+			closeAll(files)
 			return
 		}
+		if h.Type != typeFilesReply {
+			closeAll(files)
+			continue
+		}
+		m, err := decode[filesReply](body)
+		r := filesResult{}
+		switch {
+		case err != nil:
+			r.err = err
+		case m.Error != "":
+			r.err = errors.New(m.Error)
+		case len(files) != 1:
+			r.err = errors.New("the session helper sent no file server")
+		default:
+			r.file, files = files[0], nil
+		}
+		closeAll(files)
+		cl.mu.Lock()
+		ch := cl.waiting[m.ID]
+		delete(cl.waiting, m.ID)
+		cl.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		} else if r.file != nil {
+			r.file.Close()
+		}
+	}
+}
+
+// StartFileServer asks for a file server for path, shared by uid: it runs as the path's owner
+// (uid must be that owner, or root). Closing the returned stream stops it.
+func (cl *Client) StartFileServer(uid uint32, path string) (*unixmsg.Conn, error) {
+	cl.mu.Lock()
+	if cl.waiting == nil {
+		cl.mu.Unlock()
+		return nil, errors.New("the session helper went away")
+	}
+	cl.next++
+	id := cl.next
+	ch := make(chan filesResult, 1)
+	cl.waiting[id] = ch
+	cl.mu.Unlock()
+	if err := cl.c.Send(filesMsg{Header: unixmsg.Header{Type: typeFiles}, ID: id, UID: uid, Path: path}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return unixmsg.FromFile(r.file)
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("the session helper did not answer in 30 s")
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/skeinvpn/skein/daemon/sshkeys"
 	"github.com/skeinvpn/skein/daemon/sshserver"
 	"github.com/skeinvpn/skein/internal/unixmsg"
@@ -75,13 +77,15 @@ func ServeConn(c *unixmsg.Conn, logf func(string, ...any)) {
 	if err == nil && (h.Type != typeHello || hi.Version != protocolVersion) {
 		err = fmt.Errorf("expected hello version %d, got %q version %d", protocolVersion, h.Type, hi.Version)
 	}
+	// Without host keys this skeind wants only file servers: an SSH server that refuses all.
+	var signers []ssh.Signer
+	if err == nil && len(hi.HostKeys) > 0 {
+		signers, err = sshkeys.Signers(hi.HostKeys)
+	}
 	var srv *sshserver.Server
 	if err == nil {
-		var signers, kerr = sshkeys.Signers(hi.HostKeys)
-		if err = kerr; err == nil {
-			srv = sshserver.New(sshserver.Options{HostKeys: signers, Logf: logf})
-			srv.SetPolicy(hi.Policy)
-		}
+		srv = sshserver.New(sshserver.Options{HostKeys: signers, Logf: logf})
+		srv.SetPolicy(hi.Policy)
 	}
 	if err != nil {
 		logf("session helper: %v", err)
@@ -109,9 +113,14 @@ func ServeConn(c *unixmsg.Conn, logf func(string, ...any)) {
 			if m, err := decode[policyMsg](body); err == nil {
 				srv.SetPolicy(m.Policy)
 			}
+		case typeFiles:
+			m, err := decode[filesMsg](body)
+			if err == nil {
+				wg.Go(func() { startFileServer(c, m, logf) })
+			}
 		case typeConn:
 			m, err := decode[connMsg](body)
-			if err != nil || len(files) != 1 {
+			if err != nil || len(files) != 1 || len(signers) == 0 {
 				closeAll(files)
 				continue
 			}

@@ -37,7 +37,25 @@ const (
 	typeError  = "error"    // helper → skeind, answers hello: errorMsg
 	typePolicy = "policy"   // skeind → helper: policyMsg
 	typeConn   = "ssh-conn" // skeind → helper with the connection: connMsg
+	// typeFiles asks for a file server for `skein serve --bg PATH` (filesMsg); the helper
+	// answers typeFilesReply (filesReply) with the server's socket attached, or the error.
+	typeFiles      = "file-server"
+	typeFilesReply = "file-server-reply"
 )
+
+type filesMsg struct {
+	unixmsg.Header
+	ID uint64 `json:"id"`
+	// UID asked for the share (skeind read it from the requesting socket's credentials).
+	UID  uint32 `json:"uid"`
+	Path string `json:"path"`
+}
+
+type filesReply struct {
+	unixmsg.Header
+	ID    uint64 `json:"id"`
+	Error string `json:"error,omitempty"`
+}
 
 type hello struct {
 	unixmsg.Header

@@ -21,6 +21,9 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/sys/unix"
+
+	"github.com/skeinvpn/skein/internal/fileserve"
+	"github.com/skeinvpn/skein/internal/unixmsg"
 )
 
 // Arg is the first argument that makes skeind run as a child (cmd/skeind checks for it).
@@ -34,6 +37,9 @@ const (
 	ModeExec = "exec" // drop, then exec the command (a shell) with the environment given
 	ModeSFTP = "sftp" // drop, then serve SFTP on stdin/stdout
 	ModeUser = "user" // drop, then open sockets for the helper on request (fd 3)
+	// ModeFiles: drop, then serve the files at the path given after "--" over the
+	// connections skeind passes on fd 3 (`skein serve --bg PATH`).
+	ModeFiles = "files"
 )
 
 // Identity is who the child becomes.
@@ -56,8 +62,11 @@ func Command(mode string, id Identity, path string, argv ...string) *exec.Cmd {
 		"--groups=" + strings.Join(gs, ","),
 		"--home=" + id.Home,
 	}
-	if mode == ModeExec {
+	switch mode {
+	case ModeExec:
 		args = append(append(args, "--", path), argv...)
+	case ModeFiles:
+		args = append(args, "--", path)
 	}
 	cmd := exec.Command(Exe, args...)
 	cmd.Args[0] = "skeind"
@@ -128,6 +137,8 @@ func Main(args []string) int {
 		return 0
 	case ModeUser:
 		return serveUser(os.NewFile(3, "helper"))
+	case ModeFiles:
+		return serveFiles(os.NewFile(3, "skeind"), fs.Args())
 	}
 	fmt.Fprintf(os.Stderr, "skeind ssh-child: unknown mode %q\n", mode)
 	return 2
@@ -208,4 +219,29 @@ func Verify(id Identity) error {
 		}
 	}
 	return nil
+}
+
+// serveFiles is ModeFiles: the files at args[0], read with the user's own rights.
+func serveFiles(f *os.File, args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "skeind ssh-child files: want one path")
+		return 2
+	}
+	c, err := unixmsg.FromFile(f)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "skeind ssh-child files: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	h, done, err := fileserve.Handler(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "skeind ssh-child files: %v\n", err)
+		return 1
+	}
+	defer done()
+	if err := fileserve.Serve(c, h); err != nil {
+		fmt.Fprintf(os.Stderr, "skeind ssh-child files: %v\n", err)
+		return 1
+	}
+	return 0
 }

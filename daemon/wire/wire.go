@@ -234,6 +234,9 @@ type DNSConfig struct {
 	Proxied           bool                   `json:",omitempty"`
 	ExtraRecords      []DNSRecord            `json:",omitempty"`
 	Nameservers       []netip.Addr           `json:",omitempty"`
+	// CertDomains are the names control issues TLS certificates for (Tailscale's service;
+	// Headscale sends none).
+	CertDomains []string `json:",omitempty"`
 }
 
 // Resolver is one upstream DNS resolver.

@@ -320,8 +320,12 @@ func (s *sshLab) asUser(t testing.TB, uid int, name string, args ...string) cmdR
 }
 
 // ingressTable is our nftables table in the Skein machine's namespace ("" when absent).
-func (s *sshLab) ingressTable(t testing.TB) string {
-	r := runIn(t, s.n.host, nil, "", 10*time.Second, "nft", "list", "table", "inet", "skein-ingress")
+func (s *sshLab) ingressTable(t testing.TB) string { return ingressTableIn(t, s.n.host) }
+
+func (s *serveLab) ingressTable(t testing.TB) string { return ingressTableIn(t, s.n.host) }
+
+func ingressTableIn(t testing.TB, h *lab.Host) string {
+	r := runIn(t, h, nil, "", 10*time.Second, "nft", "list", "table", "inet", "skein-ingress")
 	if r.code != 0 {
 		return ""
 	}
