@@ -35,6 +35,7 @@ type settingsPage struct {
 	dns         *dnsSection
 	net         *networkSection
 	ssh         *sshSection
+	sharing     *sharingSection
 	recv        *receiveSection
 	saved       string // the hostname as skeind last reported it
 	edited      bool
@@ -100,6 +101,7 @@ func newSettingsPage(a *App) *settingsPage {
 	s.dns = newDNSSection(a)
 	s.net = newNetworkSection(a)
 	s.ssh = newSSHSection(a)
+	s.sharing = newSharingSection(a)
 	s.recv = newReceiveSection(a)
 	a.recv = s.recv
 	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
@@ -114,6 +116,7 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("DNS", s.dns.content),
 		widget.NewFormItem("Network", s.net.content),
 		widget.NewFormItem("SSH", s.ssh.content),
+		widget.NewFormItem("Sharing", s.sharing.content),
 		widget.NewFormItem("Received files", s.recv.content),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
@@ -185,6 +188,7 @@ func (s *settingsPage) update(a *App) {
 	s.dns.update(a)
 	s.net.update(a)
 	s.ssh.update(a)
+	s.sharing.update(a)
 	s.recv.update(a)
 }
 
