@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -17,9 +18,13 @@ func TestSharingSection(t *testing.T) {
 		TCP: map[uint16]*ipc.TCPPortHandler{3003: {HTTP: true}},
 		Web: map[string]*ipc.WebServerConfig{"self.test:3003": {Handlers: map[string]*ipc.HTTPHandler{"/": {Proxy: "http://127.0.0.1:3002"}}}},
 	})
-	h.ui(func() { h.a.settings.sharing.fetched = h.a.settings.sharing.fetched.AddDate(-1, 0, 0); h.a.refresh() })
 	h.eventually("entry", func() string {
-		return h.expect("http://self.test:3003/ → http://127.0.0.1:3002", "["+sharingStop+"]")
+		msg := h.expect("http://self.test:3003/ → http://127.0.0.1:3002", "["+sharingStop+"]")
+		if sh := h.a.settings.sharing; msg != "" && !sh.loading {
+			sh.fetched = time.Time{} // read the config again (the section re-reads on updates)
+			h.a.refresh()
+		}
+		return msg
 	})
 	h.tap(sharingStop)
 	h.eventually("stopped", func() string {

@@ -55,9 +55,11 @@ func TestCopySSHCommand(t *testing.T) {
 	})
 	h.ui(func() { h.a.peers.list.Select(0) }) // beta: no SSH
 	h.eventually("beta", func() string { return h.expect("beta.lab.ts.net", "[Copy IP]") })
-	if h.look().buttons[peerCopySSH] != nil {
-		t.Error("Copy ssh command shown for a peer without Tailscale SSH")
-	}
+	h.ui(func() {
+		if h.look().buttons[peerCopySSH] != nil {
+			t.Error("Copy ssh command shown for a peer without Tailscale SSH")
+		}
+	})
 	h.ui(func() { h.a.peers.list.Select(1) }) // gamma
 	h.eventually("gamma", func() string { return h.expect("gamma.lab.ts.net", "["+peerCopySSH+"]") })
 	h.tap(peerCopySSH)
