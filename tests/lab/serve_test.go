@@ -26,18 +26,17 @@ import (
 // operator), official peers of alice and bob, and a tagged official node; services on sk's
 // loopback that record what reaches them.
 type serveLab struct {
-	l           *lab.Lab
-	c           *lab.Control
-	n           *node
-	users       *localUsers
-	alice, bob  *lab.Tailscaled
-	tagged      *lab.Tailscaled
-	skIP        netip.Addr
-	fqdn        string
-	backend     *recorder // 127.0.0.1:3002 on sk
-	backend2    *recorder // 127.0.0.1:3004 on sk
-	echoAddr    string    // a TCP echo server on sk's loopback
-	operatorArg []string
+	l          *lab.Lab
+	c          *lab.Control
+	n          *node
+	users      *localUsers
+	alice, bob *lab.Tailscaled
+	tagged     *lab.Tailscaled
+	skIP       netip.Addr
+	fqdn       string
+	backend    *recorder // 127.0.0.1:3002 on sk
+	backend2   *recorder // 127.0.0.1:3004 on sk
+	echoAddr   string    // a TCP echo server on sk's loopback
 }
 
 func servePolicy(bobPorts string) string {
@@ -119,16 +118,7 @@ func startServeLab(t *testing.T, skeindWrap []string) *serveLab {
 	s.tagged = official("ts-tag", keys["alice"], "--advertise-tags=tag:web")
 
 	h := mustHost(t, s.l, "sk")
-	s.n = &node{t: t, host: h, statedir: filepath.Join(h.Dir(), "skein-state"), bin: skeindBin,
-		env: []string{"GORACE=halt_on_error=1"}, wrap: append(s.users.wrap(), skeindWrap...)}
-	sockDir, err := os.MkdirTemp("", "skein-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(sockDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	s.n.socket = filepath.Join(sockDir, "skeind.sock")
-	s.n.start()
+	s.n = startNodeAs(t, h, s.users, skeindWrap)
 	mustOK(t, s.n.cli("up", "--login-server", s.c.URL(), "--auth-key", keys["alice"], "--hostname", "sk"), "skein up")
 	mustOK(t, s.n.cli("set", "--operator=alice"), "skein set --operator")
 	s.skIP = s.n.selfIP()

@@ -130,16 +130,7 @@ func startSSHLab(t *testing.T, skeindWrap []string, extra ...string) *sshLab {
 	s.alice, s.bob, s.carol = official("alice"), official("bob"), official("carol")
 
 	h := mustHost(t, s.l, "sk")
-	s.n = &node{t: t, host: h, statedir: filepath.Join(h.Dir(), "skein-state"), bin: skeindBin,
-		env: []string{"GORACE=halt_on_error=1"}, wrap: append(s.users.wrap(), skeindWrap...), args: extra}
-	sockDir, err := os.MkdirTemp("", "skein-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(sockDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	s.n.socket = filepath.Join(sockDir, "skeind.sock")
-	s.n.start()
+	s.n = startNodeAs(t, h, s.users, skeindWrap, extra...)
 	mustOK(t, s.n.cli("up", "--login-server", s.c.URL(), "--auth-key", keys["alice"], "--hostname", "sk"), "skein up")
 	s.skIP = s.n.selfIP()
 	for _, ts := range []*lab.Tailscaled{s.alice, s.bob, s.carol} {
@@ -148,6 +139,23 @@ func startSSHLab(t *testing.T, skeindWrap []string, extra ...string) *sshLab {
 		}
 	}
 	return s
+}
+
+// startNodeAs starts skeind on h seeing the accounts of users, through wrap and with extra
+// flags.
+func startNodeAs(t *testing.T, h *lab.Host, users *localUsers, wrap []string, extra ...string) *node {
+	t.Helper()
+	n := &node{t: t, host: h, statedir: filepath.Join(h.Dir(), "skein-state"), bin: skeindBin,
+		env: []string{"GORACE=halt_on_error=1"}, wrap: append(users.wrap(), wrap...), args: extra}
+	sockDir, err := os.MkdirTemp("", "skein-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sockDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	n.socket = filepath.Join(sockDir, "skeind.sock")
+	n.start()
+	return n
 }
 
 // sshOpts are the OpenSSH client options every test uses: no configuration files, no
