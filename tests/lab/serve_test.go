@@ -339,7 +339,20 @@ func TestServe(t *testing.T) {
 
 	// 7. status, off, reset, and a restart that keeps only background entries.
 	t.Run("StatusOffResetRestart", func(t *testing.T) { testServeLifecycle(t, s, true) })
-	s.n.stop()
+
+	// A crash leaves the redirects; --cleanup (the unit's ExecStopPost) takes them away.
+	mustOK(t, s.n.cli("serve", "--bg", "--http", "3030", "3002"), "serve before the crash")
+	if !strings.Contains(s.ingressTable(t), "dport 3030") {
+		t.Fatalf("no redirect for 3030:\n%s", s.ingressTable(t))
+	}
+	s.n.proc.Kill()
+	w := s.users.wrap()
+	if r := runIn(t, s.n.host, nil, "", 30*time.Second, w[0], append(slices.Clone(w[1:]), skeindBin, "--cleanup", "--statedir", s.n.statedir)...); r.code != 0 {
+		t.Fatalf("skeind --cleanup: exit %d %s", r.code, r.stderr)
+	}
+	if tbl := s.ingressTable(t); tbl != "" {
+		t.Errorf("--cleanup left the redirects:\n%s", tbl)
+	}
 }
 
 // testServeFiles: the operator's foreground share of a folder in their home: a normal file

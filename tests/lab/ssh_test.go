@@ -221,6 +221,9 @@ func TestTailscaleSSH(t *testing.T) {
 	})
 	hostSSHDWorks("at the end")
 	s.n.stop() // cleanly: no race report, no panic
+	if tbl := s.ingressTable(t); tbl != "" {
+		t.Errorf("skeind stopped and left its redirect:\n%s", tbl)
+	}
 }
 
 // testForwarding: -L works, -R never on a privileged port for a non-root user and only on
