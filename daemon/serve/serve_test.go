@@ -186,3 +186,33 @@ func FuzzRoute(f *testing.F) {
 		}
 	})
 }
+
+// https+insecure reaches a local HTTPS server with a certificate of its own.
+func TestProxyHTTPSInsecure(t *testing.T) {
+	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls "+r.URL.Path) }))
+	defer backend.Close()
+	var cfg ipc.ServeConfig
+	target := "https+insecure://" + strings.TrimPrefix(backend.URL, "https://")
+	if err := Apply(&cfg, fqdn, ipc.ServeRequest{Mode: "http", Port: 80, Target: target}, Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{
+		Config: func() ipc.ServeConfig { return cfg },
+		Self:   func() Self { return Self{FQDN: fqdn} },
+		Whois:  func(netip.Addr) Who { return Who{} },
+		Files:  func(uint16, string) (FileDialer, bool) { return nil, false },
+	})
+	defer s.Close()
+	a, b := net.Pipe()
+	go s.HandleConn(b, netip.MustParseAddrPort("100.64.0.2:1"), 80)
+	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return a, nil }}
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + fqdn + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "tls /x" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}

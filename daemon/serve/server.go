@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"mime"
 	"net"
@@ -239,7 +240,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, port uint16) 
 			http.Error(w, "bad proxy target", http.StatusInternalServerError)
 			return
 		}
-		s.proxyTo(w, r, u, s.transport(h.Proxy, nil), mount, src)
+		insecure := u.Scheme == "https+insecure"
+		if insecure {
+			// A local HTTPS server with a self-signed certificate, as the official client allows.
+			uc := *u
+			uc.Scheme = "https"
+			u = &uc
+		}
+		s.proxyTo(w, r, u, s.transport(h.Proxy, insecure), mount, src)
 	case h.Path != "":
 		dial, ok := s.opts.Files(port, mount)
 		if !ok {
@@ -256,8 +264,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, port uint16) 
 	}
 }
 
-// transport is the shared transport of a proxy target: plain loopback dials.
-func (s *Server) transport(target string, _ any) *http.Transport {
+// transport is the shared transport of a proxy target: plain loopback dials (insecure: the
+// target's certificate is not checked).
+func (s *Server) transport(target string, insecure bool) *http.Transport {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t := s.proxy[target]; t != nil {
@@ -265,6 +274,7 @@ func (s *Server) transport(target string, _ any) *http.Transport {
 	}
 	t := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: insecure},
 		MaxIdleConns:          32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
