@@ -20,7 +20,9 @@ for pkg in debootstrap desktop-file-utils appstream flatpak-builder systemd binu
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Tailscale SSH's lab tests: OpenSSH's client tools (ssh, scp, sftp, ssh-keyscan, ssh-agent,
-# ssh-keygen) talk to Skein's server, and sshd plays the host's own SSH server on port 22.
+# ssh-keygen) talk to Skein's server, and sshd plays the host's own SSH server on port 22
+# (systemd, above, brings systemd-socket-activate, which starts the session helper as its socket
+# unit would).
 for pkg in openssh-client openssh-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

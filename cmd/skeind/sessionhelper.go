@@ -30,7 +30,11 @@ func runSessionHelper(socket string, logf func(string, ...any)) int {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	logf("session helper: listening on %s", ln.Addr())
+	how := "a socket of its own"
+	if !own {
+		how = "systemd's socket"
+	}
+	logf("session helper: listening on %s (%s)", ln.Addr(), how)
 	err = sessionhelper.Serve(ln, logf)
 	if own {
 		os.Remove(socket)

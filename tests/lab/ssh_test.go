@@ -54,24 +54,7 @@ func TestTailscaleSSH(t *testing.T) {
 	hostSSHDWorks("with SSH on")
 
 	// 2. Plain OpenSSH from alice's official peer.
-	t.Run("OpenSSH", func(t *testing.T) {
-		if r := s.ssh(s.alice.Host(), s.target("alice"), "id -un; pwd"); r.code != 0 || r.stdout != "alice\n"+s.users.aliceHome+"\n" {
-			t.Fatalf("id -un: exit %d %q %q", r.code, r.stdout, r.stderr)
-		}
-		if r := s.ssh(s.alice.Host(), s.target("alice"), "exit 7"); r.code != 7 {
-			t.Errorf("exit 7 gave %d (%q)", r.code, r.stderr)
-		}
-		// 1 MB of distinct lines, compared byte for byte.
-		r := s.ssh(s.alice.Host(), s.target("alice"), "seq 1 170000")
-		want, _ := exec1(t, "seq", "1", "170000")
-		if r.code != 0 || len(want) < 1<<20 || r.stdout != want {
-			t.Errorf("1 MB of output: exit %d, %d bytes, want %d", r.code, len(r.stdout), len(want))
-		}
-		r = runIn(t, s.alice.Host(), []string{"TERM=xterm-skein"}, "", 30*time.Second, "ssh", append(sshOpts, "-tt", s.target("alice"), `tty; echo "$TERM"`)...)
-		if r.code != 0 || !regexp.MustCompile(`^/dev/pts/\d+\r\nxterm-skein\r\n`).MatchString(r.stdout) {
-			t.Errorf("ssh -tt: exit %d %q %q", r.code, r.stdout, r.stderr)
-		}
-	})
+	t.Run("OpenSSH", func(t *testing.T) { testOpenSSH(t, s) })
 
 	// 3. tailscale ssh checks the host key strictly against what the tailnet advertises.
 	t.Run("TailscaleSSH", func(t *testing.T) {
@@ -226,6 +209,27 @@ func TestTailscaleSSH(t *testing.T) {
 	}
 }
 
+// testOpenSSH is acceptance 2: plain OpenSSH from alice's official peer logs in as the mapped
+// user, gets the command's exit status and its whole output, and a pty with the client's TERM.
+func testOpenSSH(t *testing.T, s *sshLab) {
+	if r := s.ssh(s.alice.Host(), s.target("alice"), "id -un; pwd"); r.code != 0 || r.stdout != "alice\n"+s.users.aliceHome+"\n" {
+		t.Fatalf("id -un: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := s.ssh(s.alice.Host(), s.target("alice"), "exit 7"); r.code != 7 {
+		t.Errorf("exit 7 gave %d (%q)", r.code, r.stderr)
+	}
+	// 1 MB of distinct lines, compared byte for byte.
+	r := s.ssh(s.alice.Host(), s.target("alice"), "seq 1 170000")
+	want, _ := exec1(t, "seq", "1", "170000")
+	if r.code != 0 || len(want) < 1<<20 || r.stdout != want {
+		t.Errorf("1 MB of output: exit %d, %d bytes, want %d", r.code, len(r.stdout), len(want))
+	}
+	r = runIn(t, s.alice.Host(), []string{"TERM=xterm-skein"}, "", 30*time.Second, "ssh", append(sshOpts, "-tt", s.target("alice"), `tty; echo "$TERM"`)...)
+	if r.code != 0 || !regexp.MustCompile(`^/dev/pts/\d+\r\nxterm-skein\r\n`).MatchString(r.stdout) {
+		t.Errorf("ssh -tt: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
 // testForwarding: -L works, -R never on a privileged port for a non-root user and only on
 // loopback, -A gives the user's own socket, and only TERM, LANG and LC_* come from the client.
 func testForwarding(t *testing.T, s *sshLab) {
@@ -355,8 +359,8 @@ func exec1(t testing.TB, name string, args ...string) (string, error) {
 var unitCaps = []string{"setpriv", "--no-new-privs", "--bounding-set=-all,+net_admin,+net_raw", "--inh-caps=-all", "--"}
 
 // TestTailscaleSSHUnitCapabilities: skeind with only the unit's capabilities cannot run
-// sessions itself; with the session helper started beside it (as the socket unit would) SSH
-// works through it. Turning SSH off takes the keys from the peers, the redirect from the
+// sessions itself; with the session helper socket-activated beside it (as the socket unit
+// does) SSH works through it. Turning SSH off takes the keys from the peers, the redirect from the
 // firewall and ends the sessions; the host's sshd keeps port 22 throughout.
 func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 	t.Parallel()
@@ -394,9 +398,12 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 		t.Errorf("redirect installed without a helper:\n%s", tbl)
 	}
 
-	// The helper, started as the socket unit would start it (root, full capabilities).
+	// The helper, socket-activated as skein-session-helper.socket does it (root, full
+	// capabilities): systemd-socket-activate holds the socket and starts skeind --session-helper
+	// with it (LISTEN_FDS) when skeind first connects.
 	w := s.users.wrap()
-	helper, err := s.n.host.StartProcess(w[0], nil, append(w[1:], skeindBin, "--session-helper", "--session-helper-socket", helperSock)...)
+	helper, err := s.n.host.StartProcess(w[0], nil, append(w[1:], "systemd-socket-activate", "-l", helperSock, "-E", "GORACE=halt_on_error=1",
+		skeindBin, "--session-helper")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,12 +416,16 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 		}
 		return nil
 	})
+	if !strings.Contains(helper.Log(), "(systemd's socket)") {
+		t.Errorf("the helper did not serve the socket it was activated with:\n%s", helper.Log())
+	}
 	keys := s.enableSSH(t)
 	if scanned := keyscan(t, s.alice.Host(), s.skIP); strings.Join(sorted(keys), "\n") != strings.Join(scanned, "\n") {
 		t.Errorf("advertised %v, scanned %v", sorted(keys), scanned)
 	}
-	if r := s.ssh(s.alice.Host(), s.target("alice"), "id -un"); r.code != 0 || r.stdout != "alice\n" {
-		t.Fatalf("ssh through the helper: exit %d %q %q", r.code, r.stdout, r.stderr)
+	// Scenario 2 whole, through the helper.
+	if !t.Run("OpenSSH", func(t *testing.T) { testOpenSSH(t, s) }) {
+		t.FailNow()
 	}
 	if !strings.Contains(helper.Log(), `as "alice": exec started`) {
 		t.Errorf("the session did not run in the helper:\n%s", helper.Log())
@@ -453,4 +464,7 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 	}
 	hostSSHDWorks("after SSH is off")
 	s.n.stop()
+	if l := helper.Log(); strings.Contains(l, "DATA RACE") || strings.Contains(l, "panic:") {
+		t.Errorf("the session helper:\n%s", l)
+	}
 }
