@@ -284,55 +284,93 @@ func TestServe(t *testing.T) {
 		}
 	})
 
-	// 9. Parity: the same --http serve on an official peer answers the Skein side the same
-	// way by name (by IP it answers 404, where Skein answers).
+	// 9. Parity: the same `--http 3005 --set-path /a2` serve on an official peer and on
+	// Skein, each asked by name from the other side with forged identity headers, hands its
+	// backend the same request (relative to who asked and how); by IP the official one answers
+	// 404, where Skein answers.
 	t.Run("Parity", func(t *testing.T) {
-		off := newRecorder(t, s.alice.Host(), "127.0.0.1:3006", "official-backend")
-		if out, err := s.alice.CLI("serve", "--bg", "--http", "3005", "http://127.0.0.1:3006"); err != nil {
+		theirBackend := newRecorder(t, s.alice.Host(), "127.0.0.1:3006", "parity-backend")
+		ourBackend := newRecorder(t, s.n.host, "127.0.0.1:3006", "parity-backend")
+		if out, err := s.alice.CLI("serve", "--bg", "--http", "3005", "--set-path", "/a2", "http://127.0.0.1:3006"); err != nil {
 			t.Fatalf("tailscale serve: %v %s", err, out)
 		}
+		mustOK(t, s.n.cli("serve", "--bg", "--http", "3005", "--set-path", "/a2", "http://127.0.0.1:3006"), "skein serve (parity)")
 		ost, _ := s.alice.Status()
-		aliceFQDN := strings.TrimSuffix(ost.Self.DNSName, ".")
-		get := func(host string) (int, error) {
+		aliceIP, aliceFQDN := ost.Self.IPv4(), strings.TrimSuffix(ost.Self.DNSName, ".")
+		type seen struct {
+			code                                      int
+			path, host, xff, xfh, xfp, login, name    string
+			pic, info                                 string
+			hasLogin, hasName, hasPic, forgedFromPeer bool
+		}
+		// ask GETs /a2/deep/x from h at ip:3005 with Host host, and describes what the backend
+		// got with the asker's address and the Host replaced by placeholders.
+		ask := func(h *lab.Host, ip netip.Addr, host string, backend *recorder, asker netip.Addr) (seen, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s:3005/p", ost.Self.IPv4()), nil)
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/a2/deep/x", net.JoinHostPort(ip.String(), "3005")), nil)
 			req.Host = host
 			req.Header.Set("Tailscale-User-Login", "forged@evil")
-			resp, err := s.n.host.HTTPClient().Do(req)
+			req.Header.Set("Tailscale-User-Name", "Mallory")
+			req.Header.Set("X-Forwarded-For", "6.6.6.6")
+			resp, err := h.HTTPClient().Do(req)
 			if err != nil {
-				return 0, err
+				return seen{}, err
 			}
 			resp.Body.Close()
-			return resp.StatusCode, nil
+			v := seen{code: resp.StatusCode}
+			if resp.StatusCode != 200 {
+				return v, nil
+			}
+			r := backend.last(t)
+			placeholders := strings.NewReplacer(host, "HOST", asker.String(), "ASKER")
+			v.path, v.host = r.URL.Path, placeholders.Replace(r.Host)
+			v.xff, v.xfh, v.xfp = placeholders.Replace(r.Header.Get("X-Forwarded-For")), placeholders.Replace(r.Header.Get("X-Forwarded-Host")), r.Header.Get("X-Forwarded-Proto")
+			v.login, v.name, v.pic, v.info = r.Header.Get("Tailscale-User-Login"), r.Header.Get("Tailscale-User-Name"), r.Header.Get("Tailscale-User-Profile-Pic"), r.Header.Get("Tailscale-Headers-Info")
+			_, v.hasLogin = r.Header["Tailscale-User-Login"]
+			_, v.hasName = r.Header["Tailscale-User-Name"]
+			_, v.hasPic = r.Header["Tailscale-User-Profile-Pic"]
+			v.forgedFromPeer = strings.Contains(fmt.Sprint(r.Header), "forged@evil") || strings.Contains(fmt.Sprint(r.Header), "Mallory") || strings.Contains(fmt.Sprint(r.Header), "6.6.6.6")
+			return v, nil
 		}
-		var code int
+		var theirs seen
 		lab.Eventually(t, 20*time.Second, func() error {
 			var err error
-			code, err = get(aliceFQDN + ":3005")
+			theirs, err = ask(s.n.host, aliceIP, aliceFQDN+":3005", theirBackend, s.skIP)
 			return err
 		})
-		oreq := off.last(t)
-		if code != 200 || oreq.Header.Get("X-Forwarded-For") != s.skIP.String() || oreq.Header.Get("Tailscale-User-Login") != "alice" || oreq.Host != aliceFQDN+":3005" {
-			t.Errorf("official serve from Skein's side: %d, X-Forwarded-For %q, login %q, Host %q", code, oreq.Header.Get("X-Forwarded-For"), oreq.Header.Get("Tailscale-User-Login"), oreq.Host)
+		ours, err := ask(s.alice.Host(), s.skIP, s.hostPort(3005), ourBackend, aliceIP)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if code, err := get(ost.Self.IPv4().String() + ":3005"); err != nil || code != 404 {
-			t.Errorf("official serve by IP: %d %v (expected its 404)", code, err)
+		t.Logf("the official serve's backend saw %+v", theirs)
+		if theirs.code != 200 || theirs.path != "/deep/x" || theirs.xff != "ASKER" || theirs.login != "alice" {
+			t.Errorf("official serve from Skein's side: %+v", theirs)
+		}
+		if ours != theirs {
+			t.Errorf("the same serve differs:\nofficial: %+v\nSkein:    %+v", theirs, ours)
+		}
+		// By IP: the official serve's 404, Skein's answer.
+		if v, err := ask(s.n.host, aliceIP, aliceIP.String()+":3005", theirBackend, s.skIP); err != nil || v.code != 404 {
+			t.Errorf("official serve by IP: %+v %v (expected its 404)", v, err)
+		}
+		if v, err := ask(s.alice.Host(), s.skIP, s.skIP.String()+":3005", ourBackend, aliceIP); err != nil || v.code != 200 {
+			t.Errorf("Skein's serve by IP: %+v %v", v, err)
 		}
 		// The official serve status --json and ours have the same keys.
 		out, err := s.alice.CLI("serve", "status", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
-		theirs, ours := jsonKeys(t, out), jsonKeys(t, s.serveJSON(t))
-		for _, k := range theirs {
-			if !slices.Contains(ours, k) {
-				t.Errorf("the official serve status --json has %s, ours does not (ours: %v)", k, ours)
+		theirKeys, ourKeys := jsonKeys(t, out), jsonKeys(t, s.serveJSON(t))
+		for _, k := range theirKeys {
+			if !slices.Contains(ourKeys, k) {
+				t.Errorf("the official serve status --json has %s, ours does not (ours: %v)", k, ourKeys)
 			}
 		}
-		for _, k := range ours {
-			if !strings.HasPrefix(k, ".Foreground") && !slices.Contains(theirs, k) && !strings.Contains(k, "TCPForward") && !strings.Contains(k, "Path") {
-				t.Errorf("our serve status --json has %s, the official one does not (theirs: %v)", k, theirs)
+		for _, k := range ourKeys {
+			if !strings.HasPrefix(k, ".Foreground") && !slices.Contains(theirKeys, k) && !strings.Contains(k, "TCPForward") && !strings.Contains(k, "Path") {
+				t.Errorf("our serve status --json has %s, the official one does not (theirs: %v)", k, theirKeys)
 			}
 		}
 	})
