@@ -84,7 +84,9 @@ func (r *recorder) last(t *testing.T) *http.Request {
 	}
 }
 
-func startServeLab(t *testing.T, skeindWrap []string) *serveLab {
+// startServeLab starts the lab; skeindWrap, when set, runs skeind through further commands,
+// extra are skeind's extra flags.
+func startServeLab(t *testing.T, skeindWrap []string, extra ...string) *serveLab {
 	t.Helper()
 	s := &serveLab{l: lab.New(t), users: newLocalUsers(t)}
 	var err error
@@ -118,7 +120,7 @@ func startServeLab(t *testing.T, skeindWrap []string) *serveLab {
 	s.tagged = official("ts-tag", keys["alice"], "--advertise-tags=tag:web")
 
 	h := mustHost(t, s.l, "sk")
-	s.n = startNodeAs(t, h, s.users, skeindWrap)
+	s.n = startNodeAs(t, h, s.users, skeindWrap, extra...)
 	mustOK(t, s.n.cli("up", "--login-server", s.c.URL(), "--auth-key", keys["alice"], "--hostname", "sk"), "skein up")
 	mustOK(t, s.n.cli("set", "--operator=alice"), "skein set --operator")
 	s.skIP = s.n.selfIP()
@@ -397,15 +399,7 @@ func TestServe(t *testing.T) {
 // arrives; a symlink out, "..", a root-only file inside fail without content; the share
 // stops with the command; the operator cannot share /root in the background.
 func testServeFiles(t *testing.T, s *serveLab) {
-	share := filepath.Join(s.users.aliceHome, "share")
-	os.MkdirAll(share, 0o755)
-	os.WriteFile(filepath.Join(share, "normal.txt"), []byte("shared by alice\n"), 0o644)
-	os.Symlink("/etc/shadow", filepath.Join(share, "shadow-link"))
-	os.WriteFile(filepath.Join(share, "root-only"), []byte("root's secret\n"), 0o600)
-	for _, p := range []string{share, filepath.Join(share, "normal.txt")} {
-		os.Lchown(p, aliceUID, aliceUID)
-	}
-	os.Lchown(filepath.Join(share, "shadow-link"), aliceUID, aliceUID)
+	share := s.makeShare(t)
 	w := s.users.wrap()
 	args := append(slices.Clone(w[1:]), "setpriv", fmt.Sprintf("--reuid=%d", aliceUID), fmt.Sprintf("--regid=%d", aliceUID), "--clear-groups", "--",
 		skeinBin, "--socket", s.n.socket, "serve", "--http", "8080", share)
@@ -466,13 +460,36 @@ func testServeFiles(t *testing.T, s *serveLab) {
 	if strings.Contains(s.serveJSON(t), "8081") {
 		t.Error("the refused share is in the config")
 	}
-	// The operator's own folder in the background: read as alice.
+	testServeBackgroundFiles(t, s, share)
+}
+
+// makeShare makes the operator's folder to share: alice's normal file, a symlink to
+// /etc/shadow and a root-only file.
+func (s *serveLab) makeShare(t *testing.T) string {
+	t.Helper()
+	share := filepath.Join(s.users.aliceHome, "share")
+	os.MkdirAll(share, 0o755)
+	os.WriteFile(filepath.Join(share, "normal.txt"), []byte("shared by alice\n"), 0o644)
+	os.Symlink("/etc/shadow", filepath.Join(share, "shadow-link"))
+	os.WriteFile(filepath.Join(share, "root-only"), []byte("root's secret\n"), 0o600)
+	for _, p := range []string{share, filepath.Join(share, "normal.txt")} {
+		os.Lchown(p, aliceUID, aliceUID)
+	}
+	os.Lchown(filepath.Join(share, "shadow-link"), aliceUID, aliceUID)
+	return share
+}
+
+// testServeBackgroundFiles: the operator's own folder in the background on port 8082, read
+// as alice (by the session helper's file server): her file arrives, root's does not.
+func testServeBackgroundFiles(t *testing.T, s *serveLab, share string) {
 	mustOK(t, s.n.cliAs(&syscall.Credential{Uid: aliceUID, Gid: aliceUID}, "serve", "--bg", "--http", "8082", share), "serve --bg of the operator's folder")
 	if code, body, err := s.get(s.alice.Host(), 8082, s.hostPort(8082), "/normal.txt", nil); err != nil || code != 200 || body != "shared by alice\n" {
 		t.Errorf("background share: %d %q %v", code, body, err)
 	}
-	if code, body, _ := s.get(s.alice.Host(), 8082, s.hostPort(8082), "/root-only", nil); code == 200 || strings.Contains(body, "secret") {
-		t.Errorf("background share served a root-only file: %d %q", code, body)
+	for _, p := range []string{"/root-only", "/shadow-link"} {
+		if code, body, _ := s.get(s.alice.Host(), 8082, s.hostPort(8082), p, nil); code == 200 || strings.Contains(body, "secret") || strings.Contains(body, "root:") {
+			t.Errorf("background share served %s: %d %q", p, code, body)
+		}
 	}
 }
 
@@ -623,17 +640,34 @@ func testServeSetPathTCP(t *testing.T, s *serveLab) {
 }
 
 // TestServeUnitCapabilities: with skeind under the unit's capabilities only, proxies, TCP
-// forwarding, status, off, reset and restarts work the same (files in the background need
-// the session helper, which TestServe covers).
+// forwarding, status, off, reset and restarts work the same; a folder in the background is
+// refused with the fix while no session helper runs, and is served as its owner through the
+// socket-activated helper once one does, also after a restart.
 func TestServeUnitCapabilities(t *testing.T) {
 	t.Parallel()
-	s := startServeLab(t, unitCaps)
+	helperSock := helperSocketPath(t)
+	s := startServeLab(t, unitCaps, "--session-helper-socket", helperSock)
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.n.proc.Pid()))
 	if !strings.Contains(string(status), "CapEff:\t0000000000003000") || !strings.Contains(string(status), "NoNewPrivs:\t1") {
 		t.Fatalf("skeind does not run with the unit's capabilities:\n%s", status)
 	}
 	t.Run("Proxy", func(t *testing.T) { testServeProxy(t, s) })
 	t.Run("SetPathAndTCP", func(t *testing.T) { testServeSetPathTCP(t, s) })
-	t.Run("StatusOffResetRestart", func(t *testing.T) { testServeLifecycle(t, s, false) })
+
+	share := s.makeShare(t)
+	before := s.serveJSON(t)
+	r := s.n.cliAs(&syscall.Credential{Uid: aliceUID, Gid: aliceUID}, "serve", "--bg", "--http", "8082", share)
+	if r.code != 1 || !strings.Contains(r.stderr, "needs the session helper") || !strings.Contains(r.stderr, "systemctl enable --now skein-session-helper.socket") {
+		t.Errorf("--bg of a folder without a session helper: exit %d %q", r.code, r.stderr)
+	}
+	if after := s.serveJSON(t); after != before {
+		t.Errorf("the refused share changed the config:\n%s\n%s", before, after)
+	}
+	helper := startSocketActivatedHelper(t, s.n.host, s.users, helperSock)
+	t.Run("BackgroundFiles", func(t *testing.T) { testServeBackgroundFiles(t, s, share) })
+	helperServesSystemdSocket(t, helper)
+
+	t.Run("StatusOffResetRestart", func(t *testing.T) { testServeLifecycle(t, s, true) })
 	s.n.stop()
+	helperClean(t, helper)
 }

@@ -364,12 +364,7 @@ var unitCaps = []string{"setpriv", "--no-new-privs", "--bounding-set=-all,+net_a
 // firewall and ends the sessions; the host's sshd keeps port 22 throughout.
 func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 	t.Parallel()
-	sockDir, err := os.MkdirTemp("", "skein-helper-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	helperSock := filepath.Join(sockDir, "helper.sock")
+	helperSock := helperSocketPath(t)
 	s := startSSHLab(t, unitCaps, "--session-helper-socket", helperSock)
 	sshd := startHostSSHD(t, s.n.host)
 	skLAN := s.n.host.Addr()
@@ -398,15 +393,8 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 		t.Errorf("redirect installed without a helper:\n%s", tbl)
 	}
 
-	// The helper, socket-activated as skein-session-helper.socket does it (root, full
-	// capabilities): systemd-socket-activate holds the socket and starts skeind --session-helper
-	// with it (LISTEN_FDS) when skeind first connects.
-	w := s.users.wrap()
-	helper, err := s.n.host.StartProcess(w[0], nil, append(w[1:], "systemd-socket-activate", "-l", helperSock, "-E", "GORACE=halt_on_error=1",
-		skeindBin, "--session-helper")...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The helper, socket-activated as skein-session-helper.socket does it.
+	helper := startSocketActivatedHelper(t, s.n.host, s.users, helperSock)
 	lab.Eventually(t, 30*time.Second, func() error {
 		if helper.Exited() {
 			t.Fatalf("session helper exited: %s", helper.Log())
@@ -416,9 +404,7 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(helper.Log(), "(systemd's socket)") {
-		t.Errorf("the helper did not serve the socket it was activated with:\n%s", helper.Log())
-	}
+	helperServesSystemdSocket(t, helper)
 	keys := s.enableSSH(t)
 	if scanned := keyscan(t, s.alice.Host(), s.skIP); strings.Join(sorted(keys), "\n") != strings.Join(scanned, "\n") {
 		t.Errorf("advertised %v, scanned %v", sorted(keys), scanned)
@@ -464,7 +450,5 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 	}
 	hostSSHDWorks("after SSH is off")
 	s.n.stop()
-	if l := helper.Log(); strings.Contains(l, "DATA RACE") || strings.Contains(l, "panic:") {
-		t.Errorf("the session helper:\n%s", l)
-	}
+	helperClean(t, helper)
 }

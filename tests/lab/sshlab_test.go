@@ -348,3 +348,51 @@ func ownerOf(t testing.TB, path string) int {
 	}
 	return int(st.Uid)
 }
+
+// helperSocketPath is a path for a session helper's socket, in a directory removed at the end.
+func helperSocketPath(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "skein-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "helper.sock")
+}
+
+// startSocketActivatedHelper starts the session helper on h as skein-session-helper.socket
+// does (root, full capabilities), seeing the accounts of users: systemd-socket-activate holds
+// sock and starts skeind --session-helper with it (LISTEN_FDS) when skeind first connects.
+func startSocketActivatedHelper(t *testing.T, h *lab.Host, users *localUsers, sock string) *lab.Process {
+	t.Helper()
+	w := users.wrap()
+	p, err := h.StartProcess(w[0], nil, append(w[1:], "systemd-socket-activate", "-l", sock, "-E", "GORACE=halt_on_error=1",
+		skeindBin, "--session-helper")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 10*time.Second, func() error {
+		if p.Exited() {
+			t.Fatalf("systemd-socket-activate exited: %s", p.Log())
+		}
+		_, err := os.Stat(sock)
+		return err
+	})
+	return p
+}
+
+// helperServesSystemdSocket checks that the helper took the socket it was activated with.
+func helperServesSystemdSocket(t *testing.T, helper *lab.Process) {
+	t.Helper()
+	if !strings.Contains(helper.Log(), "(systemd's socket)") {
+		t.Errorf("the helper did not serve the socket it was activated with:\n%s", helper.Log())
+	}
+}
+
+// helperClean checks the helper's output for race reports and panics.
+func helperClean(t *testing.T, helper *lab.Process) {
+	t.Helper()
+	if l := helper.Log(); strings.Contains(l, "DATA RACE") || strings.Contains(l, "panic:") {
+		t.Errorf("the session helper:\n%s", l)
+	}
+}
