@@ -159,13 +159,21 @@ func TestTailscaleSSH(t *testing.T) {
 
 	// 7. A live policy change ends an open session; `check` ends sessions after its period.
 	t.Run("PolicyChange", func(t *testing.T) {
-		sess, err := s.alice.Host().StartProcess("ssh", nil, append(sshOpts, s.target("alice"), "echo started; sleep 300")...)
+		// A job in the background besides the foreground command: the hang-up reaches the
+		// session's whole process group, not only its shell.
+		sess, err := s.alice.Host().StartProcess("ssh", nil, append(sshOpts, s.target("alice"), "sleep 3017 & echo started; sleep 300")...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		lab.Eventually(t, 20*time.Second, func() error {
 			if !strings.Contains(sess.Log(), "started") {
 				return fmt.Errorf("session not open yet: %s", sess.Log())
+			}
+			return nil
+		})
+		lab.Eventually(t, 10*time.Second, func() error {
+			if n := len(processesOf(aliceUID, "sleep 3017")); n != 1 {
+				return fmt.Errorf("%d background jobs of the session", n)
 			}
 			return nil
 		})
@@ -182,6 +190,12 @@ func TestTailscaleSSH(t *testing.T) {
 			t.Errorf("session ended without the message: %s", sess.Log())
 		}
 		t.Logf("revoked %v after the policy reload", time.Since(start).Round(100*time.Millisecond))
+		lab.Eventually(t, 10*time.Second, func() error {
+			if p := processesOf(aliceUID, "sleep 3017"); len(p) != 0 {
+				return fmt.Errorf("the session's background job outlived it: pids %v", p)
+			}
+			return nil
+		})
 		if r := s.ssh(s.alice.Host(), s.target("alice"), "true"); r.code != 255 || !strings.Contains(r.stderr, "does not permit") {
 			t.Errorf("new connection after the change: exit %d %q", r.code, r.stderr)
 		}
@@ -346,6 +360,31 @@ func listenerPort(t testing.TB, s *sshLab) int {
 	}
 	t.Fatalf("no listener bound to skein0:\n%s", r.stdout)
 	return 0
+}
+
+// processesOf lists the pids of uid's processes whose command line (arguments joined by
+// spaces) is cmdline.
+func processesOf(uid int, cmdline string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil || !regexp.MustCompile(fmt.Sprintf(`(?m)^Uid:\t%d\t`, uid)).Match(status) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.TrimRight(strings.ReplaceAll(string(b), "\x00", " "), " ") == cmdline {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // exec1 runs a program on the host and returns its output.
