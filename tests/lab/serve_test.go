@@ -601,6 +601,16 @@ func testServeProxy(t *testing.T, s *serveLab) {
 	if req.Header.Get("Tailscale-User-Login") != "" || req.Header.Get("Tailscale-User-Name") != "" {
 		t.Errorf("tagged peer's request carries identity %q %q", req.Header.Get("Tailscale-User-Login"), req.Header.Get("Tailscale-User-Name"))
 	}
+	// This machine itself reaching its own tailnet address: not through the tunnel, so not
+	// the share (and never with a tailnet identity).
+	if code, _, err := s.get(s.n.host, 3003, s.hostPort(3003), "/", map[string]string{"Tailscale-User-Login": "forged@evil"}); err == nil {
+		t.Errorf("a local connection to our own tailnet address reached the share: %d", code)
+	}
+	select {
+	case req := <-s.backend.reqs:
+		t.Errorf("the backend got a request from this machine itself: %v", req.Header)
+	default:
+	}
 	if code, _, _ := s.get(s.alice.Host(), 3003, "evil.example", "/", nil); code != 404 {
 		t.Errorf("foreign Host: %d", code)
 	}
