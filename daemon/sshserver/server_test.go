@@ -419,3 +419,66 @@ func TestForwarding(t *testing.T) {
 		t.Errorf("agent socket: %q exit %d", out, code)
 	}
 }
+
+// Forwarding follows the rule's flags (Headscale sets all three; a policy may not), and Unix
+// socket and X11 forwarding are never offered, whatever the flags.
+func TestForwardingFlagsAndKinds(t *testing.T) {
+	h := newHarness(t)
+	p := accept(map[string]string{"*": "="})
+	p.Rules[0].Action = &wire.SSHAction{Accept: true}
+	h.srv.SetPolicy(p)
+	c := h.mustDial("tester")
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if lc, err := c.Dial("tcp", target.Addr().String()); err == nil {
+		lc.Close()
+		t.Error("-L allowed by a rule without local forwarding")
+	}
+	if rl, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		rl.Close()
+		t.Error("-R allowed by a rule without remote forwarding")
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.RequestAgentForwarding(s); err == nil {
+		t.Error("-A allowed by a rule without agent forwarding")
+	}
+	s.Close()
+
+	h.srv.SetPolicy(accept(map[string]string{"*": "="}))
+	c = h.mustDial("tester")
+	sock := filepath.Join(h.home, "fwd.sock")
+	if ul, err := c.ListenUnix(sock); err == nil {
+		ul.Close()
+		t.Error("a remote Unix socket forward was accepted")
+	}
+	if uc, err := c.Dial("unix", "/run/skein-test-nothing.sock"); err == nil {
+		uc.Close()
+		t.Error("a local Unix socket forward was accepted")
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Error("the server made the Unix socket")
+	}
+	s, err = c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x11 := struct {
+		SingleConnection         bool
+		AuthProtocol, AuthCookie string
+		ScreenNumber             uint32
+	}{false, "MIT-MAGIC-COOKIE-1", "00112233445566778899aabbccddeeff", 0}
+	if ok, err := s.SendRequest("x11-req", true, ssh.Marshal(&x11)); ok || err != nil {
+		t.Errorf("x11-req: ok %v, err %v", ok, err)
+	}
+	// The session itself still works.
+	if out, _, code := run(t, c, "echo ok"); out != "ok\n" || code != 0 {
+		t.Errorf("after the refusals: %q exit %d", out, code)
+	}
+}
