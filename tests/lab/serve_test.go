@@ -359,8 +359,18 @@ func TestServe(t *testing.T) {
 		if v, err := ask(s.alice.Host(), s.skIP, s.skIP.String()+":3005", ourBackend, aliceIP); err != nil || v.code != 200 {
 			t.Errorf("Skein's serve by IP: %+v %v", v, err)
 		}
+		// The official serve status and ours print the same tree for it.
+		out, err := s.alice.CLI("serve", "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirTree := statusBlock(out, aliceFQDN, 3005)
+		ourTree := statusBlock(s.n.cli("serve", "status").stdout, s.fqdn, 3005)
+		if theirTree == "" || ourTree != theirTree {
+			t.Errorf("serve status differs:\nofficial:\n%s\nSkein:\n%s", theirTree, ourTree)
+		}
 		// The official serve status --json and ours have the same keys.
-		out, err := s.alice.CLI("serve", "status", "--json")
+		out, err = s.alice.CLI("serve", "status", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +403,24 @@ func TestServe(t *testing.T) {
 	if tbl := s.ingressTable(t); tbl != "" {
 		t.Errorf("--cleanup left the redirects:\n%s", tbl)
 	}
+}
+
+// statusBlock is the block of `serve status` output for http on fqdn:port, up to its blank
+// line, with the node's names written as SHORT and FQDN.
+func statusBlock(out, fqdn string, port int) string {
+	short, _, _ := strings.Cut(fqdn, ".")
+	start := fmt.Sprintf("http://%s:%d (", short, port)
+	var block []string
+	for _, line := range strings.Split(out, "\n") {
+		if len(block) == 0 && !strings.HasPrefix(line, start) {
+			continue
+		}
+		if line == "" {
+			break
+		}
+		block = append(block, strings.ReplaceAll(strings.ReplaceAll(line, fqdn, "FQDN"), "//"+short+":", "//SHORT:"))
+	}
+	return strings.Join(block, "\n")
 }
 
 // testServeFiles: the operator's foreground share of a folder in their home: a normal file
