@@ -219,7 +219,7 @@ func handlerDesc(h *ipc.HTTPHandler) (string, string) {
 		if len(t) > 20 {
 			t = t[:17] + "..."
 		}
-		return "text", strconv.Quote(t)
+		return "text", `"` + t + `"` // quoted as the official tree does, not escaped
 	}
 	return "", ""
 }
@@ -260,14 +260,19 @@ func printServeTree(w io.Writer, cfg *ipc.ServeConfig, self ipc.Peer, note strin
 		ports = append(ports, int(p))
 	}
 	slices.Sort(ports)
+	forwards := false
 	for _, p := range ports {
 		if h := cfg.TCP[uint16(p)]; h.TCPForward != "" {
+			forwards = true
 			fmt.Fprintf(w, "|-- tcp://%s (TLS over TCP, tailnet only)%s\n", net.JoinHostPort(strings.TrimSuffix(self.DNSName, "."), strconv.Itoa(p)), note)
 			for _, a := range self.Addresses {
 				fmt.Fprintf(w, "|-- tcp://%s\n", net.JoinHostPort(a.String(), strconv.Itoa(p)))
 			}
-			fmt.Fprintf(w, "|--> tcp://%s\n\n", h.TCPForward)
+			fmt.Fprintf(w, "|--> tcp://%s\n", h.TCPForward)
 		}
+	}
+	if forwards { // the official tree: TCP forwards together, then a blank line
+		fmt.Fprintln(w)
 	}
 	hps := make([]string, 0, len(cfg.Web))
 	for hp := range cfg.Web {
