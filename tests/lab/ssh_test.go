@@ -47,9 +47,29 @@ func TestTailscaleSSH(t *testing.T) {
 		if st := s.n.status(); len(st.Self.SSHHostKeys) != 3 {
 			t.Errorf("skein status: self has %d host keys", len(st.Self.SSHHostKeys))
 		}
-		if r := s.n.cli("status"); !strings.Contains(r.stdout, "offers SSH") {
+		if r := s.n.cli("status"); !strings.Contains(strings.SplitN(r.stdout, "\n", 2)[0], "offers SSH") {
 			t.Errorf("skein status does not say this machine offers SSH:\n%s", r.stdout)
 		}
+		// An official peer that runs Tailscale SSH is marked too; one that does not is not.
+		if out, err := s.alice.CLI("set", "--ssh"); err != nil {
+			t.Fatalf("tailscale set --ssh on ts-alice: %v %s", err, out)
+		}
+		lab.Eventually(t, 30*time.Second, func() error {
+			r := s.n.cli("status")
+			for _, line := range strings.Split(r.stdout, "\n") {
+				f := strings.Fields(line)
+				if len(f) < 2 {
+					continue
+				}
+				if f[1] == "ts-bob" && strings.Contains(line, "offers SSH") {
+					t.Fatalf("ts-bob does not run Tailscale SSH:\n%s", r.stdout)
+				}
+				if f[1] == "ts-alice" && strings.Contains(line, "offers SSH") {
+					return nil
+				}
+			}
+			return fmt.Errorf("skein status does not say ts-alice offers SSH:\n%s", r.stdout)
+		})
 	})
 	hostSSHDWorks("with SSH on")
 
