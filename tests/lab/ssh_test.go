@@ -28,13 +28,7 @@ func TestTailscaleSSH(t *testing.T) {
 	t.Parallel()
 	s := startSSHLab(t, nil)
 	sshd := startHostSSHD(t, s.n.host)
-	skLAN := s.n.host.Addr()
-	hostSSHDWorks := func(when string) {
-		t.Helper()
-		if r := sshd.login(t, s.alice.Host(), skLAN, "echo host-sshd"); r.code != 0 || r.stdout != "host-sshd\n" {
-			t.Errorf("%s: the host's sshd on %v:22: exit %d %q %q", when, skLAN, r.code, r.stdout, r.stderr)
-		}
-	}
+	hostSSHDWorks := func(when string) { t.Helper(); sshd.works(t, s, when) }
 	hostSSHDWorks("before SSH is on")
 
 	// 1. The host keys reach the official peers, and are the keys the server presents.
@@ -426,13 +420,7 @@ func TestTailscaleSSHUnitCapabilities(t *testing.T) {
 	helperSock := helperSocketPath(t)
 	s := startSSHLab(t, unitCaps, "--session-helper-socket", helperSock)
 	sshd := startHostSSHD(t, s.n.host)
-	skLAN := s.n.host.Addr()
-	hostSSHDWorks := func(when string) {
-		t.Helper()
-		if r := sshd.login(t, s.alice.Host(), skLAN, "echo host-sshd"); r.code != 0 || r.stdout != "host-sshd\n" {
-			t.Errorf("%s: the host's sshd on %v:22: exit %d %q %q", when, skLAN, r.code, r.stdout, r.stderr)
-		}
-	}
+	hostSSHDWorks := func(when string) { t.Helper(); sshd.works(t, s, when) }
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.n.proc.Pid()))
 	if !strings.Contains(string(status), "CapEff:\t0000000000003000") || !strings.Contains(string(status), "NoNewPrivs:\t1") {
 		t.Fatalf("skeind does not run with the unit's capabilities:\n%s", status)

@@ -319,6 +319,16 @@ func (d *hostSSHD) login(t testing.TB, h *lab.Host, addr netip.Addr, cmd string)
 	return runIn(t, h, nil, "", 30*time.Second, "ssh", args...)
 }
 
+// works checks that the host's sshd still answers on the Skein machine's LAN address, from
+// alice's official peer.
+func (d *hostSSHD) works(t testing.TB, s *sshLab, when string) {
+	t.Helper()
+	lan := s.n.host.Addr()
+	if r := d.login(t, s.alice.Host(), lan, "echo host-sshd"); r.code != 0 || r.stdout != "host-sshd\n" {
+		t.Errorf("%s: the host's sshd on %v:22: exit %d %q %q", when, lan, r.code, r.stdout, r.stderr)
+	}
+}
+
 // asUser runs a program as the local user uid on the Skein machine (seeing its accounts).
 func (s *sshLab) asUser(t testing.TB, uid int, name string, args ...string) cmdResult {
 	t.Helper()
