@@ -100,8 +100,8 @@ install-helper: build
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) GEN=$(BIN)/gen packaging/install.sh helper
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && systemd-tmpfiles --create skein.conf; \
-		if [ "$(SYSTEMD_ENABLE)" = 1 ]; then systemctl enable skeind.service && systemctl restart skeind.service && echo "skeind is running: next, sudo skein set --operator=\$$USER"; \
-		else echo "start the helper with: sudo systemctl enable --now skeind"; fi; \
+		if [ "$(SYSTEMD_ENABLE)" = 1 ]; then systemctl enable --now skein-session-helper.socket && systemctl enable skeind.service && systemctl restart skeind.service && echo "skeind is running: next, sudo skein set --operator=\$$USER"; \
+		else echo "start the helper with: sudo systemctl enable --now skeind skein-session-helper.socket"; fi; \
 	fi
 
 install-desktop: build-gui
@@ -115,7 +115,7 @@ install-desktop: build-gui
 
 # Removes what `make install` put in place; /var/lib/skein (this machine's keys) stays.
 uninstall:
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now skeind.service || true; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now skeind.service skein-session-helper.socket || true; systemctl stop skein-session-helper.service || true; fi
 	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) BIN=$(BIN) packaging/install.sh --uninstall helper desktop
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 

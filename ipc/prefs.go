@@ -101,6 +101,7 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	setBool(&next.AdvertiseExitNode, patch.AdvertiseExitNode)
 	setBool(&next.AcceptRoutes, patch.AcceptRoutes)
 	setBool(&next.PersistForwarding, patch.PersistForwarding)
+	setBool(&next.RunSSH, patch.RunSSH)
 	if patch.AcceptDNS != nil {
 		next.NoAcceptDNS = !*patch.AcceptDNS
 	}

@@ -84,6 +84,9 @@ type Prefs struct {
 	// NoPortMapping stops asking the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port
 	// (`skein set --port-mapping=false`).
 	NoPortMapping bool `json:"noPortMapping,omitempty"`
+	// RunSSH runs Tailscale SSH: peers log in over SSH as the tailnet's SSH policy says
+	// (`skein set --ssh`).
+	RunSSH bool `json:"runSSH,omitempty"`
 }
 
 // PrefsPatch changes only the fields that are set.
@@ -104,6 +107,7 @@ type PrefsPatch struct {
 	PersistForwarding *bool     `json:"persistForwarding,omitempty"`
 	AcceptDNS         *bool     `json:"acceptDNS,omitempty"`
 	PortMapping       *bool     `json:"portMapping,omitempty"`
+	RunSSH            *bool     `json:"runSSH,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -264,6 +268,9 @@ type Peer struct {
 	PrimaryRoutes []netip.Prefix `json:"primaryRoutes,omitempty"`
 	// Location is "City, Country" when the peer reports one.
 	Location string `json:"location,omitempty"`
+	// SSHHostKeys are the peer's SSH host keys when it runs Tailscale SSH (for Self: ours,
+	// while our SSH server runs).
+	SSHHostKeys []string `json:"sshHostKeys,omitempty"`
 
 	// Path data (the data plane's view); front ends read it through Path. Active: this device
 	// sent the peer tunnel traffic in the last 45 s, as the official client counts. CurAddr is the

@@ -59,13 +59,17 @@ putgz() {
 helper() {
     put 755 "$BIN/skeind" "$PREFIX/sbin/skeind"
     put 755 "$BIN/skein" "$PREFIX/bin/skein"
-    if [ $uninstall = 1 ]; then
-        rm -f "$DESTDIR$SYSTEMDUNITDIR/skeind.service"
-    else
-        install -d -m 755 "$DESTDIR$SYSTEMDUNITDIR"
-        sed "s|@SBINDIR@|$PREFIX/sbin|g" packaging/systemd/skeind.service.in >"$DESTDIR$SYSTEMDUNITDIR/skeind.service"
-        chmod 644 "$DESTDIR$SYSTEMDUNITDIR/skeind.service"
-    fi
+    local unit
+    for unit in skeind.service skein-session-helper.service; do
+        if [ $uninstall = 1 ]; then
+            rm -f "$DESTDIR$SYSTEMDUNITDIR/$unit"
+        else
+            install -d -m 755 "$DESTDIR$SYSTEMDUNITDIR"
+            sed "s|@SBINDIR@|$PREFIX/sbin|g" "packaging/systemd/$unit.in" >"$DESTDIR$SYSTEMDUNITDIR/$unit"
+            chmod 644 "$DESTDIR$SYSTEMDUNITDIR/$unit"
+        fi
+    done
+    put 644 packaging/systemd/skein-session-helper.socket "$SYSTEMDUNITDIR/skein-session-helper.socket"
     put 644 packaging/systemd/skein.tmpfiles "$TMPFILESDIR/skein.conf"
     putgz "$GEN/man/skein.1" "$PREFIX/share/man/man1/skein.1.gz"
     putgz "$GEN/man/skeind.8" "$PREFIX/share/man/man8/skeind.8.gz"

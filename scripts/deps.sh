@@ -19,9 +19,25 @@ done
 for pkg in debootstrap desktop-file-utils appstream flatpak-builder systemd binutils xz-utils libnss-extrausers; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Tailscale SSH's lab tests: OpenSSH's client tools (ssh, scp, sftp, ssh-keyscan, ssh-agent,
+# ssh-keygen) talk to Skein's server, and sshd plays the host's own SSH server on port 22
+# (systemd, above, brings systemd-socket-activate, which starts the session helper as its socket
+# unit would).
+for pkg in openssh-client openssh-server; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26)"; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "deps: run as root to install: ${need[*]}"; exit 1; fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # Installing a server package must not start it on this machine (openssh-server would start
+  # sshd on port 22): policy-rc.d is Debian's switch for that, in place only for the install.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" || rc=$?
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
+  exit $rc
 fi

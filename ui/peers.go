@@ -221,6 +221,7 @@ type peerDetail struct {
 	useExit  *widget.Button
 	copyIP   *widget.Button
 	copyDNS  *widget.Button
+	copySSH  *widget.Button
 	ping     *widget.Button
 	pings    *widget.Label
 	why      *relayWhy
@@ -261,6 +262,7 @@ func newPeerDetail(a *App) *peerDetail {
 	d.copyDNS = widget.NewButtonWithIcon("Copy DNS name", theme.ContentCopyIcon(), func() {
 		d.a.copyText(strings.TrimSuffix(d.peer.DNSName, "."))
 	})
+	d.copySSH = newCopySSHButton(a, func() *ipc.Peer { return &d.peer })
 	d.ping = widget.NewButtonWithIcon("Ping", theme.MediaPlayIcon(), d.startPing)
 	d.useExit = widget.NewButtonWithIcon(peerUseExit, theme.MailForwardIcon(), func() {
 		id := cmp.Or(d.peer.StableID, (&d.peer).FirstIP())
@@ -273,7 +275,7 @@ func newPeerDetail(a *App) *peerDetail {
 	d.pings.TextStyle = fyne.TextStyle{}
 	d.pings.Selectable = true
 	d.why = newRelayWhy(a)
-	d.body = container.NewVBox(d.title, d.form, d.why.content, container.NewHBox(d.copyIP, d.copyDNS, d.ping), container.NewHBox(d.useExit), d.pings)
+	d.body = container.NewVBox(d.title, d.form, d.why.content, container.NewHBox(d.copyIP, d.copyDNS, d.copySSH, d.ping), container.NewHBox(d.useExit), d.pings)
 	d.body.Hide()
 	d.content = container.NewVScroll(container.NewStack(container.NewCenter(d.none), d.body))
 	return d
@@ -314,6 +316,7 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))
 	d.showExitNode(p)
 	d.why.show(p)
+	showCopySSH(d.copySSH, p)
 	d.none.Hide()
 	d.body.Show()
 }

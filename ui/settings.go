@@ -34,6 +34,8 @@ type settingsPage struct {
 	routesNote  *widget.Label
 	dns         *dnsSection
 	net         *networkSection
+	ssh         *sshSection
+	sharing     *sharingSection
 	recv        *receiveSection
 	saved       string // the hostname as skeind last reported it
 	edited      bool
@@ -98,6 +100,8 @@ func newSettingsPage(a *App) *settingsPage {
 	s.routesNote = caption()
 	s.dns = newDNSSection(a)
 	s.net = newNetworkSection(a)
+	s.ssh = newSSHSection(a)
+	s.sharing = newSharingSection(a)
 	s.recv = newReceiveSection(a)
 	a.recv = s.recv
 	s.routesNote.SetText("Peers reach these networks through this device once they use subnet routes. " +
@@ -111,6 +115,8 @@ func newSettingsPage(a *App) *settingsPage {
 		widget.NewFormItem("Advertised routes", container.NewVBox(s.advertised.content, s.routesNote)),
 		widget.NewFormItem("DNS", s.dns.content),
 		widget.NewFormItem("Network", s.net.content),
+		widget.NewFormItem("SSH", s.ssh.content),
+		widget.NewFormItem("Sharing", s.sharing.content),
 		widget.NewFormItem("Received files", s.recv.content),
 		widget.NewFormItem("Desktop", s.autostart),
 	)
@@ -181,6 +187,8 @@ func (s *settingsPage) update(a *App) {
 	s.advertised.update(a)
 	s.dns.update(a)
 	s.net.update(a)
+	s.ssh.update(a)
+	s.sharing.update(a)
 	s.recv.update(a)
 }
 

@@ -51,6 +51,8 @@ var commands = []command{
 	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
 	{"dns", "Show the DNS configuration (dns status) or ask the resolver (dns query)", cmdDNS},
 	{"file", "Send files to peers (file cp) or take the files they sent (file get)", cmdFile},
+	{"serve", "Share a local port, file or folder with the tailnet (HTTP, TCP)", cmdServe},
+	{"funnel", "Share with the internet: needs Tailscale's service (not offered)", cmdFunnel},
 	{"version", "Print the version", cmdVersion},
 }
 

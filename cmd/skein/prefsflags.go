@@ -24,6 +24,7 @@ type prefsFlags struct {
 	acceptDNS         bool
 	persistForwarding bool
 	portMapping       bool
+	runSSH            bool
 }
 
 // Default routes: the official client takes both of them in --advertise-routes as another way
@@ -45,6 +46,7 @@ func (pf *prefsFlags) register(f *flagSet) {
 	f.BoolVar(&pf.acceptDNS, "accept-dns", false, "point this machine's resolver at skeind (100.100.100.100) and use the tailnet's DNS settings (on unless set to false)")
 	f.BoolVar(&pf.persistForwarding, "persist-forwarding", false, "allow writing IP forwarding to /etc/sysctl.d so it survives reboots (otherwise it is switched on at run time only)")
 	f.BoolVar(&pf.portMapping, "port-mapping", false, "ask the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port, for direct paths through hard NATs (on unless set to false; Skein only)")
+	f.BoolVar(&pf.runSSH, "ssh", false, "run Tailscale SSH: peers log in over SSH as the tailnet's SSH policy allows (needs the session helper, see skeind(8))")
 }
 
 // patch builds the patch from the flags the user gave; a usage problem comes back as an error
@@ -86,6 +88,8 @@ func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
 			p.PersistForwarding = &pf.persistForwarding
 		case "port-mapping":
 			p.PortMapping = &pf.portMapping
+		case "ssh":
+			p.RunSSH = &pf.runSSH
 		}
 	})
 	if p.ExitNode != nil && strings.HasPrefix(strings.TrimSpace(*p.ExitNode), "auto:") {

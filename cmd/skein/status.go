@@ -18,7 +18,8 @@ func cmdStatus(c *cli, args []string) int {
 Show the connection state and, when connected, one line per machine: tailnet IP, name, owner,
 OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct IP:PORT" /
 "active; relay "CODE"" with the bytes sent and received. Machines that offer to be an exit node
-say "offers exit node", the one in use "exit node". Exits 1 when skein is not running.`)
+say "offers exit node", the one in use "exit node"; those that run Tailscale SSH (this one too,
+after 'skein set --ssh') "offers SSH". Exits 1 when skein is not running.`)
 	asJSON := f.Bool("json", false, "print the full status as JSON (exit status 0 in every state)")
 	showPeers := f.Bool("peers", true, "show the other machines of the tailnet")
 	showSelf := f.Bool("self", true, "show this machine")
@@ -121,8 +122,12 @@ func printColumns(w io.Writer, rows [][]string, minWidths []int) {
 // exit nodes are marked "exit node" (the one in use) or "offers exit node". Which of them is
 // ipc's path rule, the one every front end follows.
 func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
+	ssh := ""
+	if len(p.SSHHostKeys) > 0 {
+		ssh = "offers SSH"
+	}
 	if self {
-		return "-"
+		return cmp.Or(ssh, "-")
 	}
 	path := p.Path()
 	if path.Kind == ipc.PathExpired {
@@ -144,6 +149,9 @@ func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 		b.WriteString("idle" + offline)
 	case path.Kind == ipc.PathOffline:
 		b.WriteString("offline")
+	case path.Kind == ipc.PathIdle && ssh != "":
+		b.WriteString(ssh)
+		ssh = ""
 	case path.Kind == ipc.PathIdle:
 		b.WriteString("-")
 	default:
@@ -159,6 +167,9 @@ func peerState(st ipc.Status, p *ipc.Peer, self bool) string {
 			fmt.Fprintf(&b, "relay %q", path.Region)
 		}
 		b.WriteString(offline)
+	}
+	if ssh != "" {
+		b.WriteString("; " + ssh)
 	}
 	if traffic {
 		fmt.Fprintf(&b, ", tx %d rx %d", p.TxBytes, p.RxBytes)

@@ -62,3 +62,27 @@ func TestStatusPathColumn(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", out, want.String())
 	}
 }
+
+// Peers that advertise SSH host keys (and this machine after 'skein set --ssh') say
+// "offers SSH" after whatever else their column says.
+func TestStatusOffersSSH(t *testing.T) {
+	const addr = "198.51.100.7:41641"
+	keys := []string{"ssh-ed25519 AAAA"}
+	st := runningStatus()
+	for _, c := range []struct {
+		p    ipc.Peer
+		self bool
+		want string
+	}{
+		{ipc.Peer{Online: true, SSHHostKeys: keys}, false, "offers SSH"},
+		{ipc.Peer{Online: true, Active: true, CurAddr: addr, TxBytes: 1, RxBytes: 2, SSHHostKeys: keys}, false, "active; direct " + addr + "; offers SSH, tx 1 rx 2"},
+		{ipc.Peer{SSHHostKeys: keys}, false, "offline; offers SSH"},
+		{ipc.Peer{Online: true}, false, "-"},
+		{ipc.Peer{SSHHostKeys: keys}, true, "offers SSH"},
+		{ipc.Peer{}, true, "-"},
+	} {
+		if got := peerState(st, &c.p, c.self); got != c.want {
+			t.Errorf("%+v (self %v): %q, want %q", c.p, c.self, got, c.want)
+		}
+	}
+}

@@ -18,12 +18,24 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/backend"
 	"github.com/skeinvpn/skein/daemon/dataplane"
+	"github.com/skeinvpn/skein/daemon/sessionhelper"
+	"github.com/skeinvpn/skein/daemon/sshchild"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/internal/version"
 	"github.com/skeinvpn/skein/ipc"
 )
 
 func main() {
+	// The children of the session helper: a session's process as its user, or a helper this
+	// skeind started. They share the binary, never the flags.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case sshchild.Arg:
+			os.Exit(sshchild.Main(os.Args[2:]))
+		case sessionhelper.ChildArg:
+			os.Exit(sessionhelper.ServeChild(log.New(os.Stderr, "", 0).Printf))
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -37,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	verbose := fs.Bool("verbose", false, "log more")
 	cleanup := fs.Bool("cleanup", false, "undo what a crashed skeind left on the system (routes, rules, TUN device, nftables, forwarding) and exit")
+	helperMode := fs.Bool("session-helper", false, "run the session helper instead: the privileged component that runs Tailscale SSH sessions as local users (systemd socket activation, or listens on --session-helper-socket)")
+	helperSocket := fs.String("session-helper-socket", sessionhelper.DefaultSocket, "the session helper's socket (root only)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: skeind [flags]\n\nSkein's privileged helper. Flags:\n")
 		fs.PrintDefaults()
@@ -69,6 +83,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.SetFlags(flags)
 	log.SetPrefix(prefix)
 	logf := logger.Printf
+	if *helperMode {
+		return runSessionHelper(*helperSocket, logf)
+	}
 	sd := newNotifier(logf)
 	defer sd.close()
 
@@ -100,7 +117,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Port:    uint16(*port),
 		Verbose: *verbose,
 		// SKEIN_HOSTNAME_POLL (a duration) makes tests see a renamed host sooner.
-		HostnamePoll: envDuration("SKEIN_HOSTNAME_POLL"),
+		HostnamePoll:        envDuration("SKEIN_HOSTNAME_POLL"),
+		SessionHelperSocket: *helperSocket,
 	})
 	if err != nil {
 		logger.Printf("%v", err)

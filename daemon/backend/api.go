@@ -44,6 +44,10 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 		}
 	}
 	b.mu.Lock()
+	if err := b.checkSSHPrefLocked(p); err != nil {
+		b.mu.Unlock()
+		return b.Prefs(), err
+	}
 	nextPrefs, err := b.data.Prefs.ApplyPatch(p, b.resolveExitNodeLocked)
 	if err != nil {
 		defer b.mu.Unlock()

@@ -27,6 +27,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/router"
 	"github.com/skeinvpn/skein/daemon/session"
+	"github.com/skeinvpn/skein/daemon/sessionhelper"
 	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/daemon/taildrop"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -58,6 +59,9 @@ type Options struct {
 	// ListenPeerAPI opens the peer API's listener on one of our tailnet addresses (tests
 	// listen on loopback); nil = taildrop.Listen.
 	ListenPeerAPI func(ctx context.Context, addr netip.Addr) (net.Listener, error)
+	// SessionHelperSocket is where the session helper (Tailscale SSH's sessions) listens;
+	// "" = sessionhelper.DefaultSocket.
+	SessionHelperSocket string
 }
 
 // Backend implements ipc.Backend.
@@ -113,6 +117,9 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.ListenPeerAPI == nil {
 		opts.ListenPeerAPI = taildrop.Listen
+	}
+	if opts.SessionHelperSocket == "" {
+		opts.SessionHelperSocket = sessionhelper.DefaultSocket
 	}
 	if opts.Dial == nil {
 		opts.Dial = func(server string, mk key.MachinePrivate) (session.Control, error) {
@@ -225,6 +232,7 @@ func (b *Backend) Close() {
 	b.mu.Unlock()
 	b.sess.Close()
 	b.tun.shutdown()
+	b.stopServe()
 }
 
 // markControl sets the bypass mark when we may (root); without CAP_NET_ADMIN it does nothing,
@@ -388,6 +396,7 @@ func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 		GoVersion:    runtime.Version(),
 		ExitNodeID:   b.data.Prefs.ExitNodeID,
 		Services:     b.tun.peerAPIServices(),
+		SSH_HostKeys: b.tun.ssh.advertised,
 	}
 	hi.RoutableIPs = append(hi.RoutableIPs, b.data.Prefs.AdvertiseRoutes...)
 	if b.data.Prefs.AdvertiseExitNode {

@@ -483,3 +483,20 @@ func TestTunnelStartFailure(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// Tailscale SSH cannot be turned on while control does not grant the SSH capability, as the
+// official client refuses it; nothing is stored.
+func TestSSHNeedsCapability(t *testing.T) {
+	e := newEnv(t)
+	e.up(peerNode(10, "alpha", 1))
+	_, err := e.b.SetPrefs(context.Background(), ipc.PrefsPatch{RunSSH: ptrTo(true)})
+	if err == nil || !strings.Contains(err.Error(), "not enabled on Tailnet") {
+		t.Fatalf("SetPrefs(RunSSH) without the capability: %v", err)
+	}
+	if e.stored().Prefs.RunSSH || e.b.Prefs().RunSSH {
+		t.Error("the refused pref was kept")
+	}
+	if _, err := e.b.SetPrefs(context.Background(), ipc.PrefsPatch{RunSSH: ptrTo(false)}); err != nil {
+		t.Errorf("turning SSH off: %v", err)
+	}
+}

@@ -76,6 +76,7 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 	}
 	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
+	st.Health = append(st.Health, b.sshHealthLocked()...)
 	b.addRoutingStatusLocked(&st, dp)
 	b.addDNSStatusLocked(&st, dp)
 	if dp != nil {
@@ -113,6 +114,7 @@ func peerStatus(nm *netmap.NetworkMap, n *wire.Node, now time.Time, exitID strin
 	if n.Hostinfo != nil {
 		p.HostName = n.Hostinfo.Hostname
 		p.OS = n.Hostinfo.OS
+		p.SSHHostKeys = n.Hostinfo.SSH_HostKeys
 		if l := n.Hostinfo.Location; l != nil {
 			p.Location = strings.Trim(l.City+", "+l.Country, ", ")
 		}

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/filter"
+	"github.com/skeinvpn/skein/daemon/ingress"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/session"
@@ -71,7 +73,11 @@ type tunnel struct {
 	stopPaths func()
 	// wg is wireguard-go's device and its buffers, plugged into by every dp in turn (a new
 	// device per dp cost 32 MiB a down/up cycle, issue 21). Set by init, closed by the loop.
-	wg *dataplane.WireGuard
+	wg    *dataplane.WireGuard
+	ssh   sshState
+	serve serveState
+	// ingress redirects the ports SSH and serve answer (one table for both).
+	ingress ingress.Table
 }
 
 // peerAPI is the running peer API: one listener per tailnet address of this node.
@@ -170,12 +176,14 @@ func (b *Backend) applyOnce() error {
 	same := dp != nil && !stale && nm == b.tun.shown && reflect.DeepEqual(prefs, b.tun.prefs)
 	b.mu.Unlock()
 	if same {
-		// Nothing new for the tunnel (e.g. only the control connection came and went).
+		// Nothing new for the tunnel (e.g. only the control connection came and went, or a
+		// pref that only per-tailnet features follow changed).
+		err := errors.Join(b.syncSSH(nm), b.syncServe(nm))
 		b.mu.Lock()
 		b.tun.applied = max(b.tun.applied, gen)
 		b.signalLocked()
 		b.mu.Unlock()
-		return nil
+		return err
 	}
 
 	if stale {
@@ -219,6 +227,10 @@ func (b *Backend) applyOnce() error {
 		took = time.Since(start)
 		b.syncPeerAPI(dp, nm)
 	}
+	var featErr error
+	if want {
+		featErr = errors.Join(b.syncSSH(nm), b.syncServe(nm))
+	}
 	b.mu.Lock()
 	if want {
 		b.engine.note(took, time.Since(arrived))
@@ -229,7 +241,7 @@ func (b *Backend) applyOnce() error {
 	}
 	b.refreshLocked(ipc.EventNetmap, nil)
 	b.mu.Unlock()
-	return nil
+	return featErr
 }
 
 // sync1 returns f wrapped to run at most once.
@@ -243,8 +255,10 @@ func sync1(f func()) func() {
 	}
 }
 
-// stopTunnel takes the peer API and the data plane down (host I/O, outside the lock).
+// stopTunnel takes SSH, the peer API and the data plane down (host I/O, outside the lock).
 func (b *Backend) stopTunnel() {
+	b.syncSSH(nil)
+	b.syncServe(nil)
 	b.mu.Lock()
 	dp, papi, stopPaths := b.tun.dp, b.tun.papi, b.tun.stopPaths
 	b.tun.dp, b.tun.papi, b.tun.shown, b.tun.stopPaths = nil, nil, nil, nil

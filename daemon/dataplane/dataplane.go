@@ -23,6 +23,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/dns/osdns"
 	"github.com/skeinvpn/skein/daemon/filter"
 	"github.com/skeinvpn/skein/daemon/forwarding"
+	"github.com/skeinvpn/skein/daemon/ingress"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/portmap"
@@ -129,7 +130,8 @@ func (d *Dataplane) WireGuardPeers() int {
 }
 
 // Cleanup undoes what a crashed earlier run left on the host: rules, routes and the TUN device,
-// the nftables table and forwarding sysctls, the system resolver, a port mapping on the router. It is the one entry point for
+// the nftables tables (forwarding's and the SSH/serve ingress) and forwarding sysctls, the
+// system resolver, a port mapping on the router. It is the one entry point for
 // crash repair: skeind runs it before anything else at start, and `skeind --cleanup` (the unit's
 // ExecStopPost) runs only it. Every part is tried; the error joins the failures.
 func Cleanup(tunName, stateDir string, logf func(string, ...any)) error {
@@ -146,6 +148,9 @@ func Cleanup(tunName, stateDir string, logf func(string, ...any)) error {
 	// A port mapping a crashed run left on the router (found in its journal) is given back.
 	if err := portmap.Cleanup(stateDir, router.ControlBypass, logf); err != nil {
 		errs = append(errs, fmt.Errorf("deleting a port mapping: %w", err))
+	}
+	if err := ingress.Cleanup(logf); err != nil {
+		errs = append(errs, fmt.Errorf("removing the SSH and serve redirects: %w", err))
 	}
 	return errors.Join(errs...)
 }

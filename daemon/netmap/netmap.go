@@ -30,6 +30,9 @@ type NetworkMap struct {
 	Domain        string
 	PacketFilters map[string][]wire.FilterRule
 	UserProfiles  map[wire.UserID]wire.UserProfile
+	// SSHPolicy is the tailnet's SSH policy for this node: nil until control sends one in this
+	// map session (which denies every SSH connection). Never changed in place.
+	SSHPolicy *wire.SSHPolicy
 	// ControlTime is the server's clock at the last response, for expiry decisions.
 	ControlTime time.Time
 	// ReceivedAt is our clock when ControlTime arrived.
@@ -71,6 +74,10 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 	}
 	if r.Domain != "" {
 		nm.Domain = r.Domain
+	}
+	if r.SSHPolicy != nil {
+		nm.SSHPolicy = r.SSHPolicy
+		changed = true
 	}
 	if len(r.UserProfiles) > 0 {
 		nm.UserProfiles = maps.Clone(nm.UserProfiles)

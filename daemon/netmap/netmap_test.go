@@ -77,3 +77,30 @@ func TestExpiryUsesServerClock(t *testing.T) {
 		t.Error("zero KeyExpiry means never")
 	}
 }
+
+// The SSH policy is replaced by a response that carries one and kept by one that does not; a
+// new map (a new map session) starts without one.
+func TestSSHPolicy(t *testing.T) {
+	nm := New()
+	now := time.Now()
+	self := &wire.Node{ID: 1, Name: "self.ts.test."}
+	if nm.Apply(&wire.MapResponse{Node: self}, now); nm.SSHPolicy != nil {
+		t.Fatal("policy before control sent one")
+	}
+	pol := &wire.SSHPolicy{Rules: []*wire.SSHRule{{Principals: []*wire.SSHPrincipal{{Any: true}}, Action: &wire.SSHAction{Accept: true}}}}
+	if !nm.Apply(&wire.MapResponse{SSHPolicy: pol}, now) || nm.SSHPolicy != pol {
+		t.Fatal("policy not taken")
+	}
+	snap := nm.Clone()
+	if nm.Apply(&wire.MapResponse{PeersChanged: []*wire.Node{{ID: 2, Name: "p.ts.test."}}}, now); nm.SSHPolicy != pol {
+		t.Fatal("a delta without a policy changed it")
+	}
+	empty := &wire.SSHPolicy{}
+	nm.Apply(&wire.MapResponse{SSHPolicy: empty}, now)
+	if nm.SSHPolicy != empty || snap.SSHPolicy != pol {
+		t.Fatal("an empty policy did not replace the old one, or the snapshot changed")
+	}
+	if New().SSHPolicy != nil {
+		t.Fatal("a new map session starts with a policy")
+	}
+}

@@ -74,6 +74,9 @@ type Hostinfo struct {
 	Location      *Location      `json:",omitempty"`
 	// ExitNodeID is the StableID of the exit node this host uses (informational).
 	ExitNodeID string `json:",omitempty"`
+	// SSH_HostKeys are the host's SSH public keys as authorized_keys lines without a comment;
+	// a node that lists any runs an SSH server that follows the tailnet's SSH policy.
+	SSH_HostKeys []string `json:"sshHostKeys,omitempty"`
 }
 
 // Location is where a node says it is (exit-node pickers show it).
@@ -136,6 +139,8 @@ type MapResponse struct {
 	UserProfiles      []UserProfile           `json:",omitempty"`
 	ControlTime       *time.Time              `json:",omitempty"`
 	Health            []string                `json:",omitempty"`
+	// SSHPolicy replaces the SSH policy when set; nil means unchanged.
+	SSHPolicy *SSHPolicy `json:",omitempty"`
 }
 
 // Node is a tailnet node: the self node or a peer.
@@ -229,6 +234,9 @@ type DNSConfig struct {
 	Proxied           bool                   `json:",omitempty"`
 	ExtraRecords      []DNSRecord            `json:",omitempty"`
 	Nameservers       []netip.Addr           `json:",omitempty"`
+	// CertDomains are the names control issues TLS certificates for (Tailscale's service;
+	// Headscale sends none).
+	CertDomains []string `json:",omitempty"`
 }
 
 // Resolver is one upstream DNS resolver.
@@ -262,4 +270,54 @@ type NetPortRange struct {
 type PortRange struct {
 	First uint16
 	Last  uint16
+}
+
+// SSHPolicy says who may log in over SSH as whom. The first rule that matches a connection
+// decides; a connection no rule matches is refused.
+type SSHPolicy struct {
+	Rules []*SSHRule `json:"rules"`
+}
+
+// SSHRule matches connections by the peer's identity and the requested user.
+type SSHRule struct {
+	// RuleExpires: past this time the rule matches nothing.
+	RuleExpires *time.Time      `json:"ruleExpires,omitempty"`
+	Principals  []*SSHPrincipal `json:"principals"`
+	// SSHUsers maps a requested user (or "*" for any) to the local user: "=" is the same
+	// name, "" means this rule does not match that user.
+	SSHUsers map[string]string `json:"sshUsers"`
+	// Action is taken when the rule matches; nil denies.
+	Action *SSHAction `json:"action"`
+	// AcceptEnv are patterns (with * and ?) of environment variables the client may set.
+	AcceptEnv []string `json:"acceptEnv,omitempty"`
+}
+
+// SSHPrincipal matches a peer: any one set field that matches is enough.
+type SSHPrincipal struct {
+	Node      string `json:"node,omitempty"` // StableID
+	NodeIP    string `json:"nodeIP,omitempty"`
+	UserLogin string `json:"userLogin,omitempty"`
+	Any       bool   `json:"any,omitempty"`
+}
+
+// SSHAction is what happens to a matching connection.
+type SSHAction struct {
+	// Message is shown to the user (an authentication banner).
+	Message string `json:"message,omitempty"`
+	Reject  bool   `json:"reject,omitempty"`
+	Accept  bool   `json:"accept,omitempty"`
+	// SessionDuration (nanoseconds) ends sessions after that long; 0 = no limit.
+	SessionDuration time.Duration `json:"sessionDuration,omitempty"`
+
+	AllowAgentForwarding      bool `json:"allowAgentForwarding,omitempty"`
+	AllowLocalPortForwarding  bool `json:"allowLocalPortForwarding,omitempty"`
+	AllowRemotePortForwarding bool `json:"allowRemotePortForwarding,omitempty"`
+
+	// HoldAndDelegate is a URL on the control server that decides later (re-authentication in
+	// check mode); Recorders are session recorders that must receive the session. Skein
+	// supports neither and refuses what needs them. Recorders stay strings so that one bad
+	// entry cannot make a whole map response unreadable.
+	HoldAndDelegate    string          `json:"holdAndDelegate,omitempty"`
+	Recorders          []string        `json:"recorders,omitempty"`
+	OnRecordingFailure json.RawMessage `json:"onRecordingFailure,omitempty"`
 }

@@ -23,10 +23,11 @@ import (
 
 // User is one passwd entry.
 type User struct {
-	Name string
-	UID  uint32
-	GID  uint32
-	Home string
+	Name  string
+	UID   uint32
+	GID   uint32
+	Home  string
+	Shell string
 }
 
 // ErrUnknown is returned (wrapped) when neither /etc/passwd nor NSS knows the user.
@@ -119,7 +120,7 @@ func fromOS(u *user.User) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("user %s: gid %q: %v", u.Username, u.Gid, err)
 	}
-	return User{Name: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir}, nil
+	return User{Name: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir, Shell: passwdShell(u.Username)}, nil
 }
 
 // getent asks NSS for key (a validated name or a uid) with `getent passwd KEY`.
@@ -177,7 +178,7 @@ func parsePasswd(s string) (User, error) {
 	if err != nil || gid == nobodyUID {
 		return User{}, fmt.Errorf("getent passwd: bad gid %q", truncate(f[3]))
 	}
-	return User{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5]}, nil
+	return User{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5], Shell: f[6]}, nil
 }
 
 func truncate(s string) string {

@@ -43,7 +43,7 @@ func calls(t *testing.T, log string) string {
 func TestNSSFallback(t *testing.T) {
 	log := fakeGetent(t, "")
 	u, err := LookupName("nssalice")
-	if err != nil || u != (User{Name: "nssalice", UID: 4242, GID: 4243, Home: "/home/nssalice"}) {
+	if err != nil || u != (User{Name: "nssalice", UID: 4242, GID: 4243, Home: "/home/nssalice", Shell: "/bin/sh"}) {
 		t.Fatalf("LookupName(nssalice) = %+v, %v", u, err)
 	}
 	if u, err := LookupUID(4242); err != nil || u.Name != "nssalice" {
@@ -165,4 +165,44 @@ func FuzzParsePasswd(f *testing.F) {
 			t.Fatalf("parsePasswd(%q) accepted %+v", s, u)
 		}
 	})
+}
+
+// Login names from the network: short, no options, no numbers, no syntax; the account found
+// must carry exactly the name asked for.
+func TestLookupLogin(t *testing.T) {
+	fakeGetent(t, `case "$2" in
+Folded) echo 'folded:x:4300:4300::/home/folded:/bin/sh' ;;
+*) exit 2 ;;
+esac`)
+	for _, bad := range []string{"", "0", "4242", "-oProxyCommand=x", "a;b", "a b", "../x", strings.Repeat("a", 33)} {
+		if _, err := LookupLogin(bad); err == nil {
+			t.Errorf("LookupLogin(%q) accepted", bad)
+		}
+	}
+	if _, err := LookupLogin("Folded"); err == nil {
+		t.Error("an NSS answer for another name was accepted")
+	}
+	u, err := LookupLogin("root")
+	if err != nil || u.UID != 0 || u.Shell == "" || u.Home == "" {
+		t.Fatalf("root: %+v %v", u, err)
+	}
+	gs, err := Groups(u)
+	if err != nil || len(gs) == 0 || gs[0] != u.GID {
+		t.Fatalf("groups of root: %v %v", gs, err)
+	}
+}
+
+// Groups of a user only NSS knows come from getent initgroups.
+func TestGroupsFromNSS(t *testing.T) {
+	fakeGetent(t, "")
+	dir := t.TempDir()
+	script := "#!/bin/sh\n[ \"$1\" = initgroups ] && [ \"$2\" = nssalice ] && echo 'nssalice 4243 27 100' && exit 0\nexit 2\n"
+	os.WriteFile(filepath.Join(dir, "getent"), []byte(script), 0o755)
+	old := getentPath
+	getentPath = filepath.Join(dir, "getent")
+	defer func() { getentPath = old }()
+	gs, err := Groups(User{Name: "nssalice", UID: 4242, GID: 4243})
+	if err != nil || len(gs) != 3 || gs[0] != 4243 || gs[1] != 27 || gs[2] != 100 {
+		t.Fatalf("groups %v %v", gs, err)
+	}
 }

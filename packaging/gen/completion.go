@@ -177,6 +177,15 @@ func Zsh(c *CLI) string {
 			}
 			b.WriteString(" '--help[show the usage]' ;;\n")
 		}
+		if len(cmd.Flags) > 0 {
+			// A command that takes flags and arguments of its own besides its subcommands
+			// (skein serve --http 80 TARGET, skein serve status).
+			b.WriteString("                    *) _arguments")
+			for _, spec := range zshFlagSpecs(cmd.Flags) {
+				b.WriteString(" " + spec)
+			}
+			b.WriteString(" '--help[show the usage]' '*: :_default' ;;\n")
+		}
 		b.WriteString("                esac\n            fi ;;\n")
 	}
 	b.WriteString("    esac\n}\n\n_skein \"$@\"\n")

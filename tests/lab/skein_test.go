@@ -61,6 +61,8 @@ type node struct {
 	env      []string
 	// wrap runs skeind through another command (e.g. unshare --uts).
 	wrap []string
+	// args are further skeind flags.
+	args []string
 }
 
 // startNode starts skeind in a new lab host. The socket lives in a world-traversable directory
@@ -105,7 +107,7 @@ func startNodeWith(t testing.TB, h *lab.Host, fastDataPlane bool, env ...string)
 
 func (n *node) start() {
 	n.t.Helper()
-	bin, args := n.bin, []string{"--statedir", n.statedir, "--socket", n.socket}
+	bin, args := n.bin, append([]string{"--statedir", n.statedir, "--socket", n.socket}, n.args...)
 	if len(n.wrap) > 0 {
 		bin, args = n.wrap[0], append(append(slices.Clone(n.wrap[1:]), n.bin), args...)
 	}

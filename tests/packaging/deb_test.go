@@ -44,6 +44,7 @@ func TestDebContents(t *testing.T) {
 		skein: {
 			"usr/sbin/skeind", "usr/bin/skein",
 			"usr/lib/systemd/system/skeind.service", "usr/lib/tmpfiles.d/skein.conf",
+			"usr/lib/systemd/system/skein-session-helper.socket", "usr/lib/systemd/system/skein-session-helper.service",
 			"usr/share/man/man1/skein.1.gz", "usr/share/man/man8/skeind.8.gz",
 			"usr/share/bash-completion/completions/skein",
 			"usr/share/zsh/vendor-completions/_skein",
@@ -194,6 +195,27 @@ func TestInstallInCleanDebianRoot(t *testing.T) {
 		}
 	}
 
+	// The session helper (Tailscale SSH's sessions): a root-only socket that starts the
+	// helper, which runs the installed skeind in its helper mode.
+	for _, u := range []string{"skein-session-helper.socket", "skein-session-helper.service"} {
+		if out, err := inRootErr(root, "systemd-analyze", "verify", "/usr/lib/systemd/system/"+u); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+		}
+	}
+	sock, _ := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/skein-session-helper.socket"))
+	svc, _ := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/skein-session-helper.service"))
+	for _, want := range []string{"ListenStream=/run/skein-session-helper.sock", "SocketMode=0600", "SocketUser=root"} {
+		if !strings.Contains(string(sock), want+"\n") {
+			t.Errorf("skein-session-helper.socket lacks %s", want)
+		}
+	}
+	if !strings.Contains(string(svc), "ExecStart=/usr/sbin/skeind --session-helper\n") {
+		t.Errorf("skein-session-helper.service does not run the installed skeind --session-helper:\n%s", svc)
+	}
+	if !exists(filepath.Join(root, "etc/systemd/system/sockets.target.wants/skein-session-helper.socket")) {
+		t.Errorf("skein-session-helper.socket is not enabled after install")
+	}
+
 	// 4. Lifecycle. Reinstalling now that systemd is there enables the service (first install
 	// happened without systemctl; deb-systemd-helper enables on first configure).
 	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants/skeind.service")
@@ -225,6 +247,9 @@ func TestInstallInCleanDebianRoot(t *testing.T) {
 	inRoot(t, root, "dpkg", "--purge", "skein")
 	if exists(state) {
 		t.Errorf("dpkg --purge left /var/lib/skein")
+	}
+	if exists(filepath.Join(root, "etc/systemd/system/sockets.target.wants/skein-session-helper.socket")) {
+		t.Errorf("dpkg --purge left the session helper's socket enabled")
 	}
 	if exists(wants) {
 		t.Errorf("dpkg --purge left %s", wants)
@@ -419,7 +444,8 @@ func TestMakeInstall(t *testing.T) {
 	for _, f := range []string{"opt/skein/sbin/skeind", "opt/skein/bin/skein", "opt/skein/bin/skein-gui",
 		"opt/skein/share/man/man1/skein.1.gz", "opt/skein/share/applications/" + appID + ".desktop",
 		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf",
-		"opt/skein/share/doc/skein/copyright", "opt/skein/share/doc/skein-desktop/copyright"} {
+		"opt/skein/share/doc/skein/copyright", "opt/skein/share/doc/skein-desktop/copyright",
+		"opt/skein/lib/systemd/system/skein-session-helper.socket"} {
 		if !exists(filepath.Join(dest, f)) {
 			t.Errorf("make install did not install /%s", f)
 		}
@@ -431,6 +457,9 @@ func TestMakeInstall(t *testing.T) {
 	}
 	if !strings.Contains(string(unit), "ExecStart=/opt/skein/sbin/skeind ") || strings.Contains(string(unit), "@SBINDIR@") {
 		t.Errorf("the installed unit does not run /opt/skein/sbin/skeind:\n%s", unit)
+	}
+	if helper, _ := os.ReadFile(filepath.Join(dest, "opt/skein/lib/systemd/system/skein-session-helper.service")); !strings.Contains(string(helper), "ExecStart=/opt/skein/sbin/skeind --session-helper\n") {
+		t.Errorf("the installed session helper unit does not run /opt/skein/sbin/skeind:\n%s", helper)
 	}
 	run(t, repo(t), "make", "uninstall", "DESTDIR="+dest, "PREFIX=/opt/skein")
 	var left []string
