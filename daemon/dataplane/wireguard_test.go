@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -96,6 +97,10 @@ func TestWireGuardAcrossSessions(t *testing.T) {
 	// perSession runs sessions and returns the bytes allocated per session.
 	perSession := func(next func() *WireGuard, rekey bool) uint64 {
 		const sessions = 4
+		// No collection while measuring: one empties the device's buffer pools (sync.Pools),
+		// and how many happen depends on the machine's load, which made the figures drift
+		// (a loaded CI machine measured 5.9 against 23.2 MiB).
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		before := ms.TotalAlloc
@@ -129,7 +134,11 @@ func TestWireGuardAcrossSessions(t *testing.T) {
 	last.Close()
 
 	t.Logf("allocated per session: %.1f MiB on a kept device, %.1f MiB on a new one", float64(reused)/(1<<20), float64(fresh)/(1<<20))
-	if reused*4 > fresh {
+	// Both figures include the plain peer device each session makes (about 5 MiB, test
+	// scaffolding), so compare what the kept device saves: at least the 128 x 64 KiB buffers of
+	// one of its routines (it saves about 18 MiB; a device per session saves nothing). A ratio
+	// of the two drifted to 4x under load.
+	if reused+8<<20 > fresh {
 		t.Errorf("a session on the kept device allocates %.1f MiB, a new device %.1f MiB: buffers not reused", float64(reused)/(1<<20), float64(fresh)/(1<<20))
 	}
 }
