@@ -26,16 +26,16 @@ import (
 const (
 	// probeQuiet is how long a direct path in use may stay silent before a probe; slower
 	// flows (a ping a second) get three of their own gaps, up to probeQuietMax.
-	probeQuiet    = 400 * time.Millisecond
+	probeQuiet    = 300 * time.Millisecond
 	probeQuietMax = 3 * time.Second
 	// probeMinGap spaces probes of one peer (a one-way stream gets one every 2 s, like the
 	// official heartbeat's 3 s).
 	probeMinGap = 2 * time.Second
-	// A probe's pong must come within 3 round trips plus 100 ms, bounded to [250 ms, 1 s].
-	probeTimeoutMin = 250 * time.Millisecond
+	// A probe's pong must come within 3 round trips plus 100 ms, bounded to [200 ms, 1 s].
+	probeTimeoutMin = 200 * time.Millisecond
 	probeTimeoutMax = time.Second
 	// roamTick is how often paths in use are looked at; the loop runs only while some are.
-	roamTick = 100 * time.Millisecond
+	roamTick = 50 * time.Millisecond
 	// watchIdle ends the watch of a peer without traffic.
 	watchIdle = 5 * time.Second
 	// quickSTUNGap spaces the quick STUN runs that address changes trigger.
