@@ -564,12 +564,17 @@ Peers ▸
     gamma — relay (lab)
     delta — offline
 Exit node ▸
+    Use exit node (disabled)
+    ---
     None ✓
     No peer offers an exit node (disabled)
     ---
     Allow LAN access
     Exit node settings…
 Send file…
+Account ▸
+    Add account…
+    Manage accounts…
 ---
 Open Skein
 Quit
@@ -652,12 +657,17 @@ Connect (disabled)
 Peers ▸
     No peers (disabled)
 Exit node ▸
+    Use exit node (disabled)
+    ---
     None ✓ (disabled)
     No peer offers an exit node (disabled)
     ---
     Allow LAN access (disabled)
     Exit node settings…
 Send file… (disabled)
+Account ▸
+    Add account… (disabled)
+    Manage accounts…
 ---
 Open Skein
 Quit
