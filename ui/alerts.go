@@ -38,7 +38,7 @@ var (
 
 // alert is one desktop notification.
 type alert struct {
-	subject string // what it is about, for the throttle: "connection", "peer:ID", "relay:ID", "expiry"
+	subject string // what it is about, for the throttle: "connection", "peer:ID", "relay:ID", "expiry"…
 	summary string
 	body    string
 	label   string // the action's button
@@ -269,7 +269,8 @@ func (a *App) observeConnection(cur *view) {
 		})
 	case connUp:
 		if al.lostTold && a.notifyOpts.connection {
-			al.thr.add(alert{subject: "connection", summary: lang.L("Skein is connected again"),
+			// Its own subject: a return is told at once, not held behind the loss it ends.
+			al.thr.add(alert{subject: "connection-restored", summary: lang.L("Skein is connected again"),
 				body:  lang.L("Your tailnet is reachable again."),
 				label: lang.L("Open Skein"), action: a.ShowWindow})
 		}

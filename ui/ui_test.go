@@ -39,10 +39,26 @@ type harness struct {
 	// it starts (e.g. to change its settings).
 	downloads string
 	before    func(a *App)
+	// options, when set, changes the app's options before it is made.
+	options func(o *Options)
 	// notices are the desktop notifications sent (guarded by noticeMu, not the UI lock: the
 	// app sends them from its transfer goroutines).
 	noticeMu sync.Mutex
 	notices  []notice
+	alerts   []alert
+}
+
+func (h *harness) alert(al alert) error {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	h.alerts = append(h.alerts, al)
+	return nil
+}
+
+func (h *harness) sentAlerts() []alert {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	return slices.Clone(h.alerts)
 }
 
 // notice is one desktop notification the app sent.
@@ -79,7 +95,7 @@ func (h *harness) start() {
 	if h.downloads == "" {
 		h.downloads = filepath.Join(h.t.TempDir(), "Downloads")
 	}
-	h.a = New(h.fa, Options{
+	opts := Options{
 		Socket:       h.sock,
 		Do:           h.serialised,
 		Now:          func() time.Time { return now },
@@ -88,7 +104,12 @@ func (h *harness) start() {
 		ReconnectMax: 100 * time.Millisecond,
 		DownloadsDir: h.downloads,
 		notify:       h.notify,
-	})
+		alert:        h.alert,
+	}
+	if h.options != nil {
+		h.options(&opts)
+	}
+	h.a = New(h.fa, opts)
 	h.a.Window().Resize(fyne.NewSize(1000, 700))
 	h.a.Window().Show()
 	if h.before != nil {

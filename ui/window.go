@@ -68,13 +68,16 @@ func (a *App) buildWindow() {
 	a.win.SetOnDropped(a.dropped)
 	// With a tray host the window hides to the tray ("Quit" in the tray ends the app); without
 	// one, closing it is the only way out. The host may come and go while the app runs.
-	a.win.SetCloseIntercept(func() {
-		if a.trayHost {
-			a.win.Hide()
-		} else {
-			a.quit()
-		}
-	})
+	a.win.SetCloseIntercept(a.closeRequested)
+}
+
+// closeRequested is the window's close button.
+func (a *App) closeRequested() {
+	if a.trayHost {
+		a.win.Hide()
+	} else {
+		a.quit()
+	}
 }
 
 type tabsView struct {
