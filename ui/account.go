@@ -280,7 +280,7 @@ func (p *accountPage) profileRow(a *App, pr ipc.Profile) fyne.CanvasObject {
 	if pr.Current {
 		cur := widget.NewLabel(lang.L("in use"))
 		cur.Importance = widget.SuccessImportance
-		right = append(right, cur)
+		right = append(right, container.NewCenter(cur))
 	} else {
 		id := pr.ID
 		sw := widget.NewButton(lang.L("Switch"), func() { a.switchProfile(id, false) })
@@ -299,7 +299,7 @@ func (p *accountPage) profileRow(a *App, pr ipc.Profile) fyne.CanvasObject {
 			sw.Disable()
 			rm.Disable()
 		}
-		right = append(right, sw, rm)
+		right = append(right, container.NewCenter(sw), container.NewCenter(rm))
 	}
 	return container.NewBorder(nil, nil, container.NewCenter(icon), container.NewHBox(right...), container.NewVBox(name, info))
 }
