@@ -13,6 +13,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +53,7 @@ func run() int {
 	showVersion := fs.Bool("version", false, "print the version")
 	send := fs.Bool("send", false, "send the FILEs given after the flags to a device (a picker asks which one)")
 	page := fs.String("page", "", "open the window on this page: "+strings.Join(ui.Pages, ", "))
+	receive := fs.Bool("receive", false, "run only the receiver: save files that arrive while the app is closed, and notify (no window; the systemd user unit "+ui.ReceiverUnit+" runs this)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -85,6 +87,9 @@ func run() int {
 	if *page != "" && !slices.Contains(ui.Pages, *page) {
 		fmt.Fprintf(os.Stderr, "skein-gui: --page must be one of %s\n", strings.Join(ui.Pages, ", "))
 		return 2
+	}
+	if *receive {
+		return runReceiver(*socket, *verbose)
 	}
 	inst, err := ui.ClaimInstance(*instanceSock, files...)
 	if errors.Is(err, ui.ErrRunning) {
@@ -160,5 +165,23 @@ func run() int {
 	}
 	fa.Run()
 	a.Stop()
+	return 0
+}
+
+// runReceiver is skein-gui --receive: the receiver alone, until SIGINT or SIGTERM.
+func runReceiver(socket string, verbose bool) int {
+	if err := ui.SetupLanguage(ui.ChosenLanguageFromFile()); err != nil {
+		fmt.Fprintf(os.Stderr, "skein-gui: translations: %v\n", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	opts := ui.ReceiverOptions{Socket: socket, Logf: func(string, ...any) {}}
+	if verbose {
+		opts.Logf = log.New(os.Stderr, "skein-gui: ", log.LstdFlags|log.Lmicroseconds).Printf
+	}
+	if err := ui.RunReceiver(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "skein-gui:", err)
+		return 1
+	}
 	return 0
 }

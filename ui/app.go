@@ -55,6 +55,11 @@ type Options struct {
 	// user-dirs.dirs, else ~/Downloads.
 	DownloadsDir string
 
+	// ReceiveLock is the lock the app and the receiver (skein-gui --receive) take received files
+	// under; "" means ReceiveLockPath().
+	ReceiveLock string
+	// NoReceiver leaves the receiver service alone (tests without a service manager).
+	NoReceiver bool
 	// WatchTrayHost follows the tray host (StatusNotifierWatcher) on the session bus: one that
 	// appears after the app started gets the tray, and closing the window then hides it.
 	WatchTrayHost bool
@@ -132,6 +137,11 @@ type App struct {
 	recvMode   string        // recvDownloads, recvFolder or recvAsk
 	recvFolder string        // recvFolder's folder
 
+	// canTake: the app holds the receive lock, so it may take files from the inbox.
+	canTake bool
+	// receiverNote says why the receiver does not run, when it cannot.
+	receiverNote string
+
 	// Notifications (alerts.go).
 	notifyOpts notifySettings
 	watched    map[string]bool // StableIDs of watched peers
@@ -199,6 +209,12 @@ func (a *App) Start() {
 		defer a.wg.Done()
 		a.watchLoop()
 	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.holdReceiveLock()
+	}()
+	a.ensureReceiver()
 	if a.opts.WatchTrayHost {
 		a.wg.Add(1)
 		go func() {
@@ -226,6 +242,30 @@ func (a *App) Stop() {
 	a.stopped = true
 	a.doMu.Unlock()
 	a.notifier.close()
+}
+
+// holdReceiveLock waits for the receive lock (the receiver gives it up when it sees the app),
+// then lets the app take received files; the lock stays with the app until it stops.
+func (a *App) holdReceiveLock() {
+	path := a.opts.ReceiveLock
+	if path == "" {
+		path = ReceiveLockPath()
+	}
+	l, err := waitLock(a.ctx, path, 250*time.Millisecond)
+	if a.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		// No lock to be had (no runtime directory?): nothing else takes files then either.
+		a.opts.Logf("receive lock %s: %v; taking files without it", path, err)
+	}
+	defer l.release() // when the app stops: Stop waits for this goroutine
+	a.do(func() {
+		a.canTake = true
+		a.opts.Logf("taking received files")
+	})
+	a.takeWaiting()
+	<-a.ctx.Done()
 }
 
 // ShowWindow shows and raises the window (the tray's "Open Skein", a second launch).

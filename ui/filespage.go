@@ -261,6 +261,8 @@ const (
 type receiveSection struct {
 	content *fyne.Container
 	radio   *widget.RadioGroup
+	closed  *widget.Check
+	closedN *widget.Label
 	folder  *widget.Label
 	change  *widget.Button
 	note    *widget.Label
@@ -286,7 +288,14 @@ func newReceiveSection(a *App) *receiveSection {
 		}
 	})
 	s.change = widget.NewButtonWithIcon(lang.L("Change…"), theme.FolderOpenIcon(), a.chooseReceiveFolder)
-	s.content = container.NewVBox(s.radio, container.NewHBox(s.folder, s.change), s.note)
+	s.closed = widget.NewCheck(lang.L("Save received files while Skein is closed"), func(on bool) {
+		if !s.loading {
+			a.setReceiveWhileClosed(on)
+		}
+	})
+	s.closedN = newWrappedLabel("")
+	s.closedN.SizeName = theme.SizeNameCaptionText
+	s.content = container.NewVBox(s.radio, container.NewHBox(s.folder, s.change), s.note, s.closed, s.closedN)
 	return s
 }
 
@@ -312,6 +321,21 @@ func (s *receiveSection) update(a *App) {
 		s.change.Hide()
 	}
 	s.note.SetText(a.receiveDirText() + " " + lang.L("Files are taken from skeind as they arrive, also those that came while Skein was closed."))
+	if on := a.receiveWhileClosed(); s.closed.Checked != on {
+		s.closed.SetChecked(on)
+	}
+	switch {
+	case a.receiverNote != "":
+		setText(s.closedN, a.receiverNote)
+		s.closedN.Importance = widget.WarningImportance
+	case a.recvMode == recvAsk:
+		setText(s.closedN, lang.L("A small service tells you about files that arrive while Skein is closed; they wait in skeind until you accept them."))
+		s.closedN.Importance = widget.MediumImportance
+	default:
+		setText(s.closedN, lang.L("A small service saves files that arrive while Skein is closed and tells you; it steps aside while Skein runs."))
+		s.closedN.Importance = widget.MediumImportance
+	}
+	s.closedN.Refresh()
 }
 
 // chooseReceiveFolder asks for the folder for received files; cancelling keeps the setting.

@@ -187,9 +187,11 @@ func receiveProblem(e *ipc.Error) string {
 	return lang.L("Could not list received files: {{.Err}}", map[string]any{"Err": e.Message})
 }
 
-// fileArrived is called for each file in the inbox (EventFile, or the list at start).
+// fileArrived is called for each file in the inbox (EventFile, or the list at start). Until
+// the app holds the receive lock the receiver may be taking files: they are left to it, and
+// what remains is taken once the lock is the app's.
 func (a *App) fileArrived(f ipc.WaitingFile) {
-	if f.Name == "" || a.inFlight[f.Name] || a.ctx.Err() != nil {
+	if f.Name == "" || a.inFlight[f.Name] || a.ctx.Err() != nil || !a.canTake {
 		return
 	}
 	a.inFlight[f.Name] = true

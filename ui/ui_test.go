@@ -103,6 +103,8 @@ func (h *harness) start() {
 		Exec:         "/usr/bin/skein-gui",
 		ReconnectMax: 100 * time.Millisecond,
 		DownloadsDir: h.downloads,
+		ReceiveLock:  filepath.Join(h.t.TempDir(), "receive.lock"),
+		NoReceiver:   true,
 		notify:       h.notify,
 		alert:        h.alert,
 	}
