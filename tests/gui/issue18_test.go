@@ -110,19 +110,8 @@ func TestProfileSwitchFromTray(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := map[string]string{}
-	for _, u := range []string{"alice", "bob"} {
-		if _, err := c.CreateUser(u); err != nil {
-			t.Fatal(err)
-		}
-		if keys[u], err = c.PreAuthKey(u, true, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.SetPolicy(`{"acls": [
-		{"action": "accept", "src": ["alice@"], "dst": ["alice@:*"]},
-		{"action": "accept", "src": ["bob@"], "dst": ["bob@:*"]}
-	]}`); err != nil {
+	keys, err := c.SeparateUsers("alice", "bob")
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"alice", "bob"} {

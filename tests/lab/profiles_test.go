@@ -53,19 +53,8 @@ func TestProfileSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := map[string]string{}
-	for _, u := range []string{"alice", "bob"} {
-		if _, err := c.CreateUser(u); err != nil {
-			t.Fatal(err)
-		}
-		if keys[u], err = c.PreAuthKey(u, true, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.SetPolicy(`{"acls": [
-		{"action": "accept", "src": ["alice@"], "dst": ["alice@:*"]},
-		{"action": "accept", "src": ["bob@"], "dst": ["bob@:*"]}
-	]}`); err != nil {
+	keys, err := c.SeparateUsers("alice", "bob")
+	if err != nil {
 		t.Fatal(err)
 	}
 	official := map[string]netip.Addr{}
@@ -383,4 +372,43 @@ func TestAutoExitNodeFailover(t *testing.T) {
 
 	mustOK(t, n.cli("set", "--exit-node="), "clear the exit node")
 	wantCaller(t, web, skHost, home.PublicAddr(), "exit node cleared")
+}
+
+// TestShieldsUp: "Allow incoming connections" off (skein set --shields-up) stops an official
+// peer from opening connections to Skein, while Skein's own connections to it keep working
+// (replies pass); switched back, the peer connects again.
+func TestShieldsUp(t *testing.T) {
+	t.Parallel()
+	l, tn, n := joinedNode(t, "skein-sh", "alpha-ts")
+	_ = l
+	alpha := tn.Peer("alpha-ts")
+	st, err := alpha.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	alphaIP := st.Self.IPv4()
+	skIP := n.selfIP()
+	listenTCP(t, n.host, netip.AddrPortFrom(skIP, 8080))
+	listenTCP(t, alpha.Host(), netip.AddrPortFrom(alphaIP, 8081))
+	in := netip.AddrPortFrom(skIP, 8080)
+	out := netip.AddrPortFrom(alphaIP, 8081)
+	lab.Eventually(t, 30*time.Second, func() error { return tcpReachable(alpha.Host(), in, 2*time.Second) })
+
+	mustOK(t, n.cli("set", "--shields-up"), "set --shields-up")
+	lab.Eventually(t, 10*time.Second, func() error {
+		if tcpReachable(alpha.Host(), in, time.Second) == nil {
+			return fmt.Errorf("alpha-ts still connects to Skein with shields up")
+		}
+		return nil
+	})
+	for range 3 {
+		if err := tcpReachable(n.host, out, 3*time.Second); err != nil {
+			t.Fatalf("Skein cannot reach alpha-ts with shields up (replies must pass): %v", err)
+		}
+	}
+	if !n.stored().Prefs.ShieldsUp {
+		t.Error("shields up not stored")
+	}
+	mustOK(t, n.cli("set", "--shields-up=false"), "set --shields-up=false")
+	lab.Eventually(t, 10*time.Second, func() error { return tcpReachable(alpha.Host(), in, 2*time.Second) })
 }
