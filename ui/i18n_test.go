@@ -137,12 +137,28 @@ func sourceStrings(t *testing.T) (keys []translationKey, untranslated []string) 
 				if !sinks[name] {
 					return true
 				}
-				for _, a := range call.Args {
-					if lit, ok := a.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-						if s, _ := strconv.Unquote(lit.Value); needsTranslation(s) {
+				// A literal, a named constant or a sum with literal parts, given straight to the
+				// widget, bypasses the translation.
+				var check func(e ast.Expr)
+				check = func(e ast.Expr) {
+					if s, ok := eval(e); ok {
+						if needsTranslation(s) {
 							untranslated = append(untranslated, fmt.Sprintf("%s: %s(%q)", pos, name, s))
 						}
+						return
 					}
+					switch e := e.(type) {
+					case *ast.BinaryExpr:
+						if e.Op == token.ADD {
+							check(e.X)
+							check(e.Y)
+						}
+					case *ast.ParenExpr:
+						check(e.X)
+					}
+				}
+				for _, a := range call.Args {
+					check(a)
 				}
 			}
 			return true
@@ -156,6 +172,9 @@ func needsTranslation(s string) bool {
 	switch s {
 	case "Skein", "https://headscale.example.com":
 		return false
+	}
+	if t := strings.TrimSpace(s); strings.HasPrefix(t, "sudo ") || strings.HasPrefix(t, "skein ") {
+		return false // a command, typed as it is in any language
 	}
 	letters := 0
 	for _, r := range s {

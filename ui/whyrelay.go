@@ -3,6 +3,7 @@ package ui
 import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -27,7 +28,7 @@ func newRelayWhy(a *App) *relayWhy {
 	w := &relayWhy{a: a, sentence: widget.NewLabel("")}
 	w.sentence.Wrapping = fyne.TextWrapWord
 	w.sentence.Selectable = true
-	w.copyFix = widget.NewButtonWithIcon(relayCopyFix, theme.ContentCopyIcon(), func() { w.a.copyText(w.fix) })
+	w.copyFix = widget.NewButtonWithIcon(lang.L(relayCopyFix), theme.ContentCopyIcon(), func() { w.a.copyText(w.fix) })
 	icon := widget.NewIcon(theme.NewWarningThemedResource(theme.InfoIcon()))
 	w.content = container.NewBorder(nil, nil, container.NewVBox(icon), nil,
 		container.NewVBox(w.sentence, container.NewHBox(w.copyFix)))
@@ -52,10 +53,11 @@ func (w *relayWhy) show(p *ipc.Peer) {
 	w.content.Show()
 }
 
-// relayWhyText is the sentence: the cause, then its fix.
+// relayWhyText is the sentence: the cause, then its fix. The cause is skeind's sentence (as
+// `skein why` prints it); the words around it are the user's language.
 func relayWhyText(c *ipc.Cause) string {
 	if c.Fix == "" {
-		return "Why relay? " + c.Summary
+		return lang.L("Why relay? {{.Cause}}", map[string]any{"Cause": c.Summary})
 	}
-	return "Why relay? " + c.Summary + " Fix: " + c.Fix
+	return lang.L("Why relay? {{.Cause}} Fix: {{.Fix}}", map[string]any{"Cause": c.Summary, "Fix": c.Fix})
 }
