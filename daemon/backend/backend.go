@@ -191,7 +191,7 @@ func (b *Backend) Start() {
 	b.refreshLocked(ipc.EventState, nil)
 	b.mu.Unlock()
 	go b.watchHostname()
-	go b.probeLoop(b.stopHostname)
+	go b.probeLoop(b.stopHostname, probeEvery, probeAllEvery)
 }
 
 // watchHostname tells control when the OS host name changes, unless a name was set (then the

@@ -175,8 +175,9 @@ func (b *Backend) SuggestExitNode(ctx context.Context) (ipc.ExitNodeSuggestion, 
 
 // probeLoop measures exit nodes while the tunnel runs: the automatic pick often (so a node
 // that stops answering is left quickly), every candidate now and then (for the suggestion).
-func (b *Backend) probeLoop(stop <-chan struct{}) {
-	t := time.NewTicker(probeEvery)
+// The timings come as arguments, read once by Start: the loop may outlive Close by a tick.
+func (b *Backend) probeLoop(stop <-chan struct{}, every, allEvery time.Duration) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -185,13 +186,13 @@ func (b *Backend) probeLoop(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		b.mu.Lock()
-		all := time.Since(b.exits.lastAll) >= probeAllEvery
+		all := time.Since(b.exits.lastAll) >= allEvery
 		auto := b.data.Prefs.AutoExitNode != ""
 		b.mu.Unlock()
 		if !all && !auto {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), probeEvery)
+		ctx, cancel := context.WithTimeout(context.Background(), every)
 		b.probeExits(ctx, all)
 		cancel()
 	}
