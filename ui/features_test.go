@@ -106,7 +106,8 @@ func expiringStatus(in time.Duration) ipc.Status {
 // A key that expires soon: a banner with the fix and Re-authenticate, a warning tray icon, one
 // notification per threshold (7 days, then 1 day), whose action runs the login flow.
 func TestKeyExpiryBannerAndNotification(t *testing.T) {
-	defer func(w time.Duration) { alertWindow = w }(alertWindow)
+	oldWindow := alertWindow
+	t.Cleanup(func() { alertWindow = oldWindow }) // after the app stops: cleanups run last first
 	alertWindow = 200 * time.Millisecond
 	h := newHarness(t, expiringStatus(3*24*time.Hour), ipc.Prefs{WantRunning: true})
 	h.eventually("banner", func() string {
@@ -184,7 +185,8 @@ func TestHealthBanners(t *testing.T) {
 // A watched device coming and going: one notification, then the changes within the window
 // summarized once; unwatched devices say nothing; the action shows the device.
 func TestWatchedDeviceNotifications(t *testing.T) {
-	defer func(w time.Duration) { alertWindow = w }(alertWindow)
+	oldWindow := alertWindow
+	t.Cleanup(func() { alertWindow = oldWindow }) // after the app stops: cleanups run last first
 	alertWindow = 300 * time.Millisecond
 	st := running()
 	for i := range st.Peers {
@@ -252,7 +254,8 @@ func TestWatchedDeviceNotifications(t *testing.T) {
 // The connection: lost for longer than connLostAfter is told once, and its return; a blip
 // shorter than that, a Disconnect of the user's, or a relay change with the setting off are not.
 func TestConnectionAndRelayNotifications(t *testing.T) {
-	defer func(l time.Duration) { connLostAfter = l }(connLostAfter)
+	oldLost := connLostAfter
+	t.Cleanup(func() { connLostAfter = oldLost }) // after the app stops: cleanups run last first
 	connLostAfter = 200 * time.Millisecond
 	st := running()
 	for i := range st.Peers {

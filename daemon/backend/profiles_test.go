@@ -234,7 +234,8 @@ func TestStartMigratesOldState(t *testing.T) {
 // Key expiry: a warning in the health list from 7 days before, with the time and the fix,
 // and an event when a threshold passes (no polling needed).
 func TestKeyExpiryWarning(t *testing.T) {
-	defer func(w, u time.Duration) { keyWarnBefore, keyUrgentBefore = w, u }(keyWarnBefore, keyUrgentBefore)
+	oldWarn, oldUrgent := keyWarnBefore, keyUrgentBefore
+	t.Cleanup(func() { keyWarnBefore, keyUrgentBefore = oldWarn, oldUrgent }) // after the backend closes
 	e := newEnv(t)
 	e.up()
 	self := e.poll.Node.SelfNode()
@@ -305,7 +306,8 @@ func (e *env) setOnline(n *wire.Node, online bool) {
 // auto:any follows the best exit node: it keeps its pick while usable, moves when the pick goes
 // offline or stops answering, and drops internet traffic (never clear) while there is none.
 func TestAutoExitNode(t *testing.T) {
-	defer func(a, b time.Duration) { probeEvery, probeAllEvery = a, b }(probeEvery, probeAllEvery)
+	oldEvery, oldAll := probeEvery, probeAllEvery
+	t.Cleanup(func() { probeEvery, probeAllEvery = oldEvery, oldAll }) // after the backend closes
 	probeEvery, probeAllEvery = 20*time.Millisecond, time.Hour
 	e := newEnv(t)
 	xa, xb := exitPeer(20, "exit-a"), exitPeer(21, "exit-b")
