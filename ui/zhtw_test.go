@@ -89,6 +89,10 @@ func zhStatus() ipc.Status {
 	st.DNS = &ipc.DNSStatus{AcceptDNS: true, MagicDNS: true, Hosts: 4, Mode: "systemd-resolved", Applied: true, Upstreams: []string{"9.9.9.9"}, UpstreamsFrom: "tailnet"}
 	st.MagicDNS = "lab.ts.net"
 	st.Routing = &ipc.RoutingStatus{LANRoutes: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
+	// gamma is relayed, and skeind says why (in English: the app words it from the code).
+	st.Peers[1].RelayCause = &ipc.Cause{Code: ipc.CauseFirewall, Fix: "sudo ufw allow 41641/udp",
+		Summary: "This machine's firewall drops inbound UDP 41641: peers whose NAT picks a new port per destination cannot reach it.",
+		Data:    map[string]string{"peer": "gamma", "port": "41641"}}
 	return st
 }
 
@@ -96,7 +100,7 @@ func zhStatus() ipc.Status {
 // names of programs, protocols and commands.
 var allowedWords = strings.Fields(`Skein skeind tailnet MagicDNS DNS IP IPv4 IPv6 VPN Taildrop Ping Headscale headscale
 	nodes approve routes sudo skein set operator up force reauth journalctl systemd resolved systemctl GNOME AppIndicator
-	DERP NAT UPnP PMP PCP ms KiB MiB GiB root English linux windows macOS lab ts net alice corp work example test control https beta gamma delta epsilon
+	ufw allow udp DERP NAT UPnP PMP PCP ms KiB MiB GiB root English linux windows macOS lab ts net alice corp work example test control https beta gamma delta epsilon
 	Frankfurt Germany skein-a n-beta`)
 
 var (
@@ -146,6 +150,7 @@ func TestTraditionalChineseWindow(t *testing.T) {
 		open func()
 	}{
 		{"peers", h.a.tabs.selectPeers},
+		{"relayed peer", func() { h.a.tabs.selectPeers(); h.a.peers.selectByID("n-gamma") }},
 		{"files", h.a.tabs.selectFiles},
 		{"exit node", h.a.tabs.selectExitNode},
 		{"account", h.a.tabs.selectAccount},
