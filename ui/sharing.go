@@ -12,6 +12,7 @@ import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -44,7 +45,7 @@ type sharingSection struct {
 
 func newSharingSection(a *App) *sharingSection {
 	s := &sharingSection{a: a, list: container.NewVBox()}
-	s.share = widget.NewButtonWithIcon(sharingShareFolder, theme.FolderOpenIcon(), func() {
+	s.share = widget.NewButtonWithIcon(lang.L(sharingShareFolder), theme.FolderOpenIcon(), func() {
 		d := dialog.NewFolderOpen(func(u fyne.ListableURI, err error) {
 			if err == nil && u != nil {
 				s.shareFolder(u.Path())
@@ -90,7 +91,7 @@ func shareEntries(cfg ipc.ServeConfig) []shareEntry {
 	add := func(c *ipc.ServeConfig, fg bool) {
 		for p, h := range c.TCP {
 			if h.TCPForward != "" {
-				out = append(out, shareEntry{port: p, mode: "tcp", text: fmt.Sprintf("tcp port %d → %s", p, h.TCPForward), fg: fg})
+				out = append(out, shareEntry{port: p, mode: "tcp", text: lang.L("TCP port {{.Port}} → {{.Target}}", map[string]any{"Port": p, "Target": h.TCPForward}), fg: fg})
 			}
 		}
 		for hp, w := range c.Web {
@@ -131,17 +132,17 @@ func (s *sharingSection) draw() {
 	entries := shareEntries(s.cfg)
 	s.list.RemoveAll()
 	if len(entries) == 0 {
-		s.list.Add(widget.NewLabel(sharingNone))
+		s.list.Add(widget.NewLabel(lang.L(sharingNone)))
 		return
 	}
 	for _, e := range entries {
 		l := widget.NewLabel(e.text)
 		l.Selectable = true
 		if e.fg {
-			s.list.Add(container.NewBorder(nil, nil, nil, widget.NewLabel("(a running skein serve)"), l))
+			s.list.Add(container.NewBorder(nil, nil, nil, widget.NewLabel(lang.L("(a running skein serve)")), l))
 			continue
 		}
-		stop := widget.NewButtonWithIcon(sharingStop, theme.MediaStopIcon(), func() { s.stop(e) })
+		stop := widget.NewButtonWithIcon(lang.L(sharingStop), theme.MediaStopIcon(), func() { s.stop(e) })
 		s.list.Add(container.NewBorder(nil, nil, nil, stop, l))
 	}
 }

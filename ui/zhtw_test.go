@@ -100,7 +100,7 @@ func zhStatus() ipc.Status {
 // names of programs, protocols and commands.
 var allowedWords = strings.Fields(`Skein skeind tailnet MagicDNS DNS IP IPv4 IPv6 VPN Taildrop Ping Headscale headscale
 	nodes approve routes sudo skein set operator up force reauth journalctl systemd resolved systemctl GNOME AppIndicator
-	ufw allow udp DERP NAT UPnP PMP PCP ms KiB MiB GiB root English linux windows macOS lab ts net alice corp work example test control https beta gamma delta epsilon
+	SSH Tailscale ssh serve TCP ufw allow udp DERP NAT UPnP PMP PCP ms KiB MiB GiB root English linux windows macOS lab ts net alice corp work example test control https beta gamma delta epsilon
 	Frankfurt Germany skein-a n-beta`)
 
 var (
