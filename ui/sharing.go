@@ -70,19 +70,22 @@ func (s *sharingSection) update(a *App) {
 	s.draw()
 }
 
+// refresh re-reads the config in the background. Not through a.call: this read is no action of
+// the user's, so it must not clear an action's error banner as a successful call does.
 func (s *sharingSection) refresh() {
 	s.loading = true
-	s.a.call(10*time.Second, func(ctx context.Context) error {
+	go func() {
+		ctx, cancel := context.WithTimeout(s.a.ctx, 10*time.Second)
+		defer cancel()
 		cfg, err := s.a.client.ServeConfig(ctx)
 		s.a.do(func() {
 			s.loading, s.fetched = false, time.Now()
-			if err == nil {
+			if err == nil { // an old skeind without serve simply shows nothing
 				s.cfg = cfg
 				s.draw()
 			}
 		})
-		return nil // an old skeind without serve simply shows nothing
-	}, nil)
+	}()
 }
 
 // entries are the served ports as "http://host:port/mount → what" lines, background first.
