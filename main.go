@@ -1,6 +1,6 @@
 // Command skein-gui is Skein's desktop app: a window and a system tray menu for skeind.
 //
-//	skein-gui [--minimized] [--socket PATH] [--tray-theme auto|light|dark]
+//	skein-gui [--minimized] [--page PAGE] [--socket PATH] [--tray-theme auto|light|dark]
 //	skein-gui --send FILE...
 //
 // It talks to skeind over its socket (--socket, else $SKEIN_SOCKET, else /run/skein/skeind.sock).
@@ -13,6 +13,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,12 +22,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/app"
-	"github.com/godbus/dbus/v5"
 
 	"github.com/skeinvpn/skein/internal/version"
 	"github.com/skeinvpn/skein/ipc"
@@ -50,6 +52,8 @@ func run() int {
 	verbose := fs.Bool("verbose", false, "log the connection to skeind on stderr")
 	showVersion := fs.Bool("version", false, "print the version")
 	send := fs.Bool("send", false, "send the FILEs given after the flags to a device (a picker asks which one)")
+	page := fs.String("page", "", "open the window on this page: "+strings.Join(ui.Pages, ", "))
+	receive := fs.Bool("receive", false, "run only the receiver: save files that arrive while the app is closed, and notify (no window; the systemd user unit "+ui.ReceiverUnit+" runs this)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -80,6 +84,13 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "skein-gui: --tray-theme must be auto, light or dark\n")
 		return 2
 	}
+	if *page != "" && !slices.Contains(ui.Pages, *page) {
+		fmt.Fprintf(os.Stderr, "skein-gui: --page must be one of %s\n", strings.Join(ui.Pages, ", "))
+		return 2
+	}
+	if *receive {
+		return runReceiver(*socket, *verbose)
+	}
 	inst, err := ui.ClaimInstance(*instanceSock, files...)
 	if errors.Is(err, ui.ErrRunning) {
 		if len(files) > 0 {
@@ -100,11 +111,15 @@ func run() int {
 
 	app.SetMetadata(fyne.AppMetadata{ID: ui.AppID, Name: "Skein", Version: version.Version, Build: 1})
 	fa := app.NewWithID(ui.AppID)
+	if err := ui.SetupLanguage(ui.ChosenLanguage(fa)); err != nil {
+		fmt.Fprintf(os.Stderr, "skein-gui: translations: %v\n", err)
+	}
 	tt := *trayTheme
 	if tt == "auto" {
 		tt = ""
 	}
-	opts := ui.Options{Socket: *socket, TrayTheme: tt, NoTrayHost: !trayHostPresent()}
+	// The tray host may come later (autostart races the panel): the app follows it.
+	opts := ui.Options{Socket: *socket, TrayTheme: tt, NoTrayHost: !ui.TrayHostPresent(), WatchTrayHost: true}
 	opts.Logf = func(string, ...any) {}
 	if *verbose {
 		opts.Logf = log.New(os.Stderr, "skein-gui: ", log.LstdFlags|log.Lmicroseconds).Printf
@@ -142,6 +157,9 @@ func run() int {
 	if !*minimized || a.NoTray() {
 		a.Window().Show()
 	}
+	if *page != "" {
+		a.ShowPage(*page)
+	}
 	if len(files) > 0 {
 		a.SendFiles(files)
 	}
@@ -150,13 +168,20 @@ func run() int {
 	return 0
 }
 
-// trayHostPresent tells whether a StatusNotifierWatcher (the tray host) is on the session bus.
-func trayHostPresent() bool {
-	conn, err := dbus.SessionBus()
-	if err != nil {
-		return false
+// runReceiver is skein-gui --receive: the receiver alone, until SIGINT or SIGTERM.
+func runReceiver(socket string, verbose bool) int {
+	if err := ui.SetupLanguage(ui.ChosenLanguageFromFile()); err != nil {
+		fmt.Fprintf(os.Stderr, "skein-gui: translations: %v\n", err)
 	}
-	var owner string
-	err = conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, "org.kde.StatusNotifierWatcher").Store(&owner)
-	return err == nil && owner != ""
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	opts := ui.ReceiverOptions{Socket: socket, Logf: func(string, ...any) {}}
+	if verbose {
+		opts.Logf = log.New(os.Stderr, "skein-gui: ", log.LstdFlags|log.Lmicroseconds).Printf
+	}
+	if err := ui.RunReceiver(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "skein-gui:", err)
+		return 1
+	}
+	return 0
 }

@@ -20,10 +20,12 @@ const (
 	Disconnected State = "disconnected"
 	NeedsLogin   State = "needslogin"
 	Error        State = "error"
+	// Warning: connected, but a health issue needs attention (e.g. the key expires soon).
+	Warning State = "warning"
 )
 
 // States lists every icon state.
-var States = []State{Connected, Disconnected, NeedsLogin, Error}
+var States = []State{Connected, Disconnected, NeedsLogin, Error, Warning}
 
 // AppIcon is the application icon (256×256).
 func AppIcon() fyne.Resource { return load("skein.png") }

@@ -47,6 +47,9 @@ type Cause struct {
 	Evidence []string `json:"evidence,omitempty"`
 	// Fix is one command or setting that removes the cause.
 	Fix string `json:"fix,omitempty"`
+	// Data are the values Summary names ("peer", "port"), so that a front end can word the
+	// cause in its user's language from Code.
+	Data map[string]string `json:"data,omitempty"`
 }
 
 // Cause codes.

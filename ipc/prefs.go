@@ -76,10 +76,19 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 		}
 		next.AdvertiseRoutes = l
 	}
+	if patch.ExitNode != nil && patch.UseExitNode != nil {
+		return p, &Error{Code: ErrBadRequest, Message: "choose an exit node or turn the last one on or off, not both"}
+	}
 	if patch.ExitNode != nil {
-		switch q := strings.TrimSpace(*patch.ExitNode); q {
-		case "":
-			next.ExitNodeID = ""
+		switch q := strings.TrimSpace(*patch.ExitNode); {
+		case q == "":
+			next.ExitNodeID, next.AutoExitNode = "", ""
+		case strings.HasPrefix(q, "auto:"):
+			if q != AutoExitNodeAny {
+				return p, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("exit node %q: the only automatic choice is %s", q, AutoExitNodeAny)}
+			}
+			// The helper picks the node right after (and keeps picking while this is set).
+			next.ExitNodeID, next.AutoExitNode = "", "any"
 		default:
 			if resolveExitNode == nil {
 				return p, &Error{Code: ErrBadRequest, Message: "exit nodes cannot be resolved here"}
@@ -88,8 +97,29 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 			if err != nil {
 				return p, err
 			}
-			next.ExitNodeID = id
+			next.ExitNodeID, next.AutoExitNode = id, ""
 		}
+	}
+	if patch.UseExitNode != nil {
+		inUse := next.ExitNodeID != "" || next.AutoExitNode != ""
+		switch {
+		case !*patch.UseExitNode:
+			next.ExitNodeID, next.AutoExitNode = "", ""
+		case inUse:
+		case next.LastExitNodeID == AutoExitNodeAny:
+			next.AutoExitNode = "any"
+		case next.LastExitNodeID != "":
+			next.ExitNodeID = next.LastExitNodeID
+		default:
+			return p, &Error{Code: ErrBadRequest, Message: "no exit node was used before: choose one first", Fix: "skein exit-node list"}
+		}
+	}
+	// Remember the last exit node for the one-click toggle.
+	switch {
+	case next.AutoExitNode != "":
+		next.LastExitNodeID = AutoExitNodeAny
+	case next.ExitNodeID != "":
+		next.LastExitNodeID = next.ExitNodeID
 	}
 	setBool := func(dst *bool, v *bool) {
 		if v != nil {
@@ -102,6 +132,7 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	setBool(&next.AcceptRoutes, patch.AcceptRoutes)
 	setBool(&next.PersistForwarding, patch.PersistForwarding)
 	setBool(&next.RunSSH, patch.RunSSH)
+	setBool(&next.ShieldsUp, patch.ShieldsUp)
 	if patch.AcceptDNS != nil {
 		next.NoAcceptDNS = !*patch.AcceptDNS
 	}
@@ -111,7 +142,7 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	if patch.PortMapping != nil {
 		next.NoPortMapping = !*patch.PortMapping
 	}
-	if next.ExitNodeID != "" && next.AdvertiseExitNode {
+	if (next.ExitNodeID != "" || next.AutoExitNode != "") && next.AdvertiseExitNode {
 		return p, &Error{Code: ErrBadRequest, Message: "cannot use an exit node while offering to be one", Fix: "skein set --exit-node= (or --advertise-exit-node=false)"}
 	}
 	return next, nil

@@ -170,7 +170,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, e)
 		return
 	}
-	if s.serveFiles(w, r) || s.serveServe(w, r) {
+	if s.serveFiles(w, r) || s.serveServe(w, r) || s.serveProfiles(w, r) {
 		return
 	}
 	switch r.URL.Path {

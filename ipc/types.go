@@ -87,16 +87,35 @@ type Prefs struct {
 	// RunSSH runs Tailscale SSH: peers log in over SSH as the tailnet's SSH policy says
 	// (`skein set --ssh`).
 	RunSSH bool `json:"runSSH,omitempty"`
+
+	// AutoExitNode is "any" while the exit node follows the helper's suggestion
+	// (--exit-node=auto:any): ExitNodeID is then the current pick, and traffic is dropped while
+	// there is none. "" = the exit node is chosen by hand.
+	AutoExitNode string `json:"autoExitNode,omitempty"`
+	// LastExitNodeID is the exit node used last ("auto:any" for the automatic one), which the
+	// one-click toggle (PrefsPatch.UseExitNode) turns back on.
+	LastExitNodeID string `json:"lastExitNodeID,omitempty"`
+	// ShieldsUp blocks new inbound tunnel connections ("Allow incoming connections" off);
+	// replies to this device's own connections still pass.
+	ShieldsUp bool `json:"shieldsUp,omitempty"`
 }
+
+// AutoExitNodeAny is the exit-node argument for the automatic exit node, as the official client
+// spells it.
+const AutoExitNodeAny = "auto:any"
 
 // PrefsPatch changes only the fields that are set.
 type PrefsPatch struct {
 	Hostname *string `json:"hostname,omitempty"`
 	Operator *string `json:"operator,omitempty"`
 
-	// ExitNode selects the exit node by name, FQDN, Tailscale IP or StableID; "" clears it.
-	ExitNode               *string `json:"exitNode,omitempty"`
-	ExitNodeAllowLANAccess *bool   `json:"exitNodeAllowLANAccess,omitempty"`
+	// ExitNode selects the exit node by name, FQDN, Tailscale IP or StableID, or "auto:any" to
+	// follow the helper's suggestion; "" clears it.
+	ExitNode *string `json:"exitNode,omitempty"`
+	// UseExitNode true turns the last used exit node (LastExitNodeID) back on; false stops using
+	// one and remembers it. It cannot be combined with ExitNode.
+	UseExitNode            *bool `json:"useExitNode,omitempty"`
+	ExitNodeAllowLANAccess *bool `json:"exitNodeAllowLANAccess,omitempty"`
 	// ExitNodeBypass and AdvertiseRoutes are CIDR strings so the helper can name a bad one.
 	ExitNodeBypass    *[]string `json:"exitNodeBypass,omitempty"`
 	BypassVPNRoutes   *bool     `json:"bypassVPNRoutes,omitempty"`
@@ -108,6 +127,7 @@ type PrefsPatch struct {
 	AcceptDNS         *bool     `json:"acceptDNS,omitempty"`
 	PortMapping       *bool     `json:"portMapping,omitempty"`
 	RunSSH            *bool     `json:"runSSH,omitempty"`
+	ShieldsUp         *bool     `json:"shieldsUp,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -120,6 +140,10 @@ type UpRequest struct {
 	Hostname string `json:"hostname,omitempty"`
 	// ForceReauth logs in again even when the node is already registered.
 	ForceReauth bool `json:"forceReauth,omitempty"`
+	// NewProfile logs in as a new profile (another account or tailnet) and switches to it once
+	// the login succeeds; the current profile is kept. Nickname names the new profile.
+	NewProfile bool   `json:"newProfile,omitempty"`
+	Nickname   string `json:"nickname,omitempty"`
 }
 
 // UpResponse is returned once the helper is Running, or as soon as an interactive login has an
@@ -153,6 +177,13 @@ type Status struct {
 	DNS *DNSStatus `json:"dns,omitempty"`
 	// Engine says how the helper keeps up with the network map (nil while the tunnel is down).
 	Engine *EngineStats `json:"engine,omitempty"`
+	// Profile is the login in use; Profiles are every login kept on this machine (the current
+	// one included), in the order they were added.
+	Profile  *Profile  `json:"profile,omitempty"`
+	Profiles []Profile `json:"profiles,omitempty"`
+	// SuggestedExitNode is the exit node the helper recommends now (online, offering, lowest
+	// measured latency); nil when no peer offers one.
+	SuggestedExitNode *ExitNodeSuggestion `json:"suggestedExitNode,omitempty"`
 }
 
 // EngineStats are the helper's own figures on applying network maps to the tunnel, for
@@ -215,10 +246,12 @@ type DNSQueryResult struct {
 
 // ExitNodeStatus is the selected exit node.
 type ExitNodeStatus struct {
-	ID     string     `json:"id"` // StableID
+	ID     string     `json:"id"` // StableID ("" while the automatic exit node has no pick)
 	Name   string     `json:"name"`
 	IP     netip.Addr `json:"ip,omitzero"`
 	Online bool       `json:"online"`
+	// Auto: the node follows the helper's suggestion (auto:any).
+	Auto bool `json:"auto,omitempty"`
 }
 
 // FilterStatus are the counters of the inbound packet filter (ACLs from the control server).
@@ -354,11 +387,27 @@ type User struct {
 	DisplayName string `json:"displayName,omitempty"`
 }
 
-// Issue is one typed health problem.
+// Issue is one typed health problem. Front ends may word known codes themselves (in the
+// user's language) from Data, and show Message for the others.
 type Issue struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Fix is a command that fixes the problem, when one exists.
+	Fix string `json:"fix,omitempty"`
+	// Data are the facts the message is made of (e.g. "expiry": an RFC 3339 time, "name": a peer).
+	Data map[string]string `json:"data,omitempty"`
 }
+
+// Codes of health issues front ends act on.
+const (
+	// IssueKeyExpiring: this device's node key expires within 7 days (Data "expiry").
+	IssueKeyExpiring = "key_expiring"
+	// IssueExitNodeOffline: the chosen exit node is unusable; internet traffic is dropped
+	// (Data "name").
+	IssueExitNodeOffline = "exit_node_offline"
+	// IssueNoExitNode: the automatic exit node has no peer to use; internet traffic is dropped.
+	IssueNoExitNode = "no_exit_node"
+)
 
 // EventKind says what changed.
 type EventKind string

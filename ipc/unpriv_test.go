@@ -28,7 +28,10 @@ type childReport struct {
 	DownErr   *ipc.Error `json:"downErr"`
 	PrefsErr  *ipc.Error `json:"prefsErr"`
 	// NetcheckCached: the helper answered netcheck with its last report, not a new run.
-	NetcheckCached bool `json:"netcheckCached"`
+	NetcheckCached bool       `json:"netcheckCached"`
+	SwitchErr      *ipc.Error `json:"switchErr"`
+	RemoveErr      *ipc.Error `json:"removeErr"`
+	SuggestOK      bool       `json:"suggestOK"`
 }
 
 func TestMain(m *testing.M) {
@@ -64,6 +67,12 @@ func runChild(path string) int {
 	rep.PrefsErr = asErr(err)
 	nc, _ := c.Netcheck(ctx)
 	rep.NetcheckCached = nc.Cached
+	_, err = c.SwitchProfile(ctx, "work")
+	rep.SwitchErr = asErr(err)
+	_, err = c.RemoveProfile(ctx, "old")
+	rep.RemoveErr = asErr(err)
+	_, err = c.SuggestExitNode(ctx)
+	rep.SuggestOK = err == nil
 	json.NewEncoder(os.Stdout).Encode(rep)
 	return 0
 }
@@ -86,7 +95,10 @@ func TestUnprivilegedClient(t *testing.T) {
 	copyFile(t, bin)
 	sock := filepath.Join(dir, "run", "skeind.sock")
 
-	b := ipctest.NewBackend(testStatus(), ipc.Prefs{})
+	st := testStatus()
+	st.Profiles = []ipc.Profile{{ID: "a", Name: "home", Current: true}, {ID: "b", Name: "work"}, {ID: "c", Name: "old"}}
+	st.SuggestedExitNode = &ipc.ExitNodeSuggestion{ID: "x", Name: "x"}
+	b := ipctest.NewBackend(st, ipc.Prefs{})
 	b.OnUp(func(context.Context, ipc.UpRequest) (ipc.UpResponse, error) {
 		t.Error("backend Up called for an unprivileged caller")
 		return ipc.UpResponse{}, nil
@@ -118,7 +130,7 @@ func TestUnprivilegedClient(t *testing.T) {
 	if rep.StatusErr != nil || rep.State != ipc.StateRunning {
 		t.Errorf("status as nobody: %s, %+v", rep.State, rep.StatusErr)
 	}
-	for name, e := range map[string]*ipc.Error{"up": rep.UpErr, "down": rep.DownErr} {
+	for name, e := range map[string]*ipc.Error{"up": rep.UpErr, "down": rep.DownErr, "switch": rep.SwitchErr, "remove profile": rep.RemoveErr} {
 		if e == nil || e.Code != ipc.ErrNeedsOperator || e.Fix != "sudo skein set --operator=$USER" {
 			t.Errorf("%s as nobody: %+v, want needs_operator", name, e)
 		}
@@ -128,6 +140,12 @@ func TestUnprivilegedClient(t *testing.T) {
 	}
 	if !rep.NetcheckCached {
 		t.Error("a plain user started a netcheck run; only root and the operator may")
+	}
+	if !rep.SuggestOK {
+		t.Error("an exit-node suggestion (a read) refused to nobody")
+	}
+	if len(b.Switches()) != 0 || len(b.Status().Profiles) != 3 {
+		t.Errorf("nobody's requests changed the profiles: switches %v, %d profiles", b.Switches(), len(b.Status().Profiles))
 	}
 
 	// Once nobody is the operator, changes are allowed, but changing the operator still is not.
@@ -142,8 +160,8 @@ func TestUnprivilegedClient(t *testing.T) {
 	}
 	rep = childReport{}
 	json.Unmarshal(out, &rep)
-	if rep.UpErr != nil || rep.DownErr != nil {
-		t.Errorf("operator up/down: %+v %+v", rep.UpErr, rep.DownErr)
+	if rep.UpErr != nil || rep.DownErr != nil || rep.SwitchErr != nil || rep.RemoveErr != nil {
+		t.Errorf("operator up/down/switch/remove: %+v %+v %+v %+v", rep.UpErr, rep.DownErr, rep.SwitchErr, rep.RemoveErr)
 	}
 	if rep.NetcheckCached {
 		t.Error("the operator got the last netcheck report, not a new run")

@@ -7,8 +7,8 @@
 #
 #   helper   skeind, skein, the systemd unit, tmpfiles.d entry, man pages, shell completions,
 #            the copyright file (share/doc/skein/copyright)
-#   desktop  skein-gui, its .desktop file, D-Bus service file, AppStream metainfo, icons and
-#            copyright file (share/doc/skein-desktop/copyright)
+#   desktop  skein-gui, its .desktop file, D-Bus service file, the receiver's systemd user
+#            unit, AppStream metainfo, icons and copyright file (share/doc/skein-desktop/copyright)
 #
 # Settings (environment): DESTDIR (staging root, default none), PREFIX (default /usr/local),
 # BIN (built binaries, default bin), GEN (output of `packaging/gen docs`, `gen icons` and
@@ -28,6 +28,7 @@ BIN=${BIN:-bin}
 GEN=${GEN:-$BIN/gen}
 SYSTEMDUNITDIR=${SYSTEMDUNITDIR:-$PREFIX/lib/systemd/system}
 TMPFILESDIR=${TMPFILESDIR:-$PREFIX/lib/tmpfiles.d}
+USERUNITDIR=${USERUNITDIR:-$PREFIX/lib/systemd/user}
 if [ "$PREFIX" = /usr ]; then
     ZSHCOMPDIR=${ZSHCOMPDIR:-/usr/share/zsh/vendor-completions}
 else
@@ -88,6 +89,13 @@ desktop() {
         install -d -m 755 "$DESTDIR$PREFIX/share/dbus-1/services"
         sed "s|@BINDIR@|$PREFIX/bin|g" "packaging/linux/$APPID.service.in" >"$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
         chmod 644 "$DESTDIR$PREFIX/share/dbus-1/services/$APPID.service"
+    fi
+    if [ $uninstall = 1 ]; then
+        rm -f "$DESTDIR$USERUNITDIR/skein-receive.service"
+    else
+        install -d -m 755 "$DESTDIR$USERUNITDIR"
+        sed "s|@BINDIR@|$PREFIX/bin|g" packaging/systemd/skein-receive.service.in >"$DESTDIR$USERUNITDIR/skein-receive.service"
+        chmod 644 "$DESTDIR$USERUNITDIR/skein-receive.service"
     fi
     put 644 "packaging/linux/$APPID.metainfo.xml" "$PREFIX/share/metainfo/$APPID.metainfo.xml"
     put 644 "$GEN/doc/skein-desktop/copyright" "$PREFIX/share/doc/skein-desktop/copyright"

@@ -8,8 +8,9 @@ for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl ipe
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The desktop app: cgo headers for Fyne (GL, X11), and for its end-to-end test an X server
-# (Mesa's software GL), a session bus and xwd for screenshots.
-for pkg in libgl1-mesa-dev libgl1-mesa-dri xorg-dev xvfb dbus-daemon x11-apps; do
+# (Mesa's software GL), a session bus and xwd for screenshots; the CJK fonts a Debian desktop
+# has (Fyne falls back to system fonts for glyphs its own font lacks: the zh-TW window).
+for pkg in libgl1-mesa-dev libgl1-mesa-dri xorg-dev xvfb dbus-daemon x11-apps fonts-noto-cjk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Packaging (make package-test): debootstrap for a clean Debian root, the validators of the

@@ -17,7 +17,9 @@ import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/dialog"
 	"fyne.io/fyne/v2/driver/desktop"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
 
 	"github.com/skeinvpn/skein/assets"
 	"github.com/skeinvpn/skein/ipc"
@@ -53,8 +55,18 @@ type Options struct {
 	// user-dirs.dirs, else ~/Downloads.
 	DownloadsDir string
 
-	// notify replaces the desktop notification (tests).
+	// ReceiveLock is the lock the app and the receiver (skein-gui --receive) take received files
+	// under; "" means ReceiveLockPath().
+	ReceiveLock string
+	// NoReceiver leaves the receiver service alone (tests without a service manager).
+	NoReceiver bool
+	// WatchTrayHost follows the tray host (StatusNotifierWatcher) on the session bus: one that
+	// appears after the app started gets the tray, and closing the window then hides it.
+	WatchTrayHost bool
+
+	// notify replaces the desktop notification of received files, alert the others (tests).
 	notify noticeFunc
+	alert  alertFunc
 }
 
 // App is the running desktop app.
@@ -87,11 +99,18 @@ type App struct {
 	peers     *peerPage
 	settings  *settingsPage
 	account   *accountPage
+	health    *healthBanners
+	notifyPg  *notifyPage
+	langPg    *languagePage
+	noTray    *widget.Label
 	tabs      tabsView
 	trayMenu  *fyne.Menu
 	traySig   string
 	trayIcon  fyne.Resource
-	hasTray   bool
+	// hasTray: the Fyne app can show a tray icon (it is started even without a tray host, so
+	// that a host that comes later finds it); trayHost: a tray host is on the bus now.
+	hasTray  bool
+	trayHost bool
 	// trayStarted: the tray menu was handed to Fyne (which then starts the tray).
 	trayStarted bool
 	trayTitle   string // the tray item's title and tooltip as last computed
@@ -101,6 +120,7 @@ type App struct {
 	exit         *exitPage
 	authURL      string        // the login URL from our own Up call, until Running
 	prefsPatches int           // prefs patches sent so far, to tell the latest answer from older ones
+	prefsEvents  int           // prefs received on the watch stream so far (newer than any answer sent before)
 	lastPatch    chan struct{} // closed when the last patch sent is answered
 
 	// Taildrop (transfer.go).
@@ -116,6 +136,16 @@ type App struct {
 	filesNote  string        // why received files cannot be taken, if so
 	recvMode   string        // recvDownloads, recvFolder or recvAsk
 	recvFolder string        // recvFolder's folder
+
+	// canTake: the app holds the receive lock, so it may take files from the inbox.
+	canTake bool
+	// receiverNote says why the receiver does not run, when it cannot.
+	receiverNote string
+
+	// Notifications (alerts.go).
+	notifyOpts notifySettings
+	watched    map[string]bool // StableIDs of watched peers
+	alerts     alerter
 }
 
 // New builds the app's window and tray on fa; Start connects to skeind.
@@ -153,9 +183,12 @@ func New(fa fyne.App, opts Options) *App {
 	a.notifier = newDesktopNotifier()
 	a.openURI = a.openURIDefault
 	a.loadFilePrefs()
+	a.loadNotifySettings()
+	a.alerts.thr = throttle{now: a.now, after: a.later, send: a.alertUser}
+	a.trayHost = !opts.NoTrayHost
 	fa.SetIcon(assets.AppIcon())
 	a.buildWindow()
-	if _, ok := fa.(desktop.App); ok && !opts.NoTrayHost {
+	if _, ok := fa.(desktop.App); ok && (!opts.NoTrayHost || opts.WatchTrayHost) {
 		a.hasTray = true
 	}
 	a.refresh()
@@ -168,13 +201,27 @@ func (a *App) Client() *ipc.Client { return a.client }
 // Window is the main window (hidden until ShowWindow unless started visible).
 func (a *App) Window() fyne.Window { return a.win }
 
-// Start subscribes to skeind's watch stream (and keeps resubscribing when skeind restarts).
+// Start subscribes to skeind's watch stream (and keeps resubscribing when skeind restarts),
+// and follows the tray host when asked to.
 func (a *App) Start() {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.watchLoop()
 	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.holdReceiveLock()
+	}()
+	a.ensureReceiver()
+	if a.opts.WatchTrayHost {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.followTrayHost()
+		}()
+	}
 }
 
 // Stop ends the watch stream and any calls in flight, and waits for the watcher to end and,
@@ -195,6 +242,30 @@ func (a *App) Stop() {
 	a.stopped = true
 	a.doMu.Unlock()
 	a.notifier.close()
+}
+
+// holdReceiveLock waits for the receive lock (the receiver gives it up when it sees the app),
+// then lets the app take received files; the lock stays with the app until it stops.
+func (a *App) holdReceiveLock() {
+	path := a.opts.ReceiveLock
+	if path == "" {
+		path = ReceiveLockPath()
+	}
+	l, err := waitLock(a.ctx, path, 250*time.Millisecond)
+	if a.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		// No lock to be had (no runtime directory?): nothing else takes files then either.
+		a.opts.Logf("receive lock %s: %v; taking files without it", path, err)
+	}
+	defer l.release() // when the app stops: Stop waits for this goroutine
+	a.do(func() {
+		a.canTake = true
+		a.opts.Logf("taking received files")
+	})
+	a.takeWaiting()
+	<-a.ctx.Done()
 }
 
 // ShowWindow shows and raises the window (the tray's "Open Skein", a second launch).
@@ -280,6 +351,8 @@ func asError(err error) *ipc.Error {
 
 // onEvent applies one event of the watch stream.
 func (a *App) onEvent(ev ipc.Event) {
+	old := a.v
+	defer func() { a.observe(&old, &a.v) }()
 	wasUnreachable := !a.v.reachable
 	a.v.reachable, a.v.connecting = true, false
 	if wasUnreachable && a.v.err != nil && a.v.err.Code == ipc.ErrHelperUnreachable {
@@ -293,6 +366,7 @@ func (a *App) onEvent(ev ipc.Event) {
 	}
 	if ev.Prefs != nil {
 		a.v.prefs, a.v.havePrefs = *ev.Prefs, true
+		a.prefsEvents++
 	}
 	if ev.Kind == ipc.EventFile && ev.File != nil {
 		a.fileArrived(*ev.File)
@@ -309,6 +383,8 @@ func (a *App) onEvent(ev ipc.Event) {
 }
 
 func (a *App) onUnreachable(e *ipc.Error) {
+	old := a.v
+	defer func() { a.observe(&old, &a.v) }()
 	a.v.reachable, a.v.connecting = false, false
 	a.v.err, a.errAction = e, false
 	a.v.st = ipc.Status{}
@@ -320,6 +396,9 @@ func (a *App) onUnreachable(e *ipc.Error) {
 func (a *App) refresh() {
 	a.header.update(a)
 	a.banner.update(a)
+	a.health.update(a)
+	a.notifyPg.update(a)
+	a.langPg.update(a)
 	a.peers.update(a)
 	a.exit.update(a)
 	a.settings.update(a)
@@ -340,7 +419,7 @@ func (a *App) call(timeout time.Duration, fn func(ctx context.Context) error, do
 		a.do(func() {
 			if err != nil {
 				if errors.Is(err, context.DeadlineExceeded) {
-					err = &ipc.Error{Code: ipc.ErrInternal, Message: "skeind did not answer in time"}
+					err = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("skeind did not answer in time")}
 				}
 				a.v.err, a.errAction = asError(err), true
 			} else if a.errAction {
@@ -435,7 +514,7 @@ func (a *App) openURL(u string) {
 		return
 	}
 	if err := a.fa.OpenURL(pu); err != nil {
-		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "cannot open a browser: " + err.Error()}, true
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("cannot open a browser: {{.Err}}", map[string]any{"Err": err.Error()})}, true
 		a.refresh()
 	}
 }
@@ -469,5 +548,5 @@ func (a *App) exePath() string {
 	return p
 }
 
-// NoTray tells that there is no tray host, so the window is the only way in.
-func (a *App) NoTray() bool { return a.opts.NoTrayHost }
+// NoTray tells that there is no tray host now, so the window is the only way in.
+func (a *App) NoTray() bool { return !a.trayHost }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/skeinvpn/skein/ipc"
+
+	"fyne.io/fyne/v2/lang"
 )
 
 // The "Start at login" option starts the app in the tray when the user logs in. Outside a
@@ -37,7 +39,7 @@ func (a *App) startAtLoginEnabled() bool {
 func (a *App) setStartAtLogin(on bool) {
 	s := a.settings
 	fail := func(err error) {
-		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "start at login: " + err.Error()}, true
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("start at login: {{.Err}}", map[string]any{"Err": err.Error()})}, true
 	}
 	if !usePortals() {
 		if err := setAutostart(a.opts.AutostartDir, a.exePath(), on); err != nil {
@@ -50,7 +52,7 @@ func (a *App) setStartAtLogin(on bool) {
 	}
 	s.autostart.Disable()
 	go func() {
-		got, err := portalBackground(on, autostartCommand, "Start Skein in the tray when you log in")
+		got, err := portalBackground(on, autostartCommand, lang.L("Start Skein in the tray when you log in"))
 		a.do(func() {
 			s.autostart.Enable()
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -38,12 +39,12 @@ type cidrList struct {
 
 func newCIDRList(a *App, placeholder string, get func(p *ipc.Prefs) []netip.Prefix, patch func([]string) ipc.PrefsPatch) *cidrList {
 	c := &cidrList{a: a, get: get, patch: patch,
-		rows: container.NewVBox(), none: widget.NewLabel("None"), entry: widget.NewEntry(), errText: widget.NewLabel("")}
+		rows: container.NewVBox(), none: widget.NewLabel(lang.L("None")), entry: widget.NewEntry(), errText: widget.NewLabel("")}
 	c.none.Importance = widget.LowImportance
 	c.entry.SetPlaceHolder(placeholder)
 	c.entry.OnChanged = func(string) { c.updateAdd() }
 	c.entry.OnSubmitted = func(string) { c.submit() }
-	c.add = widget.NewButtonWithIcon("Add", theme.ContentAddIcon(), c.submit)
+	c.add = widget.NewButtonWithIcon(lang.L("Add"), theme.ContentAddIcon(), c.submit)
 	c.errText.Wrapping = fyne.TextWrapWord
 	c.errText.Importance = widget.DangerImportance
 	c.errText.Hide()
@@ -97,7 +98,7 @@ func (c *cidrList) showError(e *ipc.Error) {
 	}
 	msg := e.Message
 	if fix := fixCommand(e); fix != "" {
-		msg += "\nFix: " + fix
+		msg += "\n" + lang.L("Fix:") + " " + fix
 	}
 	c.errText.SetText(msg)
 	c.errText.Show()

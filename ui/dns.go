@@ -8,6 +8,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -41,7 +42,7 @@ type dnsSection struct {
 
 func newDNSSection(a *App) *dnsSection {
 	d := &dnsSection{note: widget.NewLabel(""), warnings: widget.NewLabel(""), summary: widget.NewLabel("")}
-	d.check = widget.NewCheck(settingsAcceptDNS, func(on bool) {
+	d.check = widget.NewCheck(lang.L(settingsAcceptDNS), func(on bool) {
 		if !d.loading {
 			a.patchPrefs(ipc.PrefsPatch{AcceptDNS: &on}, patchOpts{})
 		}
@@ -122,11 +123,11 @@ func (v *view) resolverAddr() string {
 
 // acceptDNSNote explains the switch in its current position.
 func acceptDNSNote(v *view) string {
-	r := v.resolverAddr()
+	r := map[string]any{"Addr": v.resolverAddr()}
 	if !v.acceptDNS() {
-		return "Off: the system resolver is left alone; names of peers still resolve at " + r + "."
+		return lang.L("Off: the system resolver is left alone; names of peers still resolve at {{.Addr}}.", r)
 	}
-	return "This computer asks Skein's resolver at " + r + " for names: names of peers, the tailnet's split DNS and its resolvers."
+	return lang.L("This computer asks Skein's resolver at {{.Addr}} for names: names of peers, the tailnet's split DNS and its resolvers.", r)
 }
 
 // dnsWarnings are the helper's DNS warnings, one per line ("" when none).
@@ -144,9 +145,9 @@ func dnsSummary(v *view) string {
 	case !v.reachable:
 		return ""
 	case d == nil && v.st.State == ipc.StateRunning:
-		return "skeind reports no DNS state."
+		return lang.L("skeind reports no DNS state.")
 	case d == nil:
-		return "DNS details are shown while Skein is connected."
+		return lang.L("DNS details are shown while Skein is connected.")
 	}
 	var b strings.Builder
 	line := func(parts ...string) {
@@ -159,36 +160,36 @@ func dnsSummary(v *view) string {
 	}
 
 	if d.MagicDNS {
-		s := "MagicDNS: on · " + plural(d.Hosts, "name", "names")
+		s := lang.L("MagicDNS: on") + " · " + plural(d.Hosts, "1 name", "{{.N}} names")
 		if v.st.MagicDNS != "" {
-			s += " under " + strings.TrimSuffix(v.st.MagicDNS, ".")
+			s += " " + lang.L("under {{.Domain}}", map[string]any{"Domain": strings.TrimSuffix(v.st.MagicDNS, ".")})
 		}
 		if d.ExtraRecords > 0 {
-			s += " · " + plural(d.ExtraRecords, "extra record", "extra records")
+			s += " · " + plural(d.ExtraRecords, "1 extra record", "{{.N}} extra records")
 		}
 		line(s)
 	} else {
-		line("MagicDNS: off in this tailnet")
+		line(lang.L("MagicDNS: off in this tailnet"))
 	}
 
-	line("System resolver: ", resolverModeText(d))
+	line(lang.L("System resolver:"), " ", resolverModeText(d))
 	if len(d.SearchDomains) > 0 {
-		line("Search domains: ", strings.Join(d.SearchDomains, ", "))
+		line(lang.L("Search domains:"), " ", strings.Join(d.SearchDomains, ", "))
 	}
 
 	if len(d.SplitRoutes) > 0 {
 		suffixes := slices.Sorted(maps.Keys(d.SplitRoutes))
-		line("Split DNS:")
+		line(lang.L("Split DNS:"))
 		for i, sfx := range suffixes {
 			if i == maxSplitRoutes {
-				line("    +", strconv.Itoa(len(suffixes)-i), " more")
+				line("    ", lang.L("+{{.N}} more", map[string]any{"N": strconv.Itoa(len(suffixes) - i)}))
 				break
 			}
 			name := strings.TrimSuffix(sfx, ".")
 			if name == "" {
-				name = "(all names)"
+				name = lang.L("(all names)")
 			}
-			to := "answered by Skein"
+			to := lang.L("answered by Skein")
 			if rs := d.SplitRoutes[sfx]; len(rs) > 0 {
 				to = strings.Join(rs, ", ")
 			}
@@ -198,18 +199,18 @@ func dnsSummary(v *view) string {
 
 	switch {
 	case len(d.Upstreams) > 0:
-		s := "Other names: " + strings.Join(d.Upstreams, ", ")
+		s := lang.L("Other names:") + " " + strings.Join(d.Upstreams, ", ")
 		switch d.UpstreamsFrom {
 		case "tailnet":
-			s += " (the tailnet's resolvers)"
+			s += " " + lang.L("(the tailnet's resolvers)")
 		case "system":
-			s += " (this computer's resolvers)"
+			s += " " + lang.L("(this computer's resolvers)")
 		}
 		line(s)
 	case d.UpstreamsFrom == "system":
-		line("Other names: this computer's resolvers")
+		line(lang.L("Other names:"), " ", lang.L("this computer's resolvers"))
 	default:
-		line("Other names: no resolver configured")
+		line(lang.L("Other names:"), " ", lang.L("no resolver configured"))
 	}
 	return b.String()
 }
@@ -220,22 +221,14 @@ func resolverModeText(d *ipc.DNSStatus) string {
 	var s string
 	switch {
 	case d.Mode == "":
-		s = "left alone"
+		s = lang.L("left alone")
 	case d.Applied:
-		s = d.Mode + ", pointed at Skein"
+		s = lang.L("{{.Mode}}, pointed at Skein", map[string]any{"Mode": d.Mode})
 	default:
-		s = d.Mode + ", not applied"
+		s = lang.L("{{.Mode}}, not applied", map[string]any{"Mode": d.Mode})
 	}
 	if d.ModeReason != "" {
 		s += " (" + d.ModeReason + ")"
 	}
 	return s
-}
-
-// plural is "1 name" or "3 names".
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return strconv.Itoa(n) + " " + many
 }

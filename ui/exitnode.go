@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/lang"
 
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -19,7 +20,7 @@ import (
 // is read from the prefs (the user's wish, which the helper confirms with a prefs event); the
 // status says whether it is reachable.
 
-// Labels of the fixed items of the tray's exit-node submenu.
+// Labels of the fixed items of the tray's exit-node submenu (English keys of lang.L).
 const (
 	TrayExitNode         = "Exit node"
 	TrayExitNone         = "None"
@@ -27,9 +28,12 @@ const (
 	TrayExitSettings     = "Exit node settings…"
 	TrayNoExitNodes      = "No peer offers an exit node"
 	TrayOfferingExitNode = "This device is an exit node"
+	// TrayUseExitNode is the one-click toggle; it names the node it turns on.
+	TrayUseExitNode = "Use exit node"
 )
 
-// exitNodeID is the StableID of the chosen exit node, "" for none.
+// exitNodeID is the StableID of the chosen exit node, "" for none (and while the automatic
+// one has no pick).
 func (v *view) exitNodeID() string {
 	if v.havePrefs {
 		return v.prefs.ExitNodeID
@@ -54,10 +58,25 @@ type exitNodeInfo struct {
 	peer     *ipc.Peer // nil when the peer is not in the netmap
 }
 
-// exitNode returns the chosen exit node, ok false when none is chosen.
+// autoExit reports whether the exit node follows the helper's recommendation (auto:any).
+func (v *view) autoExit() bool {
+	if v.havePrefs {
+		return v.prefs.AutoExitNode != ""
+	}
+	return v.st.ExitNode != nil && v.st.ExitNode.Auto
+}
+
+// exitInUse reports whether an exit node is chosen (by hand or automatically).
+func (v *view) exitInUse() bool { return v.exitNodeID() != "" || v.autoExit() }
+
+// exitNode returns the chosen exit node, ok false when none is chosen. While the automatic
+// exit node has no pick, it is named "automatic" and offline.
 func (v *view) exitNode() (n exitNodeInfo, ok bool) {
 	id := v.exitNodeID()
 	if id == "" {
+		if v.autoExit() {
+			return exitNodeInfo{name: lang.L("automatic")}, true
+		}
 		return n, false
 	}
 	n.id, n.name = id, id
@@ -100,7 +119,19 @@ type exitNodeChoice struct {
 // node stays in the list (marked) when it went offline, stopped offering or left the netmap.
 func (v *view) exitNodeChoices() []exitNodeChoice {
 	sel := v.exitNodeID()
-	out := []exitNodeChoice{{label: TrayExitNone, selected: sel == "", usable: true}}
+	auto := v.autoExit()
+	out := []exitNodeChoice{{label: lang.L(TrayExitNone), selected: sel == "" && !auto, usable: true}}
+	if s := v.st.SuggestedExitNode; (s != nil || auto) && v.reachable {
+		label := lang.L("Recommended (automatic)")
+		if s != nil {
+			label = lang.L("Recommended: {{.Name}} (automatic)", map[string]any{"Name": s.Name})
+		}
+		out = append(out, exitNodeChoice{id: ipc.AutoExitNodeAny, label: label, selected: auto, usable: true})
+		// With the automatic choice on, the node it picked is marked below but not selected.
+		if auto {
+			sel = ""
+		}
+	}
 	var peers []*ipc.Peer
 	found := false
 	if v.reachable {
@@ -115,7 +146,7 @@ func (v *view) exitNodeChoices() []exitNodeChoice {
 	slices.SortStableFunc(peers, func(a, b *ipc.Peer) int {
 		return cmp.Or(cmp.Compare(strings.ToLower(shortName(a)), strings.ToLower(shortName(b))), cmp.Compare(a.FirstIP(), b.FirstIP()))
 	})
-	seen := map[string]bool{TrayExitNone: true}
+	seen := map[string]bool{lang.L(TrayExitNone): true}
 	for _, p := range peers {
 		label := exitNodeLabel(p)
 		if seen[label] { // two peers with one short name: tell them apart by address
@@ -128,7 +159,7 @@ func (v *view) exitNodeChoices() []exitNodeChoice {
 	}
 	if sel != "" && !found && v.reachable {
 		n, _ := v.exitNode()
-		out = append(out, exitNodeChoice{id: sel, label: n.name + " (not in the tailnet)", selected: true})
+		out = append(out, exitNodeChoice{id: sel, label: lang.L("{{.Name}} (not in the tailnet)", map[string]any{"Name": n.name}), selected: true})
 	}
 	return out
 }
@@ -141,11 +172,11 @@ func exitNodeLabel(p *ipc.Peer) string {
 	}
 	switch {
 	case p.Expired:
-		s += " (key expired)"
+		s += " " + lang.L("(key expired)")
 	case !p.Online:
-		s += " (offline)"
+		s += " " + lang.L("(offline)")
 	case !p.ExitNodeOption:
-		s += " (no longer offered)"
+		s += " " + lang.L("(no longer offered)")
 	}
 	return s
 }
@@ -154,22 +185,28 @@ func exitNodeLabel(p *ipc.Peer) string {
 // the chosen node is unreachable while connected (traffic is then dropped).
 func (v *view) exitNodeSummary() (text string, warn bool) {
 	if !v.reachable {
-		return "Not connected to skeind.", false
+		return lang.L("Not connected to skeind."), false
 	}
 	if v.prefs.AdvertiseExitNode {
-		return "This device offers itself as an exit node, so it cannot use one. Turn that off in Settings to choose an exit node.", false
+		return lang.L("This device offers itself as an exit node, so it cannot use one. Turn that off in Settings to choose an exit node."), false
 	}
 	n, ok := v.exitNode()
 	if !ok {
-		return "No exit node: internet traffic leaves from this device directly. Choose a peer to send it through that peer instead.", false
+		return lang.L("No exit node: internet traffic leaves from this device directly. Choose a peer to send it through that peer instead."), false
 	}
+	data := map[string]any{"Name": n.displayName()}
 	if v.st.State != ipc.StateRunning {
-		return "Exit node " + n.displayName() + " is chosen; internet traffic goes through it while Skein is connected.", false
+		return lang.L("Exit node {{.Name}} is chosen; internet traffic goes through it while Skein is connected.", data), false
 	}
-	if !n.online {
-		return "Exit node " + n.displayName() + " is offline: internet traffic is blocked (never sent around the tunnel) until it is back or you choose another exit node.", true
+	switch {
+	case v.autoExit() && n.id == "":
+		return lang.L("The automatic exit node has no peer to use: internet traffic is blocked (never sent around the tunnel) until one is back."), true
+	case !n.online:
+		return lang.L("Exit node {{.Name}} is offline: internet traffic is blocked (never sent around the tunnel) until it is back or you choose another exit node.", data), true
+	case v.autoExit():
+		return lang.L("Internet traffic goes through {{.Name}}, the recommended exit node; Skein moves to another one if it goes away.", data), false
 	}
-	return "Internet traffic goes through exit node " + n.displayName() + ".", false
+	return lang.L("Internet traffic goes through exit node {{.Name}}.", data), false
 }
 
 // trayTitle is the tray item's title: "Skein", or which exit node carries the traffic.
@@ -182,24 +219,51 @@ func (v *view) trayTitle() string {
 	case !ok:
 		return "Skein"
 	case !n.online:
-		return "Skein · exit node " + n.name + " offline"
+		return lang.L("Skein · exit node {{.Name}} offline", map[string]any{"Name": n.name})
 	}
-	return "Skein · exit node " + n.name
+	return lang.L("Skein · exit node {{.Name}}", map[string]any{"Name": n.name})
 }
 
 // trayTooltip is the tray item's tooltip: the state and, while connected, the exit node.
 func (v *view) trayTooltip() string {
-	s := "Skein: " + v.stateText()
+	s := lang.L("Skein: {{.State}}", map[string]any{"State": v.stateText()})
 	if !v.reachable || v.st.State != ipc.StateRunning {
 		return s
 	}
 	if n, ok := v.exitNode(); ok {
 		if n.online {
-			return s + " · internet via exit node " + n.displayName()
+			return s + " · " + lang.L("internet via exit node {{.Name}}", map[string]any{"Name": n.displayName()})
 		}
-		return s + " · exit node " + n.displayName() + " offline, internet blocked"
+		return s + " · " + lang.L("exit node {{.Name}} offline, internet blocked", map[string]any{"Name": n.displayName()})
 	}
 	return s
+}
+
+// useExitToggle is the one-click exit node: its label, whether it is on, and the patch a click
+// sends (nil when there is nothing to turn on).
+func (v *view) useExitToggle() (label string, on bool, patch *ipc.PrefsPatch) {
+	if on = v.exitInUse(); on {
+		n, _ := v.exitNode()
+		off := false
+		return lang.L("Use exit node: {{.Name}}", map[string]any{"Name": n.name}), true, &ipc.PrefsPatch{UseExitNode: &off}
+	}
+	yes := true
+	switch last := v.prefs.LastExitNodeID; {
+	case last == ipc.AutoExitNodeAny:
+		return lang.L("Use exit node: recommended"), false, &ipc.PrefsPatch{UseExitNode: &yes}
+	case last != "":
+		name := last
+		for i := range v.st.Peers {
+			if v.st.Peers[i].StableID == last {
+				name = shortName(&v.st.Peers[i])
+			}
+		}
+		return lang.L("Use exit node: {{.Name}}", map[string]any{"Name": name}), false, &ipc.PrefsPatch{UseExitNode: &yes}
+	case v.st.SuggestedExitNode != nil:
+		id := v.st.SuggestedExitNode.ID
+		return lang.L("Use exit node: {{.Name}} (recommended)", map[string]any{"Name": v.st.SuggestedExitNode.Name}), false, &ipc.PrefsPatch{ExitNode: &id}
+	}
+	return lang.L(TrayUseExitNode), false, nil
 }
 
 // exitNodeMenu is the tray's "Exit node" submenu.
@@ -207,7 +271,15 @@ func (a *App) exitNodeMenu() *fyne.MenuItem {
 	v := &a.v
 	editable := v.reachable && v.havePrefs
 	offering := v.prefs.AdvertiseExitNode
-	var items []*fyne.MenuItem
+	label, on, patch := v.useExitToggle()
+	toggle := fyne.NewMenuItem(label, func() {
+		if p := a.v.useExitPatch(); p != nil {
+			a.patchPrefs(*p, patchOpts{tray: true})
+		}
+	})
+	toggle.Checked = on
+	toggle.Disabled = !editable || offering || patch == nil
+	items := []*fyne.MenuItem{toggle, fyne.NewMenuItemSeparator()}
 	choices := v.exitNodeChoices()
 	for _, c := range choices {
 		id := c.id
@@ -217,34 +289,46 @@ func (a *App) exitNodeMenu() *fyne.MenuItem {
 		items = append(items, it)
 	}
 	if len(choices) == 1 {
-		none := fyne.NewMenuItem(TrayNoExitNodes, nil)
+		none := fyne.NewMenuItem(lang.L(TrayNoExitNodes), nil)
 		none.Disabled = true
 		items = append(items, none)
 	}
 	if offering {
-		info := fyne.NewMenuItem(TrayOfferingExitNode, nil)
+		info := fyne.NewMenuItem(lang.L(TrayOfferingExitNode), nil)
 		info.Disabled = true
 		items = append(items, info)
 	}
-	lan := fyne.NewMenuItem(TrayAllowLAN, func() {
+	lan := fyne.NewMenuItem(lang.L(TrayAllowLAN), func() {
 		on := !a.v.prefs.ExitNodeAllowLANAccess
 		a.patchPrefs(ipc.PrefsPatch{ExitNodeAllowLANAccess: &on}, patchOpts{tray: true})
 	})
 	lan.Checked = v.prefs.ExitNodeAllowLANAccess
 	lan.Disabled = !editable
-	items = append(items, fyne.NewMenuItemSeparator(), lan, fyne.NewMenuItem(TrayExitSettings, func() {
+	items = append(items, fyne.NewMenuItemSeparator(), lan, fyne.NewMenuItem(lang.L(TrayExitSettings), func() {
 		a.ShowWindow()
 		a.tabs.selectExitNode()
 	}))
-	m := fyne.NewMenuItem(TrayExitNode, nil)
-	m.ChildMenu = fyne.NewMenu(TrayExitNode, items...)
+	m := fyne.NewMenuItem(lang.L(TrayExitNode), nil)
+	m.ChildMenu = fyne.NewMenu(lang.L(TrayExitNode), items...)
 	return m
 }
 
-// setExitNode chooses the exit node by StableID ("" = none).
+// useExitPatch is the toggle's patch for the current view (nil: nothing to do).
+func (v *view) useExitPatch() *ipc.PrefsPatch {
+	_, _, p := v.useExitToggle()
+	return p
+}
+
+// setExitNode chooses the exit node by StableID ("" = none, "auto:any" = the recommended one,
+// following it).
 func (a *App) setExitNode(id string, fromTray bool) {
-	if id == a.v.exitNodeID() && a.v.havePrefs {
-		return
+	if a.v.havePrefs {
+		switch {
+		case id == ipc.AutoExitNodeAny && a.v.autoExit():
+			return
+		case id != ipc.AutoExitNodeAny && id == a.v.exitNodeID() && !a.v.autoExit():
+			return
+		}
 	}
 	a.patchPrefs(ipc.PrefsPatch{ExitNode: &id}, patchOpts{tray: fromTray})
 }
@@ -263,7 +347,7 @@ type patchOpts struct {
 // prefs event that follows says the same). It runs on the UI goroutine.
 func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 	a.prefsPatches++
-	seq := a.prefsPatches
+	seq, events := a.prefsPatches, a.prefsEvents
 	// Patches go one after another, in the order the user made them: sent at once, skeind
 	// could apply them in either order, and the latest one's answer (the only one taken)
 	// would then miss the other's change, with no prefs event left to bring it.
@@ -288,15 +372,16 @@ func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 			var e *ipc.Error
 			if err != nil {
 				if ctx.Err() == context.DeadlineExceeded {
-					err = &ipc.Error{Code: ipc.ErrInternal, Message: "skeind did not answer in time"}
+					err = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("skeind did not answer in time")}
 				}
 				e = asError(err)
 			}
 			switch {
 			case e == nil:
-				// Answers to quick successive changes may come back out of order: only the
-				// latest one's prefs are current (the watch stream brings them too).
-				if seq == a.prefsPatches {
+				// Only the latest patch's answer counts, and only while no prefs event came
+				// since it was made: the watch stream's events are in order and may be newer
+				// (another front end's change), and they bring the prefs anyway.
+				if seq == a.prefsPatches && events == a.prefsEvents {
 					a.v.prefs, a.v.havePrefs = p, true
 				}
 				if a.errAction {
@@ -321,7 +406,7 @@ func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 // errorNotice is a notification's body: the message and the fix command, if any.
 func errorNotice(e *ipc.Error) string {
 	if fix := fixCommand(e); fix != "" {
-		return e.Message + "\nFix: " + fix
+		return e.Message + "\n" + lang.L("Fix:") + " " + fix
 	}
 	return e.Message
 }
@@ -348,9 +433,9 @@ func routesText(ps []netip.Prefix, limit int) string {
 func exitNodeMark(p *ipc.Peer, selID string) string {
 	switch {
 	case selID != "" && p.StableID == selID:
-		return "exit node in use"
+		return lang.L("exit node in use")
 	case p.ExitNodeOption:
-		return "exit node"
+		return lang.L("exit node")
 	}
 	return ""
 }

@@ -57,7 +57,9 @@ func (h *harness) waitExitMenu(what, want string) {
 
 func TestExitNodeTrayMenu(t *testing.T) {
 	h := newHarness(t, withExitNodes(), ipc.Prefs{WantRunning: true})
-	h.waitExitMenu("initial", `None ✓
+	h.waitExitMenu("initial", `Use exit node (disabled)
+---
+None ✓
 beta — Frankfurt, Germany
 delta (offline) (disabled)
 gamma
@@ -79,7 +81,9 @@ Exit node settings…
 		}
 		return ""
 	})
-	h.waitExitMenu("beta chosen", `None
+	h.waitExitMenu("beta chosen", `Use exit node: beta ✓
+---
+None
 beta — Frankfurt, Germany ✓
 delta (offline) (disabled)
 gamma
@@ -115,7 +119,9 @@ Exit node settings…
 	st.Peers = append(st.Peers, ipc.Peer{ID: 6, StableID: "n-zeta", NodeKey: "nodekey:06", HostName: "zeta",
 		Addresses: []netip.Addr{addr("100.64.0.6")}, Online: true, ExitNodeOption: true, Location: "Oslo, Norway"})
 	h.be.SetStatus(st)
-	h.waitExitMenu("beta offline", `None
+	h.waitExitMenu("beta offline", `Use exit node: beta ✓
+---
+None
 beta — Frankfurt, Germany (offline) ✓
 delta (offline) (disabled)
 gamma
@@ -154,7 +160,7 @@ Exit node settings…
 		if id := h.be.Prefs().ExitNodeID; id != "" {
 			return "backend exit node " + id
 		}
-		if m := h.exitMenu(); !strings.HasPrefix(m, "None ✓\n") {
+		if m := h.exitMenu(); !strings.HasPrefix(m, "Use exit node: gamma\n---\nNone ✓\n") {
 			return "submenu:\n" + m
 		}
 		if h.a.TrayTitle() != "Skein" {
@@ -177,7 +183,9 @@ func TestExitNodeTrayErrorNotifies(t *testing.T) {
 	h.be.OnSetPrefs(func(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, error) {
 		return ipc.Prefs{}, &ipc.Error{Code: ipc.ErrNeedsOperator, Message: "permission denied: uid 1000 is neither root nor skeind's operator", Fix: "sudo skein set --operator=$USER"}
 	})
-	h.waitExitMenu("menu", `None ✓
+	h.waitExitMenu("menu", `Use exit node (disabled)
+---
+None ✓
 beta — Frankfurt, Germany
 delta (offline) (disabled)
 gamma
@@ -195,7 +203,7 @@ Exit node settings…
 	})
 	// The check stays where the helper has it.
 	h.ui(func() {
-		if m := h.exitMenu(); !strings.HasPrefix(m, "None ✓\n") {
+		if m := h.exitMenu(); !strings.HasPrefix(m, "Use exit node (disabled)\n---\nNone ✓\n") {
 			t.Errorf("submenu after the failure:\n%s", m)
 		}
 	})
@@ -243,7 +251,7 @@ func TestExitNodePage(t *testing.T) {
 			return "backend prefs not switched"
 		}
 		if !h.a.exit.lan.Checked || !h.a.exit.bypassVPN.Checked {
-			return "checks not on"
+			return fmt.Sprintf("checks not on: lan %v bypass %v, view prefs %+v", h.a.exit.lan.Checked, h.a.exit.bypassVPN.Checked, h.a.v.prefs)
 		}
 		return ""
 	})

@@ -7,6 +7,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -18,6 +19,7 @@ import (
 type exitPage struct {
 	content    fyne.CanvasObject
 	summary    *widget.Label
+	useExit    *widget.Check
 	picker     *widget.Select
 	nodeState  *widget.Label
 	lan        *widget.Check
@@ -36,7 +38,7 @@ const (
 
 func newExitPage(a *App) *exitPage {
 	p := &exitPage{summary: widget.NewLabel(""), nodeState: widget.NewLabel(""), keptLocal: widget.NewLabel("")}
-	title := widget.NewLabel("Exit node")
+	title := widget.NewLabel(lang.L("Exit node"))
 	title.TextStyle = fyne.TextStyle{Bold: true}
 	title.SizeName = theme.SizeNameSubHeadingText
 	p.summary.Wrapping = fyne.TextWrapWord
@@ -53,18 +55,28 @@ func newExitPage(a *App) *exitPage {
 			}
 		}
 	})
-	p.picker.PlaceHolder = "(choose an exit node)"
-	p.lan = widget.NewCheck(exitLANCheck, func(on bool) {
+	p.picker.PlaceHolder = lang.L("(choose an exit node)")
+	p.useExit = widget.NewCheck(lang.L(TrayUseExitNode), func(bool) {
+		if p.loading {
+			return
+		}
+		if patch := a.v.useExitPatch(); patch != nil {
+			a.patchPrefs(*patch, patchOpts{})
+		} else {
+			a.refresh()
+		}
+	})
+	p.lan = widget.NewCheck(lang.L(exitLANCheck), func(on bool) {
 		if !p.loading {
 			a.patchPrefs(ipc.PrefsPatch{ExitNodeAllowLANAccess: &on}, patchOpts{})
 		}
 	})
-	p.bypassVPN = widget.NewCheck(exitBypassCheck, func(on bool) {
+	p.bypassVPN = widget.NewCheck(lang.L(exitBypassCheck), func(on bool) {
 		if !p.loading {
 			a.patchPrefs(ipc.PrefsPatch{BypassVPNRoutes: &on}, patchOpts{})
 		}
 	})
-	p.exceptions = newCIDRList(a, "192.168.50.0/24 or 10.0.0.0/8, …",
+	p.exceptions = newCIDRList(a, lang.L("192.168.50.0/24 or 10.0.0.0/8, …"),
 		func(pr *ipc.Prefs) []netip.Prefix { return pr.ExitNodeBypass },
 		func(list []string) ipc.PrefsPatch { return ipc.PrefsPatch{ExitNodeBypass: &list} })
 	caption := func(s string) *widget.Label {
@@ -74,15 +86,15 @@ func newExitPage(a *App) *exitPage {
 		return l
 	}
 	form := widget.NewForm(
-		widget.NewFormItem("Use", container.NewVBox(p.picker, p.nodeState)),
-		widget.NewFormItem("Local network", container.NewVBox(p.lan,
-			caption("Printers, file servers and other devices on the networks this computer is attached to stay reachable directly."))),
-		widget.NewFormItem("Exceptions", container.NewVBox(
-			caption("Destinations that stay on this computer's own network while an exit node is on, e.g. a company range reached through the local router."),
+		widget.NewFormItem(lang.L("Use"), container.NewVBox(p.useExit, p.picker, p.nodeState)),
+		widget.NewFormItem(lang.L("Local network"), container.NewVBox(p.lan,
+			caption(lang.L("Printers, file servers and other devices on the networks this computer is attached to stay reachable directly.")))),
+		widget.NewFormItem(lang.L("Exceptions"), container.NewVBox(
+			caption(lang.L("Destinations that stay on this computer's own network while an exit node is on, e.g. a company range reached through the local router.")),
 			p.exceptions.content)),
-		widget.NewFormItem("Other VPNs", container.NewVBox(p.bypassVPN,
-			caption("Routes that another VPN on this computer installs keep going through that VPN, and follow it as it changes them."))),
-		widget.NewFormItem("Kept local now", p.keptLocal),
+		widget.NewFormItem(lang.L("Other VPNs"), container.NewVBox(p.bypassVPN,
+			caption(lang.L("Routes that another VPN on this computer installs keep going through that VPN, and follow it as it changes them.")))),
+		widget.NewFormItem(lang.L("Kept local now"), p.keptLocal),
 	)
 	p.content = container.NewVScroll(container.NewPadded(container.NewVBox(title, p.summary, form)))
 	return p
@@ -122,6 +134,19 @@ func (p *exitPage) update(a *App) {
 	} else {
 		p.picker.Disable()
 	}
+	label, on, patch := v.useExitToggle()
+	if p.useExit.Text != label {
+		p.useExit.Text = label
+		p.useExit.Refresh()
+	}
+	if p.useExit.Checked != on {
+		p.useExit.SetChecked(on)
+	}
+	if editable && !v.prefs.AdvertiseExitNode && patch != nil {
+		p.useExit.Enable()
+	} else {
+		p.useExit.Disable()
+	}
 	p.nodeState.SetText(exitNodeStateText(v, a.now()))
 
 	if p.lan.Checked != v.prefs.ExitNodeAllowLANAccess {
@@ -148,24 +173,27 @@ func exitNodeStateText(v *view, now time.Time) string {
 		return ""
 	}
 	if n.peer == nil {
-		if n.online {
-			return "online"
+		switch {
+		case n.online:
+			return lang.L("online")
+		case n.id == "":
+			return lang.L("no peer to use")
 		}
-		return "not in this device's view of the tailnet"
+		return lang.L("not in this device's view of the tailnet")
 	}
 	if !n.online {
-		s := "offline"
+		s := lang.L("offline")
 		if !n.peer.ExitNodeOption {
-			s = "no longer offers to be an exit node"
+			s = lang.L("no longer offers to be an exit node")
 		}
 		if ls := lastSeenText(n.peer, now); ls != "" {
 			s += " · " + ls
 		}
 		return s
 	}
-	parts := []string{"online"}
-	if path := pathText(n.peer); path != "offline" {
-		parts = append(parts, path)
+	parts := []string{lang.L("online")}
+	if n.peer.Path().Kind != ipc.PathOffline {
+		parts = append(parts, pathText(n.peer))
 	}
 	if l := latencyText(n.peer); l != "" {
 		parts = append(parts, l)
@@ -181,10 +209,10 @@ func keptLocalText(v *view) string {
 	}
 	var lines []string
 	if len(r.LANRoutes) > 0 {
-		lines = append(lines, "Local networks: "+routesText(r.LANRoutes, 0))
+		lines = append(lines, lang.L("Local networks:")+" "+routesText(r.LANRoutes, 0))
 	}
 	if len(r.Bypass) > 0 {
-		lines = append(lines, "Exceptions and other VPNs: "+routesText(r.Bypass, 0))
+		lines = append(lines, lang.L("Exceptions and other VPNs:")+" "+routesText(r.Bypass, 0))
 	}
 	return strings.Join(lines, "\n")
 }

@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"fyne.io/fyne/v2/lang"
 )
 
 // This file holds the file-system side of Taildrop in the app: where received files go, how
@@ -300,13 +302,13 @@ func rateText(bytesPerSec float64) string {
 func etaText(secs float64) string {
 	switch {
 	case secs < 1:
-		return "1 s left"
+		return lang.L("{{.N}} s left", map[string]any{"N": "1"})
 	case secs < 90:
-		return fmt.Sprintf("%.0f s left", secs)
+		return lang.L("{{.N}} s left", map[string]any{"N": fmt.Sprintf("%.0f", secs)})
 	case secs < 90*60:
-		return fmt.Sprintf("%.0f min left", secs/60)
+		return lang.L("{{.N}} min left", map[string]any{"N": fmt.Sprintf("%.0f", secs/60)})
 	}
-	return fmt.Sprintf("%.1f h left", secs/3600)
+	return lang.L("{{.N}} h left", map[string]any{"N": fmt.Sprintf("%.1f", secs/3600)})
 }
 
 // markupEscape makes text safe for a notification body on servers that read it as markup.

@@ -4,6 +4,7 @@ import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -50,15 +51,15 @@ func newWrappedLabel(s string) *widget.Label {
 
 func newFilesPage(a *App) *filesPage {
 	f := &filesPage{a: a}
-	f.send = widget.NewButtonWithIcon(filesSend, theme.UploadIcon(), a.chooseFileToSend)
+	f.send = widget.NewButtonWithIcon(lang.L(filesSend), theme.UploadIcon(), a.chooseFileToSend)
 	f.dest = newWrappedLabel("")
 	f.note = newWrappedLabel("")
 	f.note.Importance = widget.WarningImportance
 	f.note.Hide()
-	f.idle = newWrappedLabel(filesIdle)
+	f.idle = newWrappedLabel(lang.L(filesIdle))
 	f.idle.Importance = widget.LowImportance
 	f.active = container.NewVBox()
-	f.noHistory = widget.NewLabel(filesNoHistory)
+	f.noHistory = widget.NewLabel(lang.L(filesNoHistory))
 	f.noHistory.Importance = widget.LowImportance
 	f.history = container.NewVBox()
 	heading := func(s string) *widget.Label {
@@ -70,9 +71,9 @@ func newFilesPage(a *App) *filesPage {
 		container.NewBorder(nil, nil, nil, container.NewCenter(f.send), f.dest),
 		f.note,
 		widget.NewSeparator(),
-		heading("Transfers"), f.idle, f.active,
+		heading(lang.L("Transfers")), f.idle, f.active,
 		widget.NewSeparator(),
-		heading("Recent"), f.noHistory, f.history,
+		heading(lang.L("Recent")), f.noHistory, f.history,
 	)
 	f.scroll = container.NewVScroll(container.NewPadded(body))
 	f.content = f.scroll
@@ -156,10 +157,11 @@ type transferRow struct {
 
 // transferTitle is "report.pdf to air" or "report.pdf from air".
 func transferTitle(dir direction, name, peer string) string {
+	data := map[string]any{"Name": name, "Peer": peer}
 	if dir == dirSend {
-		return name + " to " + peer
+		return lang.L("{{.Name}} to {{.Peer}}", data)
 	}
-	return name + " from " + peer
+	return lang.L("{{.Name}} from {{.Peer}}", data)
 }
 
 func newTransferRow(t *transfer) *transferRow {
@@ -170,10 +172,10 @@ func newTransferRow(t *transfer) *transferRow {
 	}
 	r.title.Truncation = fyne.TextTruncateEllipsis
 	r.detail.SizeName = theme.SizeNameCaptionText
-	r.cancel = widget.NewButtonWithIcon(filesCancel, theme.CancelIcon(), func() {
+	r.cancel = widget.NewButtonWithIcon(lang.L(filesCancel), theme.CancelIcon(), func() {
 		t.cancel()
 		r.cancel.Disable()
-		r.detail.SetText("Cancelling…")
+		r.detail.SetText(lang.L("Cancelling…"))
 	})
 	icon := theme.UploadIcon()
 	if t.dir == dirRecv {
@@ -211,7 +213,7 @@ func historyRow(a *App, e historyEntry) fyne.CanvasObject {
 	right := []fyne.CanvasObject{container.NewCenter(when)}
 	if e.folder != "" && !e.failed {
 		dir := e.folder
-		open := widget.NewButtonWithIcon(filesOpen, theme.FolderOpenIcon(), func() { a.openFolder(dir) })
+		open := widget.NewButtonWithIcon(lang.L(filesOpen), theme.FolderOpenIcon(), func() { a.openFolder(dir) })
 		open.Importance = widget.LowImportance
 		right = append(right, open)
 	}
@@ -228,7 +230,7 @@ func newTargetList(targets []ipc.FileTarget, pick func(ipc.FileTarget)) *fyne.Co
 			label = t.StableID
 		}
 		if !t.Online {
-			label += " (offline)"
+			label += " " + lang.L("(offline)")
 		}
 		b := widget.NewButtonWithIcon(label, theme.ComputerIcon(), func() { pick(t) })
 		b.Alignment = widget.ButtonAlignLeading
@@ -259,6 +261,8 @@ const (
 type receiveSection struct {
 	content *fyne.Container
 	radio   *widget.RadioGroup
+	closed  *widget.Check
+	closedN *widget.Label
 	folder  *widget.Label
 	change  *widget.Button
 	note    *widget.Label
@@ -268,35 +272,42 @@ type receiveSection struct {
 func newReceiveSection(a *App) *receiveSection {
 	s := &receiveSection{folder: widget.NewLabel(""), note: newWrappedLabel("")}
 	s.note.SizeName = theme.SizeNameCaptionText
-	s.radio = widget.NewRadioGroup([]string{recvOptDownloads, recvOptFolder, recvOptAsk}, func(sel string) {
+	s.radio = widget.NewRadioGroup([]string{lang.L(recvOptDownloads), lang.L(recvOptFolder), lang.L(recvOptAsk)}, func(sel string) {
 		if s.loading {
 			return
 		}
 		switch sel {
-		case recvOptDownloads:
+		case lang.L(recvOptDownloads):
 			a.setReceiveMode(recvDownloads, "")
-		case recvOptAsk:
+		case lang.L(recvOptAsk):
 			a.setReceiveMode(recvAsk, "")
-		case recvOptFolder:
+		case lang.L(recvOptFolder):
 			a.chooseReceiveFolder()
 		default:
 			a.refresh() // a radio cannot be emptied: show the mode again
 		}
 	})
-	s.change = widget.NewButtonWithIcon("Change…", theme.FolderOpenIcon(), a.chooseReceiveFolder)
-	s.content = container.NewVBox(s.radio, container.NewHBox(s.folder, s.change), s.note)
+	s.change = widget.NewButtonWithIcon(lang.L("Change…"), theme.FolderOpenIcon(), a.chooseReceiveFolder)
+	s.closed = widget.NewCheck(lang.L("Save received files while Skein is closed"), func(on bool) {
+		if !s.loading {
+			a.setReceiveWhileClosed(on)
+		}
+	})
+	s.closedN = newWrappedLabel("")
+	s.closedN.SizeName = theme.SizeNameCaptionText
+	s.content = container.NewVBox(s.radio, container.NewHBox(s.folder, s.change), s.note, s.closed, s.closedN)
 	return s
 }
 
 func (s *receiveSection) update(a *App) {
 	s.loading = true
 	defer func() { s.loading = false }()
-	sel := recvOptDownloads
+	sel := lang.L(recvOptDownloads)
 	switch a.recvMode {
 	case recvFolder:
-		sel = recvOptFolder
+		sel = lang.L(recvOptFolder)
 	case recvAsk:
-		sel = recvOptAsk
+		sel = lang.L(recvOptAsk)
 	}
 	if s.radio.Selected != sel {
 		s.radio.SetSelected(sel)
@@ -309,8 +320,22 @@ func (s *receiveSection) update(a *App) {
 		s.folder.Hide()
 		s.change.Hide()
 	}
-	s.note.SetText(a.receiveDirText() + " Files are taken from skeind as they arrive, " +
-		"also those that came while Skein was closed.")
+	s.note.SetText(a.receiveDirText() + " " + lang.L("Files are taken from skeind as they arrive, also those that came while Skein was closed."))
+	if on := a.receiveWhileClosed(); s.closed.Checked != on {
+		s.closed.SetChecked(on)
+	}
+	switch {
+	case a.receiverNote != "":
+		setText(s.closedN, a.receiverNote)
+		s.closedN.Importance = widget.WarningImportance
+	case a.recvMode == recvAsk:
+		setText(s.closedN, lang.L("A small service tells you about files that arrive while Skein is closed; they wait in skeind until you accept them."))
+		s.closedN.Importance = widget.MediumImportance
+	default:
+		setText(s.closedN, lang.L("A small service saves files that arrive while Skein is closed and tells you; it steps aside while Skein runs."))
+		s.closedN.Importance = widget.MediumImportance
+	}
+	s.closedN.Refresh()
 }
 
 // chooseReceiveFolder asks for the folder for received files; cancelling keeps the setting.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"fyne.io/fyne/v2/lang"
+
 	"github.com/skeinvpn/skein/ipc"
 )
 
@@ -100,20 +102,19 @@ func installCommand(path string) string {
 // helperMissingTitle, Hint and Fix describe an unreachable helper: not installed, or stopped.
 func helperMissingTitle() string {
 	if !helperInstalled() {
-		return "Skein's helper is not installed"
+		return lang.L("Skein's helper is not installed")
 	}
-	return "Skein's helper is installed but not running"
+	return lang.L("Skein's helper is installed but not running")
 }
 
 func helperMissingHint() string {
 	if !helperInstalled() {
-		h := "Skein needs its helper service, skeind, on this computer: it does the networking, this app shows and controls it. Install it with the command below"
 		if os.Getenv("FLATPAK_ID") != "" {
-			h += ", then reopen Skein"
+			return lang.L("Skein needs its helper service, skeind, on this computer: it does the networking, this app shows and controls it. Install it with the command below, then reopen Skein.")
 		}
-		return h + "."
+		return lang.L("Skein needs its helper service, skeind, on this computer: it does the networking, this app shows and controls it. Install it with the command below.")
 	}
-	return "Start it with the command below; the app reconnects by itself. If it stops again, `journalctl -u skeind -b` shows why."
+	return lang.L("Start it with the command below; the app reconnects by itself. If it stops again, `journalctl -u skeind -b` shows why.")
 }
 
 func helperMissingFix() string {

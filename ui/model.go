@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"fyne.io/fyne/v2/lang"
 
 	"github.com/skeinvpn/skein/assets"
 	"github.com/skeinvpn/skein/ipc"
@@ -35,24 +38,24 @@ type view struct {
 func (v *view) stateText() string {
 	switch {
 	case v.connecting:
-		return "Connecting to skeind…"
+		return lang.L("Connecting to skeind…")
 	case !v.reachable:
-		return "Helper not running"
+		return lang.L("Helper not running")
 	}
 	switch v.st.State {
 	case ipc.StateRunning:
-		return "Connected"
+		return lang.L("Connected")
 	case ipc.StateStarting:
-		return "Connecting…"
+		return lang.L("Connecting…")
 	case ipc.StateStopped:
-		return "Disconnected"
+		return lang.L("Disconnected")
 	case ipc.StateNeedsLogin:
 		if v.st.AuthURL != "" {
-			return "Waiting for login approval"
+			return lang.L("Waiting for login approval")
 		}
-		return "Logged out"
+		return lang.L("Logged out")
 	case ipc.StateNoState:
-		return "Starting…"
+		return lang.L("Starting…")
 	}
 	return string(v.st.State)
 }
@@ -72,6 +75,9 @@ func (v *view) iconState() assets.State {
 		}
 		if n, ok := v.exitNode(); ok && !n.online {
 			return assets.Error // internet traffic is blocked until the exit node is back
+		}
+		if len(v.st.Health) > 0 {
+			return assets.Warning // connected, but something needs attention (a banner says what)
 		}
 		return assets.Connected
 	case ipc.StateNeedsLogin:
@@ -95,17 +101,17 @@ const (
 
 func (v *view) toggle() (label string, act toggleAction) {
 	if v.connecting || !v.reachable {
-		return "Connect", actNone
+		return lang.L("Connect"), actNone
 	}
 	switch v.st.State {
 	case ipc.StateRunning, ipc.StateStarting:
-		return "Disconnect", actDisconnect
+		return lang.L("Disconnect"), actDisconnect
 	case ipc.StateNeedsLogin:
-		return "Log in…", actLogin
+		return lang.L("Log in…"), actLogin
 	case ipc.StateStopped:
-		return "Connect", actConnect
+		return lang.L("Connect"), actConnect
 	}
-	return "Connect", actNone
+	return lang.L("Connect"), actNone
 }
 
 // selfLine is the tray's "This device" line, or "" when there is no self node yet.
@@ -116,9 +122,9 @@ func (v *view) selfLine() string {
 	}
 	name := shortName(s)
 	if ip := s.FirstIP(); ip != "" {
-		return fmt.Sprintf("This device: %s (%s)", name, ip)
+		return lang.L("This device: {{.Name}} ({{.IP}})", map[string]any{"Name": name, "IP": ip})
 	}
-	return "This device: " + name
+	return lang.L("This device: {{.Name}}", map[string]any{"Name": name})
 }
 
 // sortedPeers returns the peers in display order: online first, then by name.
@@ -144,22 +150,22 @@ func pathText(p *ipc.Peer) string { return pathWords(p.Path()) }
 func pathWords(pa ipc.Path) string {
 	switch pa.Kind {
 	case ipc.PathDirect:
-		return "direct " + pa.Addr
+		return lang.L("direct {{.Addr}}", map[string]any{"Addr": pa.Addr})
 	case ipc.PathRelay:
 		return relayWords(pa.Region)
 	case ipc.PathOffline:
-		return "offline"
+		return lang.L("offline")
 	case ipc.PathExpired:
-		return "key expired"
+		return lang.L("key expired")
 	}
-	return "idle"
+	return lang.L("idle")
 }
 
 func relayWords(region string) string {
 	if region == "" {
-		return "relay"
+		return lang.L("relay")
 	}
-	return "relay (" + region + ")"
+	return lang.L("relay ({{.Region}})", map[string]any{"Region": region})
 }
 
 // detailPathText is the detail pane's path: pathText, and for a peer not active now the path
@@ -169,11 +175,12 @@ func detailPathText(p *ipc.Peer, now time.Time) string {
 	pa := p.Path()
 	s := pathWords(pa)
 	if l := pa.Last; l != nil {
-		s += " (last: " + pathWords(ipc.Path{Kind: l.Kind, Addr: l.Addr, Region: l.Region})
+		last := pathWords(ipc.Path{Kind: l.Kind, Addr: l.Addr, Region: l.Region})
 		if !l.At.IsZero() {
-			s += " at " + clockText(l.At, now)
+			s += " " + lang.L("(last: {{.Path}} at {{.Time}})", map[string]any{"Path": last, "Time": clockText(l.At, now)})
+		} else {
+			s += " " + lang.L("(last: {{.Path}})", map[string]any{"Path": last})
 		}
-		s += ")"
 	}
 	return s
 }
@@ -208,9 +215,9 @@ func formatMs(ms float64) string {
 // onlineText is "online" or "offline".
 func onlineText(p *ipc.Peer) string {
 	if p.Online {
-		return "online"
+		return lang.L("online")
 	}
-	return "offline"
+	return lang.L("offline")
 }
 
 // trayPeerLabel is one item of the tray's Peers submenu: the name and the path,
@@ -228,19 +235,19 @@ func lastSeenText(p *ipc.Peer, now time.Time) string {
 	if p.Online || p.LastSeen == nil || p.LastSeen.IsZero() {
 		return ""
 	}
-	return "last seen " + ago(now.Sub(*p.LastSeen))
+	return lang.L("last seen {{.Ago}}", map[string]any{"Ago": ago(now.Sub(*p.LastSeen))})
 }
 
 func ago(d time.Duration) string {
 	switch {
 	case d < time.Minute:
-		return "just now"
+		return lang.L("just now")
 	case d < time.Hour:
-		return fmt.Sprintf("%d min ago", int(d/time.Minute))
+		return lang.L("{{.N}} min ago", map[string]any{"N": strconv.Itoa(int(d / time.Minute))})
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%d h ago", int(d/time.Hour))
+		return lang.L("{{.N}} h ago", map[string]any{"N": strconv.Itoa(int(d / time.Hour))})
 	}
-	return fmt.Sprintf("%d days ago", int(d/(24*time.Hour)))
+	return lang.L("{{.N}} days ago", map[string]any{"N": strconv.Itoa(int(d / (24 * time.Hour)))})
 }
 
 func addrStrings(as []netip.Addr) []string {
@@ -257,7 +264,7 @@ func shortName(p *ipc.Peer) string { return cmp.Or(p.ShortName(), p.StableID) }
 // owner is the login name of the peer's user, or "tagged" for a tagged node.
 func owner(st *ipc.Status, p *ipc.Peer) string {
 	if len(p.Tags) > 0 {
-		return "tagged"
+		return lang.L("tagged")
 	}
 	for _, u := range st.Users {
 		if u.ID == p.UserID {
@@ -274,14 +281,22 @@ func matches(st *ipc.Status, p *ipc.Peer, q string) bool {
 	if q == "" {
 		return true
 	}
+	// The words are those shown, and their English forms too (the search box's hint names
+	// them, and people type them in any language).
+	pa := p.Path()
+	online := "offline"
+	if p.Online {
+		online = "online"
+	}
 	words := append([]string{
 		shortName(p), p.HostName, p.DNSName, p.OS, owner(st, p), onlineText(p), pathText(p), p.Location,
+		online, string(pa.Kind), pa.Addr, pa.Region,
 	}, addrStrings(p.Addresses)...)
 	if p.ExitNodeOption || p.ExitNode {
-		words = append(words, "exit node")
+		words = append(words, "exit node", lang.L("exit node"))
 	}
 	if len(p.PrimaryRoutes) > 0 {
-		words = append(words, "routes subnet")
+		words = append(words, "routes subnet", lang.L("subnet routes"))
 		words = append(words, prefixStrings(p.PrimaryRoutes)...)
 	}
 	hay := strings.ToLower(strings.Join(words, " "))
@@ -325,19 +340,19 @@ func errorTitle(e *ipc.Error) string {
 	case ipc.ErrHelperUnreachable:
 		return helperMissingTitle()
 	case ipc.ErrNeedsOperator:
-		return "Permission denied: your user may not change Skein's settings"
+		return lang.L("Permission denied: your user may not change Skein's settings")
 	case ipc.ErrNeedsRoot:
-		return "Permission denied: only root can do this"
+		return lang.L("Permission denied: only root can do this")
 	case ipc.ErrServerUnreachable:
-		return "The login server cannot be reached"
+		return lang.L("The login server cannot be reached")
 	case ipc.ErrCertUntrusted:
-		return "The login server's certificate is not trusted"
+		return lang.L("The login server's certificate is not trusted")
 	case ipc.ErrNeedsLogin:
-		return "Login needed"
+		return lang.L("Login needed")
 	case ipc.ErrLoginFailed:
-		return "Login failed"
+		return lang.L("Login failed")
 	}
-	return "Something went wrong"
+	return lang.L("Something went wrong")
 }
 
 // errorHint adds what to do when no single command fixes it.
@@ -346,9 +361,9 @@ func errorHint(e *ipc.Error) string {
 	case ipc.ErrHelperUnreachable:
 		return helperMissingHint()
 	case ipc.ErrNeedsOperator:
-		return "Make your user skeind's operator once (needs sudo), then try again."
+		return lang.L("Make your user skeind's operator once (needs sudo), then try again.")
 	case ipc.ErrServerUnreachable:
-		return "Check the login server address and your network; skeind keeps retrying."
+		return lang.L("Check the login server address and your network; skeind keeps retrying.")
 	}
 	return ""
 }

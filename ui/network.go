@@ -7,6 +7,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -38,13 +39,13 @@ const (
 
 func newNetworkSection(a *App) *networkSection {
 	n := &networkSection{a: a, note: widget.NewLabel(""), report: widget.NewLabel("")}
-	n.mapping = widget.NewCheck(settingsPortMapping, func(on bool) {
+	n.mapping = widget.NewCheck(lang.L(settingsPortMapping), func(on bool) {
 		if !n.loading {
 			a.patchPrefs(ipc.PrefsPatch{PortMapping: &on}, patchOpts{})
 		}
 	})
-	n.run = widget.NewButtonWithIcon(networkCheck, theme.SearchIcon(), n.check)
-	n.copy = widget.NewButtonWithIcon(networkCopy, theme.ContentCopyIcon(), func() { a.copyText(n.text) })
+	n.run = widget.NewButtonWithIcon(lang.L(networkCheck), theme.SearchIcon(), n.check)
+	n.copy = widget.NewButtonWithIcon(lang.L(networkCopy), theme.ContentCopyIcon(), func() { a.copyText(n.text) })
 	n.copy.Hide()
 	n.note.Wrapping = fyne.TextWrapWord
 	n.note.SizeName = theme.SizeNameCaptionText
@@ -62,7 +63,7 @@ func (n *networkSection) check() {
 	}
 	n.running = true
 	n.run.Disable()
-	n.note.SetText("Checking…")
+	n.note.SetText(lang.L("Checking…"))
 	var rep ipc.NetcheckReport
 	n.a.call(20*time.Second, func(ctx context.Context) error {
 		var err error
@@ -87,9 +88,9 @@ func (n *networkSection) show(rep ipc.NetcheckReport) {
 	n.copy.Show()
 	switch {
 	case rep.Cached && rep.Time.IsZero():
-		n.note.SetText("skeind has no report yet; a new check needs root or the operator (sudo skein set --operator=$USER).")
+		n.note.SetText(lang.L("skeind has no report yet; a new check needs root or the operator (sudo skein set --operator=$USER)."))
 	case rep.Cached:
-		n.note.SetText("skeind's last report, from " + rep.Time.Local().Format(time.TimeOnly) + ": a new check needs root or the operator.")
+		n.note.SetText(lang.L("skeind's last report, from {{.Time}}: a new check needs root or the operator.", map[string]any{"Time": rep.Time.Local().Format(time.TimeOnly)}))
 	default:
 		n.note.SetText("")
 	}

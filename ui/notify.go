@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"fyne.io/fyne/v2/lang"
 	"github.com/godbus/dbus/v5"
 )
 
@@ -20,7 +21,8 @@ const (
 	notifyName  = "org.freedesktop.Notifications"
 	notifyPath  = dbus.ObjectPath("/org/freedesktop/Notifications")
 	notifyIface = "org.freedesktop.Notifications"
-	// actionOpen is the action key of "Open folder"; "default" is a click on the bubble.
+	// actionOpen is the action key of the notification's button ("Open folder" and others);
+	// "default" is a click on the bubble.
 	actionOpen = "open-folder"
 	// maxPendingActions bounds the actions remembered for notifications still on screen.
 	maxPendingActions = 32
@@ -74,23 +76,30 @@ func (n *desktopNotifier) connection() (*dbus.Conn, map[string]bool, error) {
 	return conn, n.caps, nil
 }
 
-// send shows a notification; action, when set and the server supports actions, runs when the
-// user clicks the notification or its "Open folder" button.
+// send shows a notification of a received file; action, when set and the server supports
+// actions, runs when the user clicks the notification or its "Open folder" button.
 func (n *desktopNotifier) send(summary, body string, action func()) error {
+	return n.sendAction(summary, body, lang.L("Open folder"), "transfer.complete", action)
+}
+
+// sendAction shows a notification whose action (a button labelled label, and a click on the
+// notification) runs action, when set and the server supports actions. category is the
+// notification spec's category hint.
+func (n *desktopNotifier) sendAction(summary, body, label, category string, action func()) error {
 	conn, caps, err := n.connection()
 	if err != nil {
 		return err
 	}
 	actions := []string{}
 	if action != nil && caps["actions"] {
-		actions = []string{"default", "Open folder", actionOpen, "Open folder"}
+		actions = []string{"default", label, actionOpen, label}
 	}
 	if caps["body-markup"] {
 		body = markupEscape(body)
 	}
 	hints := map[string]dbus.Variant{
 		"desktop-entry": dbus.MakeVariant(AppID),
-		"category":      dbus.MakeVariant("transfer.complete"),
+		"category":      dbus.MakeVariant(category),
 		"urgency":       dbus.MakeVariant(byte(1)),
 	}
 	var id uint32

@@ -9,6 +9,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -31,7 +32,7 @@ type peerPage struct {
 func newPeerPage(a *App) *peerPage {
 	p := &peerPage{a: a}
 	p.search = widget.NewEntry()
-	p.search.SetPlaceHolder("Search name, IP, OS, online, direct, relay…")
+	p.search.SetPlaceHolder(lang.L("Search name, IP, OS, online, direct, relay…"))
 	p.search.OnChanged = func(string) { p.update(a) }
 	p.list = widget.NewList(
 		func() int { return len(p.shown) },
@@ -77,16 +78,16 @@ func (p *peerPage) update(a *App) {
 	case len(p.shown) > 0:
 		p.empty.Hide()
 	case !v.reachable:
-		p.empty.SetText("Not connected to skeind.")
+		p.empty.SetText(lang.L("Not connected to skeind."))
 		p.empty.Show()
 	case len(v.st.Peers) > 0:
-		p.empty.SetText("No peer matches “" + p.search.Text + "”.")
+		p.empty.SetText(lang.L("No peer matches “{{.Query}}”.", map[string]any{"Query": p.search.Text}))
 		p.empty.Show()
 	case v.st.State != ipc.StateRunning:
-		p.empty.SetText("Connect to see your tailnet's devices.")
+		p.empty.SetText(lang.L("Connect to see your tailnet's devices."))
 		p.empty.Show()
 	default:
-		p.empty.SetText("No other devices in your tailnet yet.")
+		p.empty.SetText(lang.L("No other devices in your tailnet yet."))
 		p.empty.Show()
 	}
 	p.list.Refresh()
@@ -104,6 +105,21 @@ func (p *peerPage) update(a *App) {
 		p.selKey = ""
 		p.list.UnselectAll()
 		p.detail.show(nil)
+	}
+}
+
+// selectByID selects the peer with that StableID (a notification's action), clearing a search
+// that hides it.
+func (p *peerPage) selectByID(id string) {
+	for _, peer := range p.a.v.st.Peers {
+		if peer.StableID == id {
+			p.selKey = peer.NodeKey
+			if !matches(&p.a.v.st, &peer, p.search.Text) {
+				p.search.SetText("") // OnChanged updates the list
+			}
+			p.update(p.a)
+			return
+		}
 	}
 }
 
@@ -184,7 +200,7 @@ func peerInfoLine(p *ipc.Peer, now time.Time) string {
 		parts = append(parts, ip)
 	}
 	parts = append(parts, onlineText(p))
-	if path := pathText(p); path != "offline" {
+	if path := pathText(p); p.Path().Kind != ipc.PathOffline {
 		parts = append(parts, path)
 	}
 	if l := latencyText(p); l != "" {
@@ -194,7 +210,7 @@ func peerInfoLine(p *ipc.Peer, now time.Time) string {
 		parts = append(parts, ls)
 	}
 	if len(p.PrimaryRoutes) > 0 {
-		parts = append(parts, "routes "+routesText(p.PrimaryRoutes, 2))
+		parts = append(parts, lang.L("routes {{.Routes}}", map[string]any{"Routes": routesText(p.PrimaryRoutes, 2)}))
 	}
 	return strings.Join(parts, " · ")
 }
@@ -218,6 +234,8 @@ type peerDetail struct {
 	traffic  *widget.Label
 	exitNode *widget.Label
 	routes   *widget.Label
+	expiry   *widget.Label
+	watch    *widget.Check
 	useExit  *widget.Button
 	copyIP   *widget.Button
 	copyDNS  *widget.Button
@@ -231,7 +249,7 @@ type peerDetail struct {
 }
 
 func newPeerDetail(a *App) *peerDetail {
-	d := &peerDetail{a: a, none: widget.NewLabel("Select a device to see its details.")}
+	d := &peerDetail{a: a, none: widget.NewLabel(lang.L("Select a device to see its details."))}
 	d.none.Alignment = fyne.TextAlignCenter
 	lbl := func() *widget.Label {
 		l := widget.NewLabel("")
@@ -244,27 +262,33 @@ func newPeerDetail(a *App) *peerDetail {
 	d.title.SizeName = theme.SizeNameSubHeadingText
 	d.dnsName, d.addrs, d.osLabel, d.owner = lbl(), lbl(), lbl(), lbl()
 	d.state, d.path, d.latency, d.lastSeen, d.traffic = lbl(), lbl(), lbl(), lbl(), lbl()
-	d.exitNode, d.routes = lbl(), lbl()
+	d.exitNode, d.routes, d.expiry = lbl(), lbl(), lbl()
 	d.form = widget.NewForm(
-		widget.NewFormItem("DNS name", d.dnsName),
-		widget.NewFormItem("Addresses", d.addrs),
-		widget.NewFormItem("OS", d.osLabel),
-		widget.NewFormItem("Owner", d.owner),
-		widget.NewFormItem("State", d.state),
-		widget.NewFormItem("Path", d.path),
-		widget.NewFormItem("Latency", d.latency),
-		widget.NewFormItem("Last seen", d.lastSeen),
-		widget.NewFormItem("Traffic", d.traffic),
-		widget.NewFormItem("Exit node", d.exitNode),
-		widget.NewFormItem("Subnet routes", d.routes),
+		widget.NewFormItem(lang.L("DNS name"), d.dnsName),
+		widget.NewFormItem(lang.L("Addresses"), d.addrs),
+		widget.NewFormItem(lang.L("OS"), d.osLabel),
+		widget.NewFormItem(lang.L("Owner"), d.owner),
+		widget.NewFormItem(lang.L("State"), d.state),
+		widget.NewFormItem(lang.L("Path"), d.path),
+		widget.NewFormItem(lang.L("Latency"), d.latency),
+		widget.NewFormItem(lang.L("Last seen"), d.lastSeen),
+		widget.NewFormItem(lang.L("Traffic"), d.traffic),
+		widget.NewFormItem(lang.L("Key expiry"), d.expiry),
+		widget.NewFormItem(lang.L("Exit node"), d.exitNode),
+		widget.NewFormItem(lang.L("Subnet routes"), d.routes),
 	)
-	d.copyIP = widget.NewButtonWithIcon("Copy IP", theme.ContentCopyIcon(), func() { d.a.copyText((&d.peer).FirstIP()) })
-	d.copyDNS = widget.NewButtonWithIcon("Copy DNS name", theme.ContentCopyIcon(), func() {
+	d.copyIP = widget.NewButtonWithIcon(lang.L("Copy IP"), theme.ContentCopyIcon(), func() { d.a.copyText((&d.peer).FirstIP()) })
+	d.copyDNS = widget.NewButtonWithIcon(lang.L("Copy DNS name"), theme.ContentCopyIcon(), func() {
 		d.a.copyText(strings.TrimSuffix(d.peer.DNSName, "."))
 	})
 	d.copySSH = newCopySSHButton(a, func() *ipc.Peer { return &d.peer })
-	d.ping = widget.NewButtonWithIcon("Ping", theme.MediaPlayIcon(), d.startPing)
-	d.useExit = widget.NewButtonWithIcon(peerUseExit, theme.MailForwardIcon(), func() {
+	d.ping = widget.NewButtonWithIcon(lang.L("Ping"), theme.MediaPlayIcon(), d.startPing)
+	d.watch = widget.NewCheck(lang.L(peerWatch), func(on bool) {
+		if d.has && on != d.a.watched[d.peer.StableID] {
+			d.a.setWatched(d.peer.StableID, on)
+		}
+	})
+	d.useExit = widget.NewButtonWithIcon(lang.L(peerUseExit), theme.MailForwardIcon(), func() {
 		id := cmp.Or(d.peer.StableID, (&d.peer).FirstIP())
 		if sel := d.a.v.exitNodeID(); sel != "" && sel == d.peer.StableID {
 			id = ""
@@ -275,7 +299,7 @@ func newPeerDetail(a *App) *peerDetail {
 	d.pings.TextStyle = fyne.TextStyle{}
 	d.pings.Selectable = true
 	d.why = newRelayWhy(a)
-	d.body = container.NewVBox(d.title, d.form, d.why.content, container.NewHBox(d.copyIP, d.copyDNS, d.copySSH, d.ping), container.NewHBox(d.useExit), d.pings)
+	d.body = container.NewVBox(d.title, d.form, d.why.content, container.NewHBox(d.copyIP, d.copyDNS, d.copySSH, d.ping), container.NewHBox(d.useExit), d.watch, d.pings)
 	d.body.Hide()
 	d.content = container.NewVScroll(container.NewStack(container.NewCenter(d.none), d.body))
 	return d
@@ -307,13 +331,28 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.owner.SetText(orDash(owner(st, p)))
 	state := onlineText(p)
 	if p.Path().Active() {
-		state += ", active"
+		state = lang.L("{{.State}}, active", map[string]any{"State": state})
 	}
 	d.state.SetText(state)
 	d.path.SetText(detailPathText(p, d.a.now()))
 	d.latency.SetText(orDash(latencyText(p)))
 	d.lastSeen.SetText(orDash(lastSeenText(p, d.a.now())))
-	d.traffic.SetText(fmt.Sprintf("sent %s, received %s", bytesText(p.TxBytes), bytesText(p.RxBytes)))
+	d.traffic.SetText(lang.L("sent {{.Sent}}, received {{.Received}}", map[string]any{"Sent": bytesText(p.TxBytes), "Received": bytesText(p.RxBytes)}))
+	d.expiry.SetText(peerExpiryText(p, d.a.now()))
+	if p.Expired {
+		d.expiry.Importance = widget.DangerImportance
+	} else {
+		d.expiry.Importance = widget.MediumImportance
+	}
+	d.expiry.Refresh()
+	if on := d.a.watched[p.StableID]; d.watch.Checked != on {
+		d.watch.SetChecked(on)
+	}
+	if p.StableID == "" {
+		d.watch.Disable()
+	} else {
+		d.watch.Enable()
+	}
 	d.showExitNode(p)
 	d.why.show(p)
 	showCopySSH(d.copySSH, p)
@@ -321,11 +360,24 @@ func (d *peerDetail) show(p *ipc.Peer) {
 	d.body.Show()
 }
 
-// Labels of the detail pane's exit-node button.
+// Labels of the detail pane's exit-node button and watch switch (English keys of lang.L).
 const (
 	peerUseExit     = "Use as exit node"
 	peerStopUseExit = "Stop using as exit node"
+	peerWatch       = "Notify me when it comes online or goes offline"
 )
+
+// peerExpiryText is the detail pane's key expiry: "expired", "2027-01-02 10:00 (in 25 days)"
+// or "does not expire".
+func peerExpiryText(p *ipc.Peer, now time.Time) string {
+	switch {
+	case p.Expired:
+		return lang.L("expired: this device must log in again before it can be reached")
+	case p.KeyExpiry == nil || p.KeyExpiry.IsZero():
+		return lang.L("does not expire")
+	}
+	return dateTimeText(*p.KeyExpiry, now) + " (" + untilText(*p.KeyExpiry, now) + ")"
+}
 
 // showExitNode fills the exit-node and route rows and the exit-node button.
 func (d *peerDetail) showExitNode(p *ipc.Peer) {
@@ -333,11 +385,11 @@ func (d *peerDetail) showExitNode(p *ipc.Peer) {
 	inUse := v.exitNodeID() != "" && v.exitNodeID() == p.StableID
 	switch {
 	case inUse && p.Online:
-		d.exitNode.SetText("in use: this device's internet traffic goes through it")
+		d.exitNode.SetText(lang.L("in use: this device's internet traffic goes through it"))
 	case inUse:
-		d.exitNode.SetText("chosen, but offline: internet traffic is blocked")
+		d.exitNode.SetText(lang.L("chosen, but offline: internet traffic is blocked"))
 	case p.ExitNodeOption:
-		d.exitNode.SetText("offered")
+		d.exitNode.SetText(lang.L("offered"))
 	default:
 		d.exitNode.SetText("—")
 	}
@@ -345,17 +397,17 @@ func (d *peerDetail) showExitNode(p *ipc.Peer) {
 	if len(p.PrimaryRoutes) > 0 {
 		routes = strings.Join(prefixStrings(p.PrimaryRoutes), "\n")
 		if !v.prefs.AcceptRoutes && v.havePrefs {
-			routes += "\n(not used: \"" + settingsAcceptRoutes + "\" is off in Settings)"
+			routes += "\n" + lang.L("(not used: “{{.Switch}}” is off in Settings)", map[string]any{"Switch": lang.L(settingsAcceptRoutes)})
 		}
 	}
 	d.routes.SetText(routes)
 	editable := v.reachable && v.havePrefs && !v.prefs.AdvertiseExitNode
 	switch {
 	case inUse:
-		d.useExit.SetText(peerStopUseExit)
+		d.useExit.SetText(lang.L(peerStopUseExit))
 		d.useExit.Show()
 	case p.ExitNodeOption:
-		d.useExit.SetText(peerUseExit)
+		d.useExit.SetText(lang.L(peerUseExit))
 		d.useExit.Show()
 	default:
 		d.useExit.Hide()
@@ -420,7 +472,7 @@ func (d *peerDetail) startPing() {
 // pingLine is one result as `skein ping` prints it.
 func pingLine(res ipc.PingResult, err error) string {
 	if err != nil {
-		return "error: " + asError(err).Message
+		return lang.L("error: {{.Err}}", map[string]any{"Err": asError(err).Message})
 	}
 	if res.Err != "" {
 		return res.Err
@@ -433,7 +485,8 @@ func pingLine(res ipc.PingResult, err error) string {
 		}
 		via = "DERP(" + code + ")"
 	}
-	return fmt.Sprintf("pong from %s (%s) via %s in %s", res.NodeName, res.NodeIP, via, formatMs(res.LatencySeconds*1000))
+	return lang.L("pong from {{.Name}} ({{.IP}}) via {{.Via}} in {{.Latency}}",
+		map[string]any{"Name": res.NodeName, "IP": res.NodeIP.String(), "Via": via, "Latency": formatMs(res.LatencySeconds * 1000)})
 }
 
 func bytesText(n uint64) string {

@@ -12,6 +12,7 @@ import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -44,7 +45,7 @@ type sharingSection struct {
 
 func newSharingSection(a *App) *sharingSection {
 	s := &sharingSection{a: a, list: container.NewVBox()}
-	s.share = widget.NewButtonWithIcon(sharingShareFolder, theme.FolderOpenIcon(), func() {
+	s.share = widget.NewButtonWithIcon(lang.L(sharingShareFolder), theme.FolderOpenIcon(), func() {
 		d := dialog.NewFolderOpen(func(u fyne.ListableURI, err error) {
 			if err == nil && u != nil {
 				s.shareFolder(u.Path())
@@ -69,19 +70,22 @@ func (s *sharingSection) update(a *App) {
 	s.draw()
 }
 
+// refresh re-reads the config in the background. Not through a.call: this read is no action of
+// the user's, so it must not clear an action's error banner as a successful call does.
 func (s *sharingSection) refresh() {
 	s.loading = true
-	s.a.call(10*time.Second, func(ctx context.Context) error {
+	go func() {
+		ctx, cancel := context.WithTimeout(s.a.ctx, 10*time.Second)
+		defer cancel()
 		cfg, err := s.a.client.ServeConfig(ctx)
 		s.a.do(func() {
 			s.loading, s.fetched = false, time.Now()
-			if err == nil {
+			if err == nil { // an old skeind without serve simply shows nothing
 				s.cfg = cfg
 				s.draw()
 			}
 		})
-		return nil // an old skeind without serve simply shows nothing
-	}, nil)
+	}()
 }
 
 // entries are the served ports as "http://host:port/mount → what" lines, background first.
@@ -90,7 +94,7 @@ func shareEntries(cfg ipc.ServeConfig) []shareEntry {
 	add := func(c *ipc.ServeConfig, fg bool) {
 		for p, h := range c.TCP {
 			if h.TCPForward != "" {
-				out = append(out, shareEntry{port: p, mode: "tcp", text: fmt.Sprintf("tcp port %d → %s", p, h.TCPForward), fg: fg})
+				out = append(out, shareEntry{port: p, mode: "tcp", text: lang.L("TCP port {{.Port}} → {{.Target}}", map[string]any{"Port": p, "Target": h.TCPForward}), fg: fg})
 			}
 		}
 		for hp, w := range c.Web {
@@ -131,17 +135,17 @@ func (s *sharingSection) draw() {
 	entries := shareEntries(s.cfg)
 	s.list.RemoveAll()
 	if len(entries) == 0 {
-		s.list.Add(widget.NewLabel(sharingNone))
+		s.list.Add(widget.NewLabel(lang.L(sharingNone)))
 		return
 	}
 	for _, e := range entries {
 		l := widget.NewLabel(e.text)
 		l.Selectable = true
 		if e.fg {
-			s.list.Add(container.NewBorder(nil, nil, nil, widget.NewLabel("(a running skein serve)"), l))
+			s.list.Add(container.NewBorder(nil, nil, nil, widget.NewLabel(lang.L("(a running skein serve)")), l))
 			continue
 		}
-		stop := widget.NewButtonWithIcon(sharingStop, theme.MediaStopIcon(), func() { s.stop(e) })
+		stop := widget.NewButtonWithIcon(lang.L(sharingStop), theme.MediaStopIcon(), func() { s.stop(e) })
 		s.list.Add(container.NewBorder(nil, nil, nil, stop, l))
 	}
 }

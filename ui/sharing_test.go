@@ -45,3 +45,35 @@ func TestSharingSection(t *testing.T) {
 }
 
 func stringOf(v any) string { return fmt.Sprint(v) }
+
+// The section's background re-read is not an action of the user's: it leaves an action's error
+// banner alone (it cleared it as any successful call does, so a tray failure's banner went as
+// soon as the refresh it caused re-read the config: TestExitNodeTrayErrorNotifies under load).
+func TestSharingRefreshKeepsActionError(t *testing.T) {
+	h := newHarness(t, running(), ipc.Prefs{LoginServer: "https://control.example.test"})
+	// On any page: the section re-reads whenever the window is redrawn.
+	h.eventually("first read", func() string {
+		if sh := h.a.settings.sharing; sh.loading || sh.fetched.IsZero() {
+			return "config not read yet"
+		}
+		return ""
+	})
+	var before time.Time
+	h.ui(func() {
+		before = h.a.settings.sharing.fetched
+		h.a.v.err, h.a.errAction = &ipc.Error{Code: ipc.ErrNeedsOperator, Message: "permission denied"}, true
+		h.a.settings.sharing.fetched = time.Time{} // due for a re-read
+		h.a.refresh()
+	})
+	h.eventually("re-read", func() string {
+		if sh := h.a.settings.sharing; sh.loading || !sh.fetched.After(before) {
+			return "config not read again"
+		}
+		return ""
+	})
+	h.ui(func() {
+		if h.a.v.err == nil || !h.a.errAction {
+			t.Errorf("the action's error went with the background re-read: %+v", h.a.v.err)
+		}
+	})
+}

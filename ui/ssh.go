@@ -5,6 +5,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -33,7 +34,7 @@ func newSSHSection(a *App) *sshSection {
 	s := &sshSection{note: widget.NewLabel("")}
 	s.note.Wrapping = fyne.TextWrapWord
 	s.note.SizeName = theme.SizeNameCaptionText
-	s.check = widget.NewCheck(settingsRunSSH, func(on bool) {
+	s.check = widget.NewCheck(lang.L(settingsRunSSH), func(on bool) {
 		if !s.loading {
 			a.patchPrefs(ipc.PrefsPatch{RunSSH: &on}, patchOpts{})
 		}
@@ -60,7 +61,7 @@ func (s *sshSection) update(a *App) {
 // sshNote explains the switch, or says what keeps SSH from working.
 func sshNote(v *view) string {
 	if !v.prefs.RunSSH {
-		return "Peers the tailnet's SSH policy allows could log in as the local users it names, with no keys to copy."
+		return lang.L("Peers the tailnet's SSH policy allows could log in as the local users it names, with no keys to copy.")
 	}
 	for _, h := range v.st.Health {
 		if h.Code == "ssh" {
@@ -68,9 +69,9 @@ func sshNote(v *view) string {
 		}
 	}
 	if v.st.Self != nil && len(v.st.Self.SSHHostKeys) > 0 {
-		return "Peers the tailnet's SSH policy allows log in with: ssh USER@" + strings.TrimSuffix(v.st.Self.DNSName, ".")
+		return lang.L("Peers the tailnet's SSH policy allows log in with: {{.Command}}", map[string]any{"Command": "ssh USER@" + strings.TrimSuffix(v.st.Self.DNSName, ".")})
 	}
-	return "Starting…"
+	return lang.L("Starting…")
 }
 
 // sshCommand is how to log in to p as user ("" when p does not run Tailscale SSH).
@@ -91,7 +92,7 @@ func sshCommand(p *ipc.Peer, user string) string {
 // newCopySSHButton copies the ssh command for the peer peer() returns; showCopySSH shows it
 // only for peers that run Tailscale SSH.
 func newCopySSHButton(a *App, peer func() *ipc.Peer) *widget.Button {
-	return widget.NewButtonWithIcon(peerCopySSH, theme.ContentCopyIcon(), func() {
+	return widget.NewButtonWithIcon(lang.L(peerCopySSH), theme.ContentCopyIcon(), func() {
 		a.copyText(sshCommand(peer(), currentUser()))
 	})
 }

@@ -4,18 +4,19 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/skeinvpn/skein/ipc"
@@ -141,11 +142,11 @@ func (a *App) receiveDir() string {
 func (a *App) receiveDirText() string {
 	switch a.recvMode {
 	case recvAsk:
-		return "Skein asks before saving a received file; accepted files go to " + tildePath(a.downloads()) + "."
+		return lang.L("Skein asks before saving a received file; accepted files go to {{.Dir}}.", map[string]any{"Dir": tildePath(a.downloads())})
 	case recvFolder:
-		return "Received files are saved in " + tildePath(a.receiveDir()) + "."
+		return lang.L("Received files are saved in {{.Dir}}.", map[string]any{"Dir": tildePath(a.receiveDir())})
 	}
-	return "Received files are saved in " + tildePath(a.downloads()) + " (Downloads)."
+	return lang.L("Received files are saved in {{.Dir}} (Downloads).", map[string]any{"Dir": tildePath(a.downloads())})
 }
 
 // ---- receiving ----
@@ -177,18 +178,20 @@ func receiveProblem(e *ipc.Error) string {
 	switch e.Code {
 	case ipc.ErrNeedsOperator, ipc.ErrNeedsRoot:
 		fix := fixCommand(&ipc.Error{Code: ipc.ErrNeedsOperator})
-		return "Received files cannot be saved: your user may not take them from skeind. Run once: " + fix
+		return lang.L("Received files cannot be saved: your user may not take them from skeind. Run once:") + " " + fix
 	case ipc.ErrNotFound:
-		return "This skeind does not receive files."
+		return lang.L("This skeind does not receive files.")
 	case ipc.ErrHelperUnreachable:
 		return ""
 	}
-	return "Could not list received files: " + e.Message
+	return lang.L("Could not list received files: {{.Err}}", map[string]any{"Err": e.Message})
 }
 
-// fileArrived is called for each file in the inbox (EventFile, or the list at start).
+// fileArrived is called for each file in the inbox (EventFile, or the list at start). Until
+// the app holds the receive lock the receiver may be taking files: they are left to it, and
+// what remains is taken once the lock is the app's.
 func (a *App) fileArrived(f ipc.WaitingFile) {
-	if f.Name == "" || a.inFlight[f.Name] || a.ctx.Err() != nil {
+	if f.Name == "" || a.inFlight[f.Name] || a.ctx.Err() != nil || !a.canTake {
 		return
 	}
 	a.inFlight[f.Name] = true
@@ -213,7 +216,7 @@ func (a *App) senderName(f ipc.WaitingFile) string {
 		}
 		return f.FromID
 	}
-	return "a device"
+	return lang.L("a device")
 }
 
 // nextAsk shows the Accept/Decline dialog for the next file waiting for an answer.
@@ -225,9 +228,9 @@ func (a *App) nextAsk() {
 	a.askQueue = a.askQueue[1:]
 	from := a.senderName(f)
 	a.ShowWindow()
-	content := newWrappedLabel(fmt.Sprintf("%s wants to send you “%s” (%s).\nAccepted files are saved in %s.",
-		from, f.Name, sizeText(f.Size), tildePath(a.downloads())))
-	d := dialog.NewCustomConfirm("File from "+from, askAccept, askDecline, content, func(ok bool) {
+	content := newWrappedLabel(lang.L("{{.From}} wants to send you “{{.Name}}” ({{.Size}}).", map[string]any{"From": from, "Name": f.Name, "Size": sizeText(f.Size)}) +
+		"\n" + lang.L("Accepted files are saved in {{.Dir}}.", map[string]any{"Dir": tildePath(a.downloads())}))
+	d := dialog.NewCustomConfirm(lang.L("File from {{.From}}", map[string]any{"From": from}), lang.L(askAccept), lang.L(askDecline), content, func(ok bool) {
 		a.askDlg = nil
 		if ok {
 			a.startReceive(f, a.downloads(), true)
@@ -256,9 +259,9 @@ func (a *App) declineFile(f ipc.WaitingFile, from string) {
 		if a.ctx.Err() != nil {
 			return
 		}
-		e := historyEntry{dir: dirRecv, name: f.Name, peer: from, size: f.Size, at: time.Now(), text: "Declined"}
+		e := historyEntry{dir: dirRecv, name: f.Name, peer: from, size: f.Size, at: time.Now(), text: lang.L("Declined")}
 		if err != nil && !isNotFound(err) {
-			e.text, e.failed = "Declined, but skeind kept it: "+asError(err).Message, true
+			e.text, e.failed = lang.L("Declined, but skeind kept it: {{.Err}}", map[string]any{"Err": asError(err).Message}), true
 		}
 		a.do(func() {
 			delete(a.inFlight, f.Name)
@@ -284,10 +287,10 @@ func (a *App) runReceive(t *transfer, f ipc.WaitingFile, dir string, mkdir bool)
 		e.at, e.failed = time.Now(), true
 		switch {
 		case errors.Is(err, context.Canceled):
-			e.text = "Cancelled; it stays in skeind's inbox until the next start"
+			e.text = lang.L("Cancelled; it stays in skeind's inbox until the next start")
 		default:
-			e.text = "Not saved: " + errText(err)
-			a.notifyUser("Could not save "+f.Name+" from "+t.peer, errText(err), nil)
+			e.text = lang.L("Not saved: {{.Err}}", map[string]any{"Err": errText(err)})
+			a.notifyUser(lang.L("Could not save {{.Name}} from {{.Peer}}", map[string]any{"Name": f.Name, "Peer": t.peer}), errText(err), nil)
 		}
 		a.finishLater(t, &e)
 	}
@@ -319,12 +322,13 @@ func (a *App) runReceive(t *transfer, f ipc.WaitingFile, dir string, mkdir bool)
 	derr := a.client.DeleteFile(ctx, f.Name)
 	cancel()
 	e.at, e.folder = time.Now(), dir
-	e.text = "Saved to " + tildePath(path)
+	e.text = lang.L("Saved to {{.Path}}", map[string]any{"Path": tildePath(path)})
 	if derr != nil && !isNotFound(derr) {
-		e.text += " (skeind kept its copy: " + asError(derr).Message + ")"
+		e.text += " " + lang.L("(skeind kept its copy: {{.Err}})", map[string]any{"Err": asError(derr).Message})
 	}
 	open := func() { a.do(func() { a.showInFolder(dir, path) }) }
-	a.notifyUser(f.Name+" from "+t.peer, "Saved to "+tildePath(path), open)
+	a.notifyUser(lang.L("{{.Name}} from {{.Peer}}", map[string]any{"Name": f.Name, "Peer": t.peer}),
+		lang.L("Saved to {{.Path}}", map[string]any{"Path": tildePath(path)}), open)
 	a.finishLater(t, &e)
 }
 
@@ -363,7 +367,7 @@ func (a *App) openFolder(dir string) { a.showInFolder(dir, "") }
 // selected in its folder, else of dir itself.
 func (a *App) showInFolder(dir, file string) {
 	failed := func(err error) {
-		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "cannot open " + tildePath(dir) + ": " + err.Error()}, true
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("cannot open {{.Path}}: {{.Err}}", map[string]any{"Path": tildePath(dir), "Err": err.Error()})}, true
 		a.refresh()
 	}
 	if !usePortals() {
@@ -409,7 +413,7 @@ func (a *App) dropped(pos fyne.Position, uris []fyne.URI) {
 		}
 	}
 	if len(other) > 0 {
-		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrBadRequest, Message: "only files can be sent; not " + strings.Join(other, ", ")}, true
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrBadRequest, Message: lang.L("only files can be sent; not {{.What}}", map[string]any{"What": strings.Join(other, ", ")})}, true
 		a.refresh()
 	}
 	if len(paths) == 0 {
@@ -442,12 +446,12 @@ func (a *App) pickPeer(paths []string, onto *ipc.Peer, note string) {
 						a.sendTo(t, paths)
 						return
 					}
-					note = shortName(onto) + " is offline; choose another device."
+					note = lang.L("{{.Name}} is offline; choose another device.", map[string]any{"Name": shortName(onto)})
 					break
 				}
 			}
 			if note == "" {
-				note = shortName(onto) + " cannot receive files; choose another device."
+				note = lang.L("{{.Name}} cannot receive files; choose another device.", map[string]any{"Name": shortName(onto)})
 			}
 		}
 		a.showPicker(paths, targets, note)
@@ -500,9 +504,9 @@ func (a *App) showPicker(paths []string, targets []ipc.FileTarget, note string) 
 		a.sendTo(t, paths)
 	})
 	if len(targets) == 0 {
-		top = append(top, newWrappedLabel(pickerNoPeers))
+		top = append(top, newWrappedLabel(lang.L(pickerNoPeers)))
 	}
-	d = dialog.NewCustom(pickerTitle, "Cancel", pickerContent(top, list), a.win)
+	d = dialog.NewCustom(lang.L(pickerTitle), lang.L("Cancel"), pickerContent(top, list), a.win)
 	d.SetOnClosed(func() {
 		if a.picker == d {
 			a.picker = nil
@@ -526,7 +530,7 @@ func filesSummary(paths []string) string {
 	if len(list) > 3 {
 		list = append(slices.Clone(list[:3]), "…")
 	}
-	return fmt.Sprintf("%d files: %s", len(names), strings.Join(list, ", "))
+	return lang.L("{{.N}} files: {{.Names}}", map[string]any{"N": strconv.Itoa(len(names)), "Names": strings.Join(list, ", ")})
 }
 
 // sendTo sends the files to target, one after the other.
@@ -553,9 +557,9 @@ func (a *App) runSend(t *transfer, peer string) {
 		if err != nil {
 			e.failed = true
 			if errors.Is(err, context.Canceled) {
-				e.text = "Cancelled"
+				e.text = lang.L("Cancelled")
 			} else {
-				e.text = "Not sent: " + errText(err)
+				e.text = lang.L("Not sent: {{.Err}}", map[string]any{"Err": errText(err)})
 			}
 		}
 		a.finishLater(t, &e)
@@ -577,9 +581,9 @@ func (a *App) runSend(t *transfer, peer string) {
 		finish(err)
 		return
 	}
-	e.text = "Sent " + sizeText(size)
+	e.text = lang.L("Sent {{.Size}}", map[string]any{"Size": sizeText(size)})
 	if res.ResumedAt > 0 {
-		e.text += ", resumed at " + sizeText(res.ResumedAt)
+		e.text = lang.L("Sent {{.Size}}, resumed at {{.At}}", map[string]any{"Size": sizeText(size), "At": sizeText(res.ResumedAt)})
 	}
 	finish(nil)
 }
@@ -589,7 +593,7 @@ func (a *App) chooseFileToSend() {
 	a.ShowWindow()
 	d := dialog.NewFileOpen(func(r fyne.URIReadCloser, err error) {
 		if err != nil {
-			a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: "choosing a file: " + err.Error()}, true
+			a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrInternal, Message: lang.L("choosing a file: {{.Err}}", map[string]any{"Err": err.Error()})}, true
 			a.refresh()
 			return
 		}
@@ -729,11 +733,11 @@ func (t *transfer) rate() float64 {
 func (t *transfer) progressText() string {
 	size, n := t.size.Load(), t.done.Load()
 	if t.dir == dirSend && size < 0 {
-		return "Waiting…"
+		return lang.L("Waiting…")
 	}
-	parts := []string{sizeText(n) + " of " + sizeText(size)}
+	parts := []string{lang.L("{{.Done}} of {{.Size}}", map[string]any{"Done": sizeText(n), "Size": sizeText(size)})}
 	if n == 0 {
-		parts[0] = "Starting… " + sizeText(size)
+		parts[0] = lang.L("Starting… {{.Size}}", map[string]any{"Size": sizeText(size)})
 	}
 	if r := t.rate(); r > 0 {
 		parts = append(parts, rateText(r))

@@ -5,6 +5,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/driver/desktop"
+	"fyne.io/fyne/v2/lang"
 
 	"github.com/skeinvpn/skein/assets"
 	"github.com/skeinvpn/skein/ipc"
@@ -15,7 +16,7 @@ import (
 // items in place breaks submenus on several of them). Submenus are never empty: "No peers" is
 // a disabled item.
 
-// Labels of the fixed tray items.
+// Labels of the fixed tray items (English keys of lang.L).
 const (
 	TrayOpen    = "Open Skein"
 	TrayQuit    = "Quit"
@@ -23,6 +24,10 @@ const (
 	TrayNoPeers = "No peers"
 	// TraySendFile opens a file chooser, then the peer picker.
 	TraySendFile = "Send file…"
+	// TrayAccount is the submenu of logins (profiles): one click switches.
+	TrayAccount        = "Account"
+	TrayAddAccount     = "Add account…"
+	TrayManageAccounts = "Manage accounts…"
 )
 
 // buildTrayMenu returns the menu for the current view.
@@ -53,21 +58,84 @@ func (a *App) buildTrayMenu() *fyne.Menu {
 		}
 	}
 	if len(peerItems) == 0 {
-		none := fyne.NewMenuItem(TrayNoPeers, nil)
+		none := fyne.NewMenuItem(lang.L(TrayNoPeers), nil)
 		none.Disabled = true
 		peerItems = append(peerItems, none)
 	}
-	peers := fyne.NewMenuItem(TrayPeers, nil)
-	peers.ChildMenu = fyne.NewMenu(TrayPeers, peerItems...)
-	send := fyne.NewMenuItem(TraySendFile, a.chooseFileToSend)
+	peers := fyne.NewMenuItem(lang.L(TrayPeers), nil)
+	peers.ChildMenu = fyne.NewMenu(lang.L(TrayPeers), peerItems...)
+	send := fyne.NewMenuItem(lang.L(TraySendFile), a.chooseFileToSend)
 	send.Disabled = !v.reachable || v.st.State != ipc.StateRunning
-	items = append(items, peers, a.exitNodeMenu(), send, fyne.NewMenuItemSeparator())
+	items = append(items, peers, a.exitNodeMenu(), send, a.accountMenu(), fyne.NewMenuItemSeparator())
 
-	items = append(items, fyne.NewMenuItem(TrayOpen, a.ShowWindow))
-	quit := fyne.NewMenuItem(TrayQuit, a.quit)
+	items = append(items, fyne.NewMenuItem(lang.L(TrayOpen), a.ShowWindow))
+	quit := fyne.NewMenuItem(lang.L(TrayQuit), a.quit)
 	quit.IsQuit = true
 	items = append(items, quit)
 	return fyne.NewMenu("Skein", items...)
+}
+
+// accountMenu is the tray's "Account" submenu: every login skeind keeps, the one in use
+// checked, each switched to in one click; then adding one and the Account page.
+func (a *App) accountMenu() *fyne.MenuItem {
+	v := &a.v
+	var items []*fyne.MenuItem
+	if v.reachable {
+		for _, p := range v.st.Profiles {
+			id := p.ID
+			it := fyne.NewMenuItem(trayProfileLabel(p), func() {
+				if !a.isCurrentProfile(id) {
+					a.switchProfile(id, true)
+				}
+			})
+			it.Checked = p.Current
+			it.Disabled = a.busy && !p.Current
+			items = append(items, it)
+		}
+	}
+	if len(items) > 0 {
+		items = append(items, fyne.NewMenuItemSeparator())
+	}
+	add := fyne.NewMenuItem(lang.L(TrayAddAccount), func() {
+		a.ShowWindow()
+		a.tabs.selectAccount()
+		a.account.addOpen = a.v.st.Self != nil
+		a.refresh()
+	})
+	add.Disabled = !v.reachable
+	items = append(items, add, fyne.NewMenuItem(lang.L(TrayManageAccounts), func() {
+		a.ShowWindow()
+		a.tabs.selectAccount()
+	}))
+	m := fyne.NewMenuItem(lang.L(TrayAccount), nil)
+	m.ChildMenu = fyne.NewMenu(lang.L(TrayAccount), items...)
+	return m
+}
+
+// trayProfileLabel is "work — tail.example" (or the login server's host), "(logged out)" added.
+func trayProfileLabel(p ipc.Profile) string {
+	s := p.Name
+	where := p.Tailnet
+	if where == "" {
+		where = hostOf(p.LoginServer)
+	}
+	if where != "" && where != p.Name {
+		s += " — " + where
+	}
+	if !p.LoggedIn {
+		s += " " + lang.L("(logged out)")
+	}
+	return s
+}
+
+func hostOf(u string) string {
+	u = strings.TrimPrefix(strings.TrimPrefix(u, "https://"), "http://")
+	host, _, _ := strings.Cut(u, "/")
+	return host
+}
+
+func (a *App) isCurrentProfile(id string) bool {
+	return a.v.st.Profile != nil && a.v.st.Profile.ID == id
 }
 
 // menuSignature identifies what a menu shows, to skip rebuilding an unchanged one.

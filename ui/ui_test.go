@@ -39,10 +39,26 @@ type harness struct {
 	// it starts (e.g. to change its settings).
 	downloads string
 	before    func(a *App)
+	// options, when set, changes the app's options before it is made.
+	options func(o *Options)
 	// notices are the desktop notifications sent (guarded by noticeMu, not the UI lock: the
 	// app sends them from its transfer goroutines).
 	noticeMu sync.Mutex
 	notices  []notice
+	alerts   []alert
+}
+
+func (h *harness) alert(al alert) error {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	h.alerts = append(h.alerts, al)
+	return nil
+}
+
+func (h *harness) sentAlerts() []alert {
+	h.noticeMu.Lock()
+	defer h.noticeMu.Unlock()
+	return slices.Clone(h.alerts)
 }
 
 // notice is one desktop notification the app sent.
@@ -79,7 +95,7 @@ func (h *harness) start() {
 	if h.downloads == "" {
 		h.downloads = filepath.Join(h.t.TempDir(), "Downloads")
 	}
-	h.a = New(h.fa, Options{
+	opts := Options{
 		Socket:       h.sock,
 		Do:           h.serialised,
 		Now:          func() time.Time { return now },
@@ -87,8 +103,15 @@ func (h *harness) start() {
 		Exec:         "/usr/bin/skein-gui",
 		ReconnectMax: 100 * time.Millisecond,
 		DownloadsDir: h.downloads,
+		ReceiveLock:  filepath.Join(h.t.TempDir(), "receive.lock"),
+		NoReceiver:   true,
 		notify:       h.notify,
-	})
+		alert:        h.alert,
+	}
+	if h.options != nil {
+		h.options(&opts)
+	}
+	h.a = New(h.fa, opts)
 	h.a.Window().Resize(fyne.NewSize(1000, 700))
 	h.a.Window().Show()
 	if h.before != nil {
@@ -564,12 +587,17 @@ Peers ▸
     gamma — relay (lab)
     delta — offline
 Exit node ▸
+    Use exit node (disabled)
+    ---
     None ✓
     No peer offers an exit node (disabled)
     ---
     Allow LAN access
     Exit node settings…
 Send file…
+Account ▸
+    Add account…
+    Manage accounts…
 ---
 Open Skein
 Quit
@@ -652,12 +680,17 @@ Connect (disabled)
 Peers ▸
     No peers (disabled)
 Exit node ▸
+    Use exit node (disabled)
+    ---
     None ✓ (disabled)
     No peer offers an exit node (disabled)
     ---
     Allow LAN access (disabled)
     Exit node settings…
 Send file… (disabled)
+Account ▸
+    Add account… (disabled)
+    Manage accounts…
 ---
 Open Skein
 Quit

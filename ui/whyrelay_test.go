@@ -120,3 +120,26 @@ func TestSettingsNetwork(t *testing.T) {
 		return ""
 	})
 }
+
+// A cause skeind names with its data is worded by the app (in the user's language: zh-TW in
+// TestTraditionalChineseWindow); without the data, or with a code the app does not know, the
+// app shows skeind's own sentence.
+func TestRelayCauseWording(t *testing.T) {
+	c := &ipc.Cause{Code: ipc.CausePeerUDPBlocked, Summary: "skeind's sentence", Data: map[string]string{"peer": "gamma", "port": "41641"}}
+	if got := relayCauseText(c); got != "UDP is blocked on gamma's network." {
+		t.Errorf("with data: %q", got)
+	}
+	c.Code = "new_cause"
+	if got := relayCauseText(c); got != "skeind's sentence" {
+		t.Errorf("unknown code: %q", got)
+	}
+	c = &ipc.Cause{Code: ipc.CauseFirewall, Summary: "skeind's sentence"}
+	if got := relayCauseText(c); got != "skeind's sentence" {
+		t.Errorf("without data: %q", got)
+	}
+	useLanguage(t, "zh-TW")
+	c = &ipc.Cause{Code: ipc.CauseFirewall, Summary: "skeind's sentence", Fix: "sudo ufw allow 41641/udp", Data: map[string]string{"peer": "gamma", "port": "41641"}}
+	if got, want := relayWhyText(c), "為何經由中繼？這台電腦的防火牆丟棄傳入的 UDP 41641：NAT 會為每個目的地選用新連接埠的裝置無法連到它。 修正方法：sudo ufw allow 41641/udp"; got != want {
+		t.Errorf("zh-TW: %q, want %q", got, want)
+	}
+}

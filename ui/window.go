@@ -1,9 +1,12 @@
 package ui
 
 import (
+	"strings"
+
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/canvas"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/lang"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -20,21 +23,28 @@ func (a *App) buildWindow() {
 	a.win.SetIcon(assets.AppIcon())
 	a.header = newHeader(a)
 	a.banner = newErrorBanner(a)
+	a.health = newHealthBanners()
 	a.peers = newPeerPage(a)
 	a.exit = newExitPage(a)
 	a.settings = newSettingsPage(a)
 	a.account = newAccountPage(a)
 	a.files = newFilesPage(a)
+	a.notifyPg = newNotifyPage(a)
+	a.langPg = newLanguagePage(a)
+
+	// Settings holds three pages: the helper's and the app's settings, notifications, language.
+	a.tabs.settingsGeneral = container.NewTabItemWithIcon(lang.L("General"), theme.SettingsIcon(), a.settings.content)
+	a.tabs.notify = container.NewTabItemWithIcon(lang.L("Notifications"), theme.InfoIcon(), a.notifyPg.content)
+	a.tabs.language = container.NewTabItemWithIcon(lang.L("Language"), theme.DocumentIcon(), a.langPg.content)
+	a.tabs.inner = container.NewAppTabs(a.tabs.settingsGeneral, a.tabs.notify, a.tabs.language)
 
 	// The Files tab's widgets join the window when it is first opened (OnSelected below): an
 	// idle tray app does not pay for laying out, and shaping the text of, a page nobody opened.
-	a.tabs = tabsView{
-		peers:    container.NewTabItemWithIcon("Peers", theme.ComputerIcon(), a.peers.content),
-		files:    container.NewTabItemWithIcon("Files", theme.DownloadIcon(), container.NewStack()),
-		exit:     container.NewTabItemWithIcon("Exit node", theme.MailForwardIcon(), a.exit.content),
-		account:  container.NewTabItemWithIcon("Account", theme.AccountIcon(), a.account.content),
-		settings: container.NewTabItemWithIcon("Settings", theme.SettingsIcon(), a.settings.content),
-	}
+	a.tabs.peers = container.NewTabItemWithIcon(lang.L("Peers"), theme.ComputerIcon(), a.peers.content)
+	a.tabs.files = container.NewTabItemWithIcon(lang.L("Files"), theme.DownloadIcon(), container.NewStack())
+	a.tabs.exit = container.NewTabItemWithIcon(lang.L("Exit node"), theme.MailForwardIcon(), a.exit.content)
+	a.tabs.account = container.NewTabItemWithIcon(lang.L("Account"), theme.AccountIcon(), a.account.content)
+	a.tabs.settings = container.NewTabItemWithIcon(lang.L("Settings"), theme.SettingsIcon(), a.tabs.inner)
 	tabs := container.NewAppTabs(a.tabs.peers, a.tabs.files, a.tabs.exit, a.tabs.account, a.tabs.settings)
 	a.tabs.t = tabs
 	tabs.OnSelected = func(it *container.TabItem) {
@@ -46,40 +56,65 @@ func (a *App) buildWindow() {
 		}
 	}
 
-	top := []fyne.CanvasObject{a.header.content}
-	if a.opts.NoTrayHost {
-		l := widget.NewLabel(noTrayText)
-		l.Wrapping = fyne.TextWrapWord
-		l.Importance = widget.WarningImportance
-		top = append(top, l)
-	}
-	top = append(top, a.banner.content)
+	a.noTray = widget.NewLabel(lang.L(noTrayText))
+	a.noTray.Wrapping = fyne.TextWrapWord
+	a.noTray.Importance = widget.WarningImportance
+	top := []fyne.CanvasObject{a.header.content, a.noTray, a.banner.content, a.health.content}
+	a.showTrayHost()
 	a.root = container.NewBorder(container.NewVBox(top...), nil, nil, nil, tabs)
 	a.win.SetContent(a.root)
 	a.win.Resize(fyne.NewSize(900, 600))
 	// Files dropped on a peer row go to that peer; elsewhere they open the peer picker.
 	a.win.SetOnDropped(a.dropped)
-	if a.hasTrayHost() {
-		// The window hides to the tray; "Quit" in the tray ends the app.
-		a.win.SetCloseIntercept(a.win.Hide)
-	} else {
-		a.win.SetCloseIntercept(a.quit)
-	}
+	// With a tray host the window hides to the tray ("Quit" in the tray ends the app); without
+	// one, closing it is the only way out. The host may come and go while the app runs.
+	a.win.SetCloseIntercept(a.closeRequested)
 }
 
-func (a *App) hasTrayHost() bool { return !a.opts.NoTrayHost }
+// closeRequested is the window's close button.
+func (a *App) closeRequested() {
+	if a.trayHost {
+		a.win.Hide()
+	} else {
+		a.quit()
+	}
+}
 
 type tabsView struct {
 	t                                     *container.AppTabs
 	peers, files, exit, account, settings *container.TabItem
+	// The Settings tab's own pages.
+	inner                             *container.AppTabs
+	settingsGeneral, notify, language *container.TabItem
 }
 
 func (t tabsView) selectFiles()        { t.t.Select(t.files) }
+func (t tabsView) selectPeers()        { t.t.Select(t.peers) }
 func (t tabsView) peersSelected() bool { return t.t.Selected() == t.peers }
 
 func (t tabsView) selectAccount()  { t.t.Select(t.account) }
 func (t tabsView) selectExitNode() { t.t.Select(t.exit) }
-func (t tabsView) selectSettings() { t.t.Select(t.settings) }
+func (t tabsView) selectSettings() { t.t.Select(t.settings); t.inner.Select(t.settingsGeneral) }
+func (t tabsView) selectNotify()   { t.t.Select(t.settings); t.inner.Select(t.notify) }
+func (t tabsView) selectLanguage() { t.t.Select(t.settings); t.inner.Select(t.language) }
+
+// Pages the window can open on (skein-gui --page).
+var Pages = []string{"peers", "files", "exit-node", "account", "settings", "notifications", "language"}
+
+// ShowPage shows the window on a page (one of Pages); false for an unknown name.
+func (a *App) ShowPage(name string) bool {
+	sel := map[string]func(){
+		"peers": a.tabs.selectPeers, "files": a.tabs.selectFiles, "exit-node": a.tabs.selectExitNode,
+		"account": a.tabs.selectAccount, "settings": a.tabs.selectSettings,
+		"notifications": a.tabs.selectNotify, "language": a.tabs.selectLanguage,
+	}[name]
+	if sel == nil {
+		return false
+	}
+	a.ShowWindow()
+	sel()
+	return true
+}
 
 // header: state icon, state in large type, a detail line, and the big toggle.
 type header struct {
@@ -95,7 +130,7 @@ func newHeader(a *App) *header {
 		icon:   canvas.NewImageFromResource(assets.Tray(assets.Disconnected, false)),
 		title:  widget.NewLabel(""),
 		detail: widget.NewLabel(""),
-		toggle: widget.NewButton("Connect", a.toggleConnection),
+		toggle: widget.NewButton(lang.L("Connect"), a.toggleConnection),
 	}
 	h.icon.FillMode = canvas.ImageFillContain
 	h.icon.SetMinSize(fyne.NewSize(48, 48))
@@ -119,9 +154,9 @@ func (h *header) update(a *App) {
 	if a.busy {
 		switch act {
 		case actDisconnect:
-			label = "Disconnecting…"
+			label = lang.L("Disconnecting…")
 		default:
-			label = "Connecting…"
+			label = lang.L("Connecting…")
 		}
 	}
 	h.toggle.SetText(label)
@@ -138,35 +173,36 @@ func headerDetail(v *view) string {
 		if v.connecting {
 			return ""
 		}
-		return "skeind is not reachable; see below."
+		return lang.L("skeind is not reachable; see below.")
 	}
 	switch v.st.State {
 	case ipc.StateRunning, ipc.StateStarting:
-		s := ""
+		var parts []string
 		if self := v.st.Self; self != nil {
-			s = "This device: " + self.ShortName()
+			s := lang.L("This device: {{.Name}}", map[string]any{"Name": self.ShortName()})
 			if ip := self.FirstIP(); ip != "" {
 				s += " (" + ip + ")"
 			}
+			parts = append(parts, s)
+		}
+		if p := v.st.Profile; p != nil && len(v.st.Profiles) > 1 {
+			parts = append(parts, lang.L("account {{.Name}}", map[string]any{"Name": p.Name}))
 		}
 		if v.st.LoginServer != "" {
-			if s != "" {
-				s += " · "
-			}
-			s += v.st.LoginServer
+			parts = append(parts, v.st.LoginServer)
 		}
 		if n, ok := v.exitNode(); ok && v.st.State == ipc.StateRunning {
 			if n.online {
-				s += " · via exit node " + n.name
+				parts = append(parts, lang.L("via exit node {{.Name}}", map[string]any{"Name": n.name}))
 			} else {
-				s += " · exit node " + n.name + " offline"
+				parts = append(parts, lang.L("exit node {{.Name}} offline", map[string]any{"Name": n.name}))
 			}
 		}
-		return s
+		return strings.Join(parts, " · ")
 	case ipc.StateNeedsLogin:
-		return "Log in to join your tailnet (Account tab)."
+		return lang.L("Log in to join your tailnet (Account tab).")
 	case ipc.StateStopped:
-		return "Skein is off; your tailnet is not reachable from this device."
+		return lang.L("Skein is off; your tailnet is not reachable from this device.")
 	}
 	return ""
 }
@@ -195,13 +231,13 @@ func newErrorBanner(a *App) *errorBanner {
 	b.message.Wrapping = fyne.TextWrapWord
 	b.hint.Wrapping = fyne.TextWrapWord
 	b.fix.TextStyle = fyne.TextStyle{}
-	b.copyFix = widget.NewButtonWithIcon("Copy", theme.ContentCopyIcon(), func() { a.copyText(b.fix.Text) })
+	b.copyFix = widget.NewButtonWithIcon(lang.L("Copy"), theme.ContentCopyIcon(), func() { a.copyText(b.fix.Text) })
 	b.dismiss = widget.NewButtonWithIcon("", theme.CancelIcon(), func() {
 		a.v.err, a.errAction = nil, false
 		a.refresh()
 	})
 	b.dismiss.Importance = widget.LowImportance
-	b.fixRow = container.NewBorder(nil, nil, widget.NewLabel("Fix:"), b.copyFix, b.fix)
+	b.fixRow = container.NewBorder(nil, nil, widget.NewLabel(lang.L("Fix:")), b.copyFix, b.fix)
 	b.content = container.NewVBox(
 		container.NewBorder(nil, nil, widget.NewIcon(theme.ErrorIcon()), b.dismiss, b.title),
 		b.message, b.hint, b.fixRow, widget.NewSeparator())

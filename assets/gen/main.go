@@ -44,6 +44,10 @@ func main() {
 			"needslogin": layers(ring(0.5, 0.5, 0.40, 0.075, amber), disc(0.5, 0.42, 0.11, amber), bar(0.5, 0.62, 0.045, 0.14, amber)),
 			// error: a red disc with a white bar
 			"error": layers(disc(0.5, 0.5, 0.46, red), bar(0.5, 0.5, 0.26, 0.07, rgb(0xff, 0xff, 0xff))),
+			// warning: connected, with an amber "!" badge (something needs attention soon)
+			"warning": layers(disc(0.45, 0.45, 0.41, green), ring(0.45, 0.45, 0.21, 0.07, rgb(0xff, 0xff, 0xff)), disc(0.45, 0.45, 0.065, rgb(0xff, 0xff, 0xff)),
+				disc(0.74, 0.74, 0.25, rgb(0xff, 0xff, 0xff)), disc(0.74, 0.74, 0.21, amber),
+				bar(0.74, 0.69, 0.035, 0.1, rgb(0xff, 0xff, 0xff)), disc(0.74, 0.86, 0.04, rgb(0xff, 0xff, 0xff))),
 		}
 		for name, s := range icons {
 			if err := write(filepath.Join(*out, fmt.Sprintf("tray-%s-%s.png", name, v.name)), s, 64); err != nil {

@@ -11,14 +11,16 @@ import (
 )
 
 func cmdExitNode(c *cli, args []string) int {
-	f := c.newFlagSet("exit-node", "list [--filter=COUNTRY]", `
+	f := c.newFlagSet("exit-node", "list [--filter=COUNTRY] | suggest", `
 Show the machines of the tailnet that offer to be an exit node.
 
-  list   one line per exit node: tailnet IP, host name, country, city and status
-         ("selected", "selected but offline", "offline" or "-"); --filter=COUNTRY keeps
-         the exit nodes of one country
+  list     one line per exit node: tailnet IP, host name, country, city and status
+           ("selected", "selected but offline", "offline" or "-"); --filter=COUNTRY keeps
+           the exit nodes of one country
+  suggest  the recommended exit node: online, offering, lowest latency (measured now)
 
-To use an exit node: skein set --exit-node=NAME|IP; to stop using one: skein set --exit-node=`)
+To use an exit node: skein set --exit-node=NAME|IP; to follow the recommended one as it changes:
+skein set --exit-node=auto:any; to stop using one: skein set --exit-node=`)
 	if ok, code := c.parse(f, args); !ok {
 		return code
 	}
@@ -28,6 +30,8 @@ To use an exit node: skein set --exit-node=NAME|IP; to stop using one: skein set
 	switch sub := f.Arg(0); sub {
 	case "list":
 		return cmdExitNodeList(c, f.Args()[1:])
+	case "suggest":
+		return cmdExitNodeSuggest(c, f.Args()[1:])
 	default:
 		return c.usageError(f, "unknown subcommand %q", sub)
 	}
@@ -77,6 +81,37 @@ name: tailnet IP, host name, country and city ("-" when the machine does not say
 	if err := tw.Flush(); err != nil {
 		return c.fail(err)
 	}
+	return exitOK
+}
+
+func cmdExitNodeSuggest(c *cli, args []string) int {
+	f := c.newFlagSet("exit-node suggest", "", `
+Name the exit node skeind recommends: among the machines that are online and offer to be an
+exit node, the one with the lowest latency, measured now with disco pings (by name when none
+answers). 'skein set --exit-node=auto:any' follows this choice as it changes.`)
+	asJSON := f.Bool("json", false, `print {"id", "name", "ip", "latencyMs", "location"}`)
+	if ok, code := c.parse(f, args); !ok {
+		return code
+	}
+	if f.NArg() > 0 {
+		return c.usageError(f, "unexpected arguments: %s", strings.Join(f.Args(), " "))
+	}
+	s, err := c.client().SuggestExitNode(c.ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		return c.printJSON(s)
+	}
+	line := "Suggested exit node: " + s.Name
+	if s.Location != "" {
+		line += " (" + s.Location + ")"
+	}
+	if s.LatencyMs > 0 {
+		line += fmt.Sprintf(", %.1f ms", s.LatencyMs)
+	}
+	fmt.Fprintln(c.stdout, line)
+	fmt.Fprintf(c.stdout, "To accept the suggestion, use `skein set --exit-node=%s`.\n", s.Name)
 	return exitOK
 }
 

@@ -124,7 +124,7 @@ func TestSetExitNodeRoundTrip(t *testing.T) {
 	p := e.b.Prefs()
 	want := ipc.Prefs{LoginServer: p.LoginServer, WantRunning: true, ExitNodeID: "nFRA", ExitNodeAllowLANAccess: true,
 		ExitNodeBypass:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("192.168.50.0/24")},
-		BypassVPNRoutes: true, AcceptRoutes: true, PersistForwarding: true, NoSNAT: true}
+		BypassVPNRoutes: true, AcceptRoutes: true, PersistForwarding: true, NoSNAT: true, LastExitNodeID: "nFRA"}
 	if !reflect.DeepEqual(p, want) {
 		t.Fatalf("prefs\n got %+v\nwant %+v", p, want)
 	}

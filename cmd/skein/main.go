@@ -39,7 +39,8 @@ type command struct {
 // commands lists the commands in the order the usage shows them.
 var commands = []command{
 	{"up", "Connect to the tailnet, logging in first if needed", cmdUp},
-	{"login", "Log in (again), possibly to another account, then connect", cmdLogin},
+	{"login", "Log in to another account as a new profile, then connect", cmdLogin},
+	{"switch", "Switch to another login (profile), list or remove profiles", cmdSwitch},
 	{"down", "Disconnect from the tailnet, keeping the login", cmdDown},
 	{"logout", "Disconnect and forget the login", cmdLogout},
 	{"status", "Show the connection state and the tailnet's machines", cmdStatus},
@@ -48,7 +49,7 @@ var commands = []command{
 	{"netcheck", "Show UDP, public address, NAT type and DERP latencies", cmdNetcheck},
 	{"why", "Explain why a peer is relayed rather than direct, and how to fix it", cmdWhy},
 	{"set", "Change preferences (exit node, routes, operator, hostname, ...)", cmdSet},
-	{"exit-node", "Show the tailnet's exit nodes (exit-node list)", cmdExitNode},
+	{"exit-node", "Show the tailnet's exit nodes (exit-node list) or the recommended one (suggest)", cmdExitNode},
 	{"dns", "Show the DNS configuration (dns status) or ask the resolver (dns query)", cmdDNS},
 	{"file", "Send files to peers (file cp) or take the files they sent (file get)", cmdFile},
 	{"serve", "Share a local port, file or folder with the tailnet (HTTP, TCP)", cmdServe},

@@ -113,7 +113,12 @@ func TestUsageErrors(t *testing.T) {
 		{"set", "--advertise-routes=0.0.0.0/0"},
 		{"set", "--advertise-routes=10.0.0.0/8,::/0"},
 		{"set", "--advertise-routes=0.0.0.0/0,::/0", "--advertise-exit-node=false"},
-		{"set", "--exit-node=auto:any"},
+		{"set", "--exit-node=auto:fastest"},
+		{"switch"},
+		{"switch", "a", "b"},
+		{"switch", "--list", "a"},
+		{"switch", "--json", "a"},
+		{"exit-node", "suggest", "x"},
 		{"up", "--exit-node"},
 		{"up", "--snat-subnet-routes=perhaps"},
 		{"up", "--advertise-routes=0.0.0.0/0"},
@@ -376,7 +381,7 @@ func TestLoginForcesReauth(t *testing.T) {
 	if code, _, errs := e.run("login", "--auth-key=k", "--login-server=https://other.example"); code != 0 {
 		t.Fatalf("code %d: %s", code, errs)
 	}
-	want := ipc.UpRequest{AuthKey: "k", LoginServer: "https://other.example", ForceReauth: true}
+	want := ipc.UpRequest{AuthKey: "k", LoginServer: "https://other.example", ForceReauth: true, NewProfile: true}
 	if got := e.b.UpRequests(); len(got) != 1 || got[0] != want {
 		t.Fatalf("Up requests %+v", got)
 	}

@@ -25,6 +25,7 @@ type prefsFlags struct {
 	persistForwarding bool
 	portMapping       bool
 	runSSH            bool
+	shieldsUp         bool
 }
 
 // Default routes: the official client takes both of them in --advertise-routes as another way
@@ -35,7 +36,7 @@ const (
 )
 
 func (pf *prefsFlags) register(f *flagSet) {
-	f.StringVar(&pf.exitNode, "exit-node", "", "exit node (name, FQDN, tailnet IP or ID) for internet traffic; empty to stop using one")
+	f.StringVar(&pf.exitNode, "exit-node", "", "exit node (name, FQDN, tailnet IP or ID) for internet traffic, or auto:any to follow the recommended one; empty to stop using one")
 	f.BoolVar(&pf.exitNodeLAN, "exit-node-allow-lan-access", false, "keep direct access to the local network while using an exit node")
 	f.StringVar(&pf.exitNodeBypass, "exit-node-bypass", "", "comma-separated CIDRs that skip the exit node, e.g. \"10.0.0.0/8,192.168.0.0/24\"; empty for none (Skein only)")
 	f.BoolVar(&pf.bypassVPNRoutes, "bypass-vpn-routes", false, "let routes of other VPN interfaces skip the exit node, following them as they change (Skein only)")
@@ -47,6 +48,7 @@ func (pf *prefsFlags) register(f *flagSet) {
 	f.BoolVar(&pf.persistForwarding, "persist-forwarding", false, "allow writing IP forwarding to /etc/sysctl.d so it survives reboots (otherwise it is switched on at run time only)")
 	f.BoolVar(&pf.portMapping, "port-mapping", false, "ask the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port, for direct paths through hard NATs (on unless set to false; Skein only)")
 	f.BoolVar(&pf.runSSH, "ssh", false, "run Tailscale SSH: peers log in over SSH as the tailnet's SSH policy allows (needs the session helper, see skeind(8))")
+	f.BoolVar(&pf.shieldsUp, "shields-up", false, "block incoming connections from other machines of the tailnet (replies to this machine's own connections still pass)")
 }
 
 // patch builds the patch from the flags the user gave; a usage problem comes back as an error
@@ -90,10 +92,12 @@ func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
 			p.PortMapping = &pf.portMapping
 		case "ssh":
 			p.RunSSH = &pf.runSSH
+		case "shields-up":
+			p.ShieldsUp = &pf.shieldsUp
 		}
 	})
-	if p.ExitNode != nil && strings.HasPrefix(strings.TrimSpace(*p.ExitNode), "auto:") {
-		return p, fmt.Errorf("--exit-node=%s: automatic exit node selection is not supported; pick one from 'skein exit-node list'", strings.TrimSpace(*p.ExitNode))
+	if v := strings.TrimSpace(ptrOr(p.ExitNode)); strings.HasPrefix(v, "auto:") && v != ipc.AutoExitNodeAny {
+		return p, fmt.Errorf("--exit-node=%s: the only automatic choice is %s", v, ipc.AutoExitNodeAny)
 	}
 	if len(defaultRoutes) > 0 {
 		switch {
@@ -109,6 +113,13 @@ func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
 		p.AdvertiseExitNode = &yes
 	}
 	return p, nil
+}
+
+func ptrOr(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // splitList splits a comma-separated flag value, dropping blanks. The result is never nil, so

@@ -223,6 +223,9 @@ func printHealth(w io.Writer, st ipc.Status) {
 	fmt.Fprintf(w, "\n# Health check:\n")
 	for _, h := range st.Health {
 		fmt.Fprintf(w, "#     - %s\n", h.Message)
+		if h.Fix != "" && h.Code != ipc.IssueExitNodeOffline {
+			fmt.Fprintf(w, "#       fix: %s\n", h.Fix)
+		}
 	}
 }
 

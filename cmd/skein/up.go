@@ -20,9 +20,10 @@ anything; the exit node is chosen once connected, since skeind needs the tailnet
 
 func cmdLogin(c *cli, args []string) int {
 	return upOrLogin(c, args, "login", `
-Log in again, possibly to another account or login server, even when this machine is already
-logged in, then connect. Without --auth-key, prints a URL to visit and waits until the login
-is done (see --timeout).`)
+Log in to another account or login server as a new profile, keeping the logins this machine
+has (see 'skein switch'), then connect with it. Without --auth-key, prints a URL to visit and
+waits until the login is done (see --timeout); if the login fails, the profile in use stays.
+To log in again with the profile in use, use 'skein up --force-reauth'.`)
 }
 
 func upOrLogin(c *cli, args []string, name, desc string) int {
@@ -34,7 +35,8 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	if name == "up" {
 		f.BoolVar(&req.ForceReauth, "force-reauth", false, "log in again even if already logged in")
 	} else {
-		req.ForceReauth = true
+		req.ForceReauth, req.NewProfile = true, true
+		f.StringVar(&req.Nickname, "nickname", "", "name of the new profile, for 'skein switch' (default: the login name)")
 	}
 	timeout := f.Duration("timeout", 0, "give up after this long (e.g. 2m); 0 waits forever for an interactive login")
 	asJSON := f.Bool("json", false, `print JSON on standard output, as the official client does: {"AuthURL", "BackendState": "NeedsLogin"} when a login URL is to be visited, then {"BackendState": "Running"} (or {"BackendState", "Error"} on failure)`)
@@ -52,10 +54,17 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 	}
 	// Choosing an exit node needs the netmap, so it waits until skeind is Running. Everything
 	// else (clearing the exit node included) is sent before connecting, so that a bad value
-	// stops here and the new settings are in force from the first packet.
+	// stops here and the new settings are in force from the first packet. A new profile gets
+	// every setting once it runs: before, they would change the profile in use.
 	var after ipc.PrefsPatch
 	if patch.ExitNode != nil && strings.TrimSpace(*patch.ExitNode) != "" {
 		after.ExitNode, patch.ExitNode = patch.ExitNode, nil
+	}
+	if req.NewProfile {
+		if after.ExitNode != nil {
+			patch.ExitNode = after.ExitNode
+		}
+		after, patch = patch, ipc.PrefsPatch{}
 	}
 	if *timeout < 0 {
 		return c.usageError(f, "--timeout must not be negative")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/session"
+	"github.com/skeinvpn/skein/daemon/state"
 	"github.com/skeinvpn/skein/internal/userdb"
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -55,6 +56,7 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 	}
 	old := b.data
 	b.data.Prefs = nextPrefs
+	b.chooseAutoExitLocked()
 	if err := b.saveLocked(); err != nil {
 		b.data = old
 		b.mu.Unlock()
@@ -62,7 +64,7 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 	}
 	b.notifyLocked(ipc.EventPrefs, nil)
 	gen := b.tun.want()
-	report := !reflect.DeepEqual(hostinfoOf(old.Prefs), hostinfoOf(nextPrefs))
+	report := !reflect.DeepEqual(hostinfoOf(old.Prefs), hostinfoOf(b.data.Prefs))
 	prefs := b.data.Prefs
 	b.mu.Unlock()
 	if report {
@@ -73,8 +75,8 @@ func (b *Backend) SetPrefs(ctx context.Context, p ipc.PrefsPatch) (ipc.Prefs, er
 }
 
 // hostinfoOf is what of the prefs reaches control in Hostinfo, to tell whether a change must be sent.
-func hostinfoOf(p ipc.Prefs) [4]any {
-	return [4]any{p.Hostname, p.ExitNodeID, p.AdvertiseExitNode, slices.Clone(p.AdvertiseRoutes)}
+func hostinfoOf(p ipc.Prefs) [5]any {
+	return [5]any{p.Hostname, p.ExitNodeID, p.AdvertiseExitNode, slices.Clone(p.AdvertiseRoutes), p.ShieldsUp}
 }
 
 func quote(s string) string { return "\"" + s + "\"" }
@@ -124,6 +126,11 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	}
 
 	b.mu.Lock()
+	target, err := b.newProfileLocked(req)
+	if err != nil {
+		b.mu.Unlock()
+		return ipc.UpResponse{}, err
+	}
 	if server == "" {
 		server = b.data.Prefs.LoginServer
 	}
@@ -133,7 +140,7 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	}
 	sameServer := server == b.data.Prefs.LoginServer
 	hostnameChanged := req.Hostname != "" && req.Hostname != b.data.Prefs.Hostname
-	if b.data.LoggedIn && sameServer && !req.ForceReauth {
+	if target == nil && b.data.LoggedIn && sameServer && !req.ForceReauth {
 		// Already registered: just (re)start. Like the official client, an auth key is only
 		// used when a login is needed (or forced).
 		old := b.data
@@ -156,21 +163,21 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 		b.mu.Unlock()
 		return b.waitRunning(ctx)
 	}
-	// A login is needed: register a new node key (the session stops what runs).
+	// A login is needed: register a new node key (the session stops what runs). A new profile
+	// starts from default prefs; the current one keeps its own.
 	oldNodeKey := key.NodePublic{}
-	if b.data.LoggedIn && sameServer {
+	prefs := b.data.Prefs
+	if target != nil && target.ProfileID != b.data.ProfileID {
+		prefs = target.Prefs
+	} else if b.data.LoggedIn && sameServer {
 		oldNodeKey = b.data.NodeKey.Public()
 	}
-	prefs := b.data.Prefs
 	prefs.LoginServer = server
 	prefs.WantRunning = true
 	if req.Hostname != "" {
 		prefs.Hostname = req.Hostname
 	}
-	hi := b.hostinfoLocked()
-	if req.Hostname != "" {
-		hi.Hostname = req.Hostname
-	}
+	hi := b.hostinfoForLocked(prefs)
 	b.authURL, b.pending = "", nil
 	b.mu.Unlock()
 
@@ -185,12 +192,12 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 	if res.AuthURL != "" {
 		defer b.mu.Unlock()
 		b.phase = session.LoginWait
-		b.authURL, b.pending = res.AuthURL, &pendingLogin{prefs: prefs}
+		b.authURL, b.pending = res.AuthURL, &pendingLogin{prefs: prefs, profile: target}
 		b.tun.want() // the tunnel of an old login, if any, goes
 		b.refreshLocked(ipc.EventState, nil)
 		return ipc.UpResponse{State: ipc.StateNeedsLogin, AuthURL: res.AuthURL}, nil
 	}
-	if err := b.completeLoginLocked(newNode, prefs, res.LoginName); err != nil {
+	if err := b.completeLoginLocked(newNode, prefs, res.LoginName, target); err != nil {
 		b.mu.Unlock()
 		return ipc.UpResponse{}, err
 	}
@@ -216,19 +223,28 @@ func (b *Backend) loginFailedLocked(e *ipc.Error) error {
 	return e
 }
 
-// completeLoginLocked stores a registered node key with the prefs of its login.
-func (b *Backend) completeLoginLocked(node key.NodePrivate, prefs ipc.Prefs, loginName string) error {
+// completeLoginLocked stores a registered node key with the prefs of its login, in the current
+// profile (target nil) or in target, which becomes the current profile.
+func (b *Backend) completeLoginLocked(node key.NodePrivate, prefs ipc.Prefs, loginName string, target *state.Data) error {
 	next := b.data
+	if target != nil {
+		next = *target
+	}
 	next.NodeKey = node
 	next.LoggedIn = true
 	next.Prefs = prefs
 	next.LoginName = loginName
-	old := b.data
-	b.data = next
-	if err := b.saveLocked(); err != nil {
-		b.data = old
+	next.Tailnet = ""
+	ps := b.profiles.With(b.data).With(next)
+	ps.Current = next.ProfileID
+	if err := b.saveProfilesLocked(ps); err != nil {
 		return err
 	}
+	if next.ProfileID != b.data.ProfileID {
+		b.logf("profile: logged in as new profile %s", next.ProfileID)
+		b.exits.reset()
+	}
+	b.data = next
 	// A new node key is a new node for control: the old map is not ours any more.
 	b.nm = nil
 	b.authURL, b.pending, b.lastErr = "", nil, nil

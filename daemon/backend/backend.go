@@ -72,10 +72,12 @@ type Backend struct {
 	logID    string
 	sess     *session.Session
 
-	mu      sync.Mutex
-	data    state.Data
-	started bool
-	closed  bool
+	mu sync.Mutex
+	// data is the current profile; profiles every profile as last saved.
+	data     state.Data
+	profiles state.Profiles
+	started  bool
+	closed   bool
 	// What the control session last said (updates of older activities are dropped).
 	sessGen   uint64
 	phase     session.Phase
@@ -93,7 +95,9 @@ type Backend struct {
 
 	tun          tunnel // the apply loop's side: what runs, and what it has applied
 	engine       engineStats
-	stopHostname chan struct{} // ends watchHostname
+	stopHostname chan struct{} // ends watchHostname and probeLoop
+	exits        exitProbes    // the automatic exit node's measurements
+	expiryTimer  *time.Timer   // fires at the next key expiry threshold
 	inbox        *taildrop.Inbox
 	// inboxErr: the Taildrop inbox could not be opened (receiving is off).
 	inboxErr error
@@ -102,6 +106,8 @@ type Backend struct {
 // pendingLogin is what becomes the stored state once an interactive login is approved.
 type pendingLogin struct {
 	prefs ipc.Prefs
+	// profile is the new profile the login is for (nil: the current one).
+	profile *state.Data
 }
 
 // New loads the state and returns a backend; Start begins work.
@@ -133,10 +139,11 @@ func New(opts Options) (*Backend, error) {
 			})
 		}
 	}
-	d, err := opts.Store.Load()
+	ps, err := opts.Store.LoadProfiles()
 	if err != nil {
 		return nil, err
 	}
+	d := ps.CurrentData()
 	var id [16]byte
 	rand.Read(id[:])
 	b := &Backend{
@@ -145,6 +152,7 @@ func New(opts Options) (*Backend, error) {
 		discoKey: key.NewDisco(),
 		logID:    hex.EncodeToString(id[:]),
 		data:     d,
+		profiles: ps,
 		state:    ipc.StateNoState,
 		changed:  make(chan struct{}),
 		watchers: map[*watcher]struct{}{},
@@ -183,6 +191,7 @@ func (b *Backend) Start() {
 	b.refreshLocked(ipc.EventState, nil)
 	b.mu.Unlock()
 	go b.watchHostname()
+	go b.probeLoop(b.stopHostname, probeEvery, probeAllEvery)
 }
 
 // watchHostname tells control when the OS host name changes, unless a name was set (then the
@@ -225,6 +234,9 @@ func (b *Backend) Close() {
 	}
 	b.closed = true
 	close(b.stopHostname)
+	if b.expiryTimer != nil {
+		b.expiryTimer.Stop()
+	}
 	for w := range b.watchers {
 		w.close()
 	}
@@ -256,8 +268,19 @@ func (b *Backend) onSessionUpdate(u session.Update) {
 	b.sessGen = u.Gen
 	phaseChanged := b.phase != u.Phase
 	b.phase, b.connected = u.Phase, u.Connected
+	prefsChanged := false
 	if u.NetmapChanged {
 		b.nm, b.nmArrived = u.Netmap, u.Received
+		b.noteTailnetLocked()
+		b.scheduleExpiryLocked()
+		old := b.data
+		if b.chooseAutoExitLocked() {
+			if b.saveLocked() == nil {
+				prefsChanged = true
+			} else {
+				b.data = old
+			}
+		}
 	}
 	if u.Phase == session.LoginWait {
 		b.authURL = u.AuthURL
@@ -285,7 +308,7 @@ func (b *Backend) onSessionUpdate(u session.Update) {
 		b.lastErr = &ipc.Error{Code: ipc.ErrNeedsLogin, Message: u.Err.Error(), Fix: fix}
 		kind = ipc.EventState
 	case u.Login != nil && b.pending != nil:
-		if err := b.completeLoginLocked(u.Login.NodeKey, b.pending.prefs, u.Login.LoginName); err != nil {
+		if err := b.completeLoginLocked(u.Login.NodeKey, b.pending.prefs, u.Login.LoginName, b.pending.profile); err != nil {
 			b.lastErr = asIPCError(err)
 		} else {
 			run = u.Login
@@ -303,6 +326,10 @@ func (b *Backend) onSessionUpdate(u session.Update) {
 	}
 	if u.NetmapChanged || phaseChanged || u.Expired || run != nil {
 		b.tun.want()
+	}
+	if prefsChanged {
+		b.notifyLocked(ipc.EventPrefs, nil)
+		go b.sess.ReportChanged()
 	}
 	if kind == ipc.EventNetmap && b.stateLocked() == b.state {
 		// Watchers hear of a new map once the tunnel carries it (the apply loop tells them);
@@ -369,18 +396,28 @@ func (b *Backend) notifyLocked(kind ipc.EventKind, errv *ipc.Error) {
 	}
 }
 
-// saveLocked persists b.data; a failure is logged and reported, never silently dropped.
+// saveLocked persists b.data as the current profile; a failure is logged and reported, never
+// silently dropped, and leaves the stored profiles as they were.
 func (b *Backend) saveLocked() error {
-	if err := b.opts.Store.Save(b.data); err != nil {
+	return b.saveProfilesLocked(b.profiles.With(b.data))
+}
+
+// saveProfilesLocked persists ps and makes it the backend's record of the stored profiles.
+func (b *Backend) saveProfilesLocked(ps state.Profiles) error {
+	if err := b.opts.Store.SaveProfiles(ps); err != nil {
 		b.logf("saving state: %v", err)
 		return &ipc.Error{Code: ipc.ErrInternal, Message: "cannot save state: " + err.Error()}
 	}
+	b.profiles = ps
 	return nil
 }
 
 // hostinfoLocked is what this node tells control about itself.
-func (b *Backend) hostinfoLocked() *wire.Hostinfo {
-	name := b.data.Prefs.Hostname
+func (b *Backend) hostinfoLocked() *wire.Hostinfo { return b.hostinfoForLocked(b.data.Prefs) }
+
+// hostinfoForLocked is the Hostinfo of a node with prefs p.
+func (b *Backend) hostinfoForLocked(p ipc.Prefs) *wire.Hostinfo {
+	name := p.Hostname
 	if name == "" {
 		if h, err := b.opts.OSHostname(); err == nil {
 			name = h
@@ -394,12 +431,13 @@ func (b *Backend) hostinfoLocked() *wire.Hostinfo {
 		Hostname:     name,
 		GoArch:       runtime.GOARCH,
 		GoVersion:    runtime.Version(),
-		ExitNodeID:   b.data.Prefs.ExitNodeID,
+		ExitNodeID:   p.ExitNodeID,
 		Services:     b.tun.peerAPIServices(),
 		SSH_HostKeys: b.tun.ssh.advertised,
+		ShieldsUp:    p.ShieldsUp,
 	}
-	hi.RoutableIPs = append(hi.RoutableIPs, b.data.Prefs.AdvertiseRoutes...)
-	if b.data.Prefs.AdvertiseExitNode {
+	hi.RoutableIPs = append(hi.RoutableIPs, p.AdvertiseRoutes...)
+	if p.AdvertiseExitNode {
 		hi.RoutableIPs = append(hi.RoutableIPs, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
 	}
 	return hi

@@ -36,6 +36,11 @@ type fakeDP struct {
 
 	// slow, when set, makes SetNetmap wait that long (outside any lock a status read takes).
 	slow time.Duration
+	// pingFail are peers whose pings get no pong; pingRTT the round trip of the others.
+	pingFail map[key.NodePublic]bool
+	pingRTT  map[key.NodePublic]time.Duration
+	// log, when set, records "start"/"close" with the node key, in order, across data planes.
+	log func(string)
 }
 
 type fakeApply struct {
@@ -64,6 +69,9 @@ func (f *fakeDP) Close() {
 	f.mu.Lock()
 	f.closed = true
 	f.mu.Unlock()
+	if f.log != nil {
+		f.log("close " + f.opts.NodeKey.Public().String())
+	}
 }
 
 func (f *fakeDP) isClosed() bool {
@@ -119,7 +127,16 @@ func (f *fakeDP) RelayCauses(k key.NodePublic, peer func(*whyrelay.Facts)) []ipc
 	return []ipc.Cause{{Code: ipc.CauseNoPong, Summary: "Pings go unanswered.", Fix: "allow inbound UDP 41641"}}
 }
 func (f *fakeDP) Ping(ctx context.Context, k key.NodePublic) transport.PingResult {
-	return transport.PingResult{Endpoint: netip.MustParseAddrPort("198.51.100.9:41641"), Latency: 3 * time.Millisecond}
+	f.mu.Lock()
+	fail, rtt := f.pingFail[k], f.pingRTT[k]
+	f.mu.Unlock()
+	if fail {
+		return transport.PingResult{Err: "no pong"}
+	}
+	if rtt == 0 {
+		rtt = 3 * time.Millisecond
+	}
+	return transport.PingResult{Endpoint: netip.MustParseAddrPort("198.51.100.9:41641"), Latency: rtt}
 }
 func (f *fakeDP) Netcheck(ctx context.Context) transport.Report { return f.LastReport() }
 func (f *fakeDP) WireGuardPeers() int                           { return 0 }
@@ -142,6 +159,14 @@ type env struct {
 	// dpErr, while set, makes data planes fail to start.
 	dpErr error
 	slow  time.Duration
+	// events are the data planes' starts and closes, in order.
+	events []string
+}
+
+func (e *env) eventLog() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.events...)
 }
 
 func newEnv(t testing.TB) *env {
@@ -173,8 +198,13 @@ func (e *env) start() {
 			if e.dpErr != nil {
 				return nil, e.dpErr
 			}
-			dp := &fakeDP{opts: o, slow: e.slow, paths: map[key.NodePublic]transport.PathInfo{}}
+			dp := &fakeDP{opts: o, slow: e.slow, paths: map[key.NodePublic]transport.PathInfo{}, log: func(s string) {
+				e.mu.Lock()
+				e.events = append(e.events, s)
+				e.mu.Unlock()
+			}}
 			e.dps = append(e.dps, dp)
+			e.events = append(e.events, "start "+o.NodeKey.Public().String())
 			return dp, nil
 		},
 		LookupUser: func(name string) error {

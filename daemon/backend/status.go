@@ -47,7 +47,13 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 		ControlConnected: b.connected,
 	}
 	if b.lastErr != nil {
-		st.Health = append(st.Health, ipc.Issue{Code: string(b.lastErr.Code), Message: b.lastErr.Message})
+		st.Health = append(st.Health, ipc.Issue{Code: string(b.lastErr.Code), Message: b.lastErr.Message, Fix: b.lastErr.Fix})
+	}
+	st.Profiles = b.profileListLocked()
+	for i := range st.Profiles {
+		if st.Profiles[i].Current {
+			st.Profile = &st.Profiles[i]
+		}
 	}
 	nm := b.nm
 	if nm == nil || nm.Self == nil || (st.State != ipc.StateRunning && st.State != ipc.StateStarting) {
@@ -61,6 +67,9 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 		self.Relay = b.regionCodeLocked(dp.HomeDERP())
 	}
 	st.Self = &self
+	if is := b.keyExpiryIssueLocked(now); is != nil {
+		st.Health = append(st.Health, *is)
+	}
 	exitID := b.data.Prefs.ExitNodeID
 	peers := func(st *ipc.Status) {
 		region := func(id int) string { return regionCode(nm, id) }
@@ -78,6 +87,7 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
 	st.Health = append(st.Health, b.sshHealthLocked()...)
 	b.addRoutingStatusLocked(&st, dp)
+	st.SuggestedExitNode = b.suggestionLocked()
 	b.addDNSStatusLocked(&st, dp)
 	if dp != nil {
 		st.Engine = b.engine.status(nm.Len(), dp.WireGuardPeers())
@@ -136,6 +146,18 @@ func peerStatus(nm *netmap.NetworkMap, n *wire.Node, now time.Time, exitID strin
 		}
 	}
 	return p
+}
+
+func firstAddr(as []netip.Addr) netip.Addr {
+	for _, a := range as {
+		if a.Is4() {
+			return a
+		}
+	}
+	if len(as) > 0 {
+		return as[0]
+	}
+	return netip.Addr{}
 }
 
 // regionCodeLocked names a DERP region as the map does ("" for none).
@@ -201,23 +223,7 @@ func (b *Backend) pathDigestLocked(dp Dataplane) string {
 
 // addRoutingStatusLocked fills the exit node, packet filter and routing parts of a status.
 func (b *Backend) addRoutingStatusLocked(st *ipc.Status, dp Dataplane) {
-	if id := b.data.Prefs.ExitNodeID; id != "" {
-		es := &ipc.ExitNodeStatus{ID: id, Name: id}
-		for n := range b.nm.Peers() {
-			if n.StableID == id {
-				p := b.peerLocked(n, time.Now())
-				es.Name = p.ShortName()
-				if ip, err := netip.ParseAddr(p.FirstIP()); err == nil {
-					es.IP = ip
-				}
-				es.Online = p.Online && p.ExitNodeOption
-			}
-		}
-		st.ExitNode = es
-		if !es.Online {
-			st.Health = append(st.Health, ipc.Issue{Code: "exit_node_offline", Message: fmt.Sprintf("exit node %s is offline or no longer offers to be one; internet traffic is blocked until it is back or another is chosen", es.Name)})
-		}
-	}
+	b.exitNodeStatusLocked(st)
 	if dp == nil {
 		return
 	}
@@ -264,7 +270,7 @@ func (b *Backend) addDNSStatusLocked(st *ipc.Status, dp Dataplane) {
 // routePrefsLocked are the prefs the data plane applies with each netmap.
 func (b *Backend) routePrefsLocked() dataplane.Prefs {
 	p := b.data.Prefs
-	return dataplane.Prefs{
+	dp := dataplane.Prefs{
 		ExitNodeID:        p.ExitNodeID,
 		AllowLANAccess:    p.ExitNodeAllowLANAccess,
 		Bypass:            slices.Clone(p.ExitNodeBypass),
@@ -276,5 +282,11 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		PersistForwarding: p.PersistForwarding,
 		AcceptDNS:         !p.NoAcceptDNS,
 		PortMapping:       !p.NoPortMapping,
+		ShieldsUp:         p.ShieldsUp,
 	}
+	if p.AutoExitNode != "" && p.ExitNodeID == "" {
+		// No pick yet: internet traffic goes into the tunnel and is dropped there.
+		dp.ExitNodeID = autoExitPending
+	}
+	return dp
 }

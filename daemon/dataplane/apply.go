@@ -55,7 +55,17 @@ func (d *Dataplane) applyFullLocked(nm *netmap.NetworkMap, prefs Prefs) error {
 	np := computePlan(nm, prefs, now)
 	d.pm.setDisabled(!prefs.PortMapping)
 
-	rules, warns := filter.Compile(filterRules(nm), np.localNets)
+	ruleSet := filterRules(nm)
+	if prefs.ShieldsUp {
+		// No new inbound connections at all; replies to ours still pass (the filter's flow
+		// and TCP rules), as with the official client's shields up.
+		ruleSet = nil
+	}
+	if prefs.ShieldsUp != d.shieldsUp {
+		d.shieldsUp = prefs.ShieldsUp
+		d.applyPeerAPIPortsLocked()
+	}
+	rules, warns := filter.Compile(ruleSet, np.localNets)
 	for _, w := range warns {
 		if !d.filterWarned[w] {
 			d.filterWarned[w] = true

@@ -104,6 +104,9 @@ type Dataplane struct {
 	names        peerNames // MagicDNS's view of the peers: the netmap of the last apply
 	dnsWarned    map[string]bool
 	filterWarned map[string]bool
+	// peerAPIPorts are the peer API's ports; shields up keeps them closed like everything else.
+	peerAPIPorts [2]uint16
+	shieldsUp    bool
 
 	// pub is what status shows, published at the end of each apply under its own lock, so
 	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
@@ -538,4 +541,17 @@ func (d *Dataplane) fwdMissing() []string {
 
 // SetPeerAPIPorts lets TCP SYNs to our peer API through the packet filter (the peer API checks
 // who may do what itself).
-func (d *Dataplane) SetPeerAPIPorts(v4, v6 uint16) { d.filter.SetPeerAPIPorts(v4, v6) }
+func (d *Dataplane) SetPeerAPIPorts(v4, v6 uint16) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peerAPIPorts = [2]uint16{v4, v6}
+	d.applyPeerAPIPortsLocked()
+}
+
+func (d *Dataplane) applyPeerAPIPortsLocked() {
+	if d.shieldsUp {
+		d.filter.SetPeerAPIPorts(0, 0)
+		return
+	}
+	d.filter.SetPeerAPIPorts(d.peerAPIPorts[0], d.peerAPIPorts[1])
+}

@@ -35,6 +35,9 @@ type Prefs struct {
 	AcceptDNS bool
 	// PortMapping asks the router (UPnP, NAT-PMP, PCP) to map our UDP port.
 	PortMapping bool
+	// ShieldsUp drops every new inbound connection (the control server's rules and the peer
+	// API's exception are not used).
+	ShieldsUp bool
 }
 
 func (p Prefs) clone() Prefs {

@@ -7,6 +7,7 @@ package whyrelay
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/skeinvpn/skein/daemon/hostfw"
@@ -59,8 +60,17 @@ type Pings struct {
 
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
-// Explain returns the causes, most likely first; none when the path is direct.
+// Explain returns the causes, most likely first; none when the path is direct. Each carries
+// the peer's name and the tunnel's port, which its summary may name.
 func Explain(f Facts) []ipc.Cause {
+	out := explain(f)
+	for i := range out {
+		out[i].Data = map[string]string{"peer": f.Peer, "port": strconv.Itoa(int(f.port()))}
+	}
+	return out
+}
+
+func explain(f Facts) []ipc.Cause {
 	if f.Direct {
 		return nil
 	}

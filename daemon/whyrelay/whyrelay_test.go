@@ -72,6 +72,10 @@ func TestExplain(t *testing.T) {
 			if c.Summary == "" || c.Fix == "" {
 				t.Errorf("cause without summary or fix: %+v", c)
 			}
+			// The app words the cause from these.
+			if c.Data["peer"] != "laptop" || c.Data["port"] != "41641" {
+				t.Errorf("data %v, want the peer and the port", c.Data)
+			}
 			if tc.fix != "" && c.Fix != tc.fix {
 				t.Errorf("fix %q, want %q", c.Fix, tc.fix)
 			}

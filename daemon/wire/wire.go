@@ -72,6 +72,8 @@ type Hostinfo struct {
 	Services      []Service      `json:",omitempty"`
 	NetInfo       *NetInfo       `json:",omitempty"`
 	Location      *Location      `json:",omitempty"`
+	// ShieldsUp says the host blocks incoming connections (informational, for admin consoles).
+	ShieldsUp bool `json:",omitempty"`
 	// ExitNodeID is the StableID of the exit node this host uses (informational).
 	ExitNodeID string `json:",omitempty"`
 	// SSH_HostKeys are the host's SSH public keys as authorized_keys lines without a comment;

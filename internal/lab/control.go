@@ -347,6 +347,26 @@ func (c *Control) PreAuthKey(user string, reusable, ephemeral bool) (string, err
 	return k.Key, nil
 }
 
+// SeparateUsers creates the users, each with a reusable pre-auth key, and sets a policy under
+// which each user's nodes reach only that user's nodes: several tailnets on one server as far
+// as the nodes can tell (for profile tests). It returns the keys by user.
+func (c *Control) SeparateUsers(users ...string) (map[string]string, error) {
+	keys := map[string]string{}
+	var acls []string
+	for _, u := range users {
+		if _, err := c.CreateUser(u); err != nil {
+			return nil, err
+		}
+		k, err := c.PreAuthKey(u, true, false)
+		if err != nil {
+			return nil, err
+		}
+		keys[u] = k
+		acls = append(acls, fmt.Sprintf(`{"action": "accept", "src": [%q], "dst": [%q]}`, u+"@", u+"@:*"))
+	}
+	return keys, c.SetPolicy(`{"acls": [` + strings.Join(acls, ", ") + `]}`)
+}
+
 // RegisterNode approves an interactive login for the named user.
 // registrationID is the last path element of the client's AuthURL
 // (https://198.18.X.2/register/<id>); the whole URL is accepted too.

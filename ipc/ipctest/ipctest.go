@@ -30,6 +30,8 @@ type Backend struct {
 	watchers map[chan ipc.Event]struct{}
 	fs       *files
 	upReqs   []ipc.UpRequest
+	onSwitch func(ctx context.Context, id string) error
+	switches []string
 }
 
 // NewBackend returns a Backend that starts with st and p.

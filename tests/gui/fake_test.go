@@ -147,7 +147,9 @@ func TestTrayExitNodeWithFakeHelper(t *testing.T) {
 	d.startGUI(t, guiBin, "--socket", sock)
 	it := d.watcher.item(t, d.watcher.waitItem(t, 20*time.Second))
 
-	want := `None ✓
+	want := `Use exit node (disabled)
+---
+None ✓
 peer-000 (offline) (disabled)
 peer-001 — Frankfurt, Germany
 peer-002
@@ -169,7 +171,9 @@ Exit node settings…
 		}
 		return nil
 	})
-	want = `None
+	want = `Use exit node: peer-001 ✓
+---
+None
 peer-000 (offline) (disabled)
 peer-001 — Frankfurt, Germany ✓
 peer-002

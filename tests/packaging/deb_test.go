@@ -59,6 +59,7 @@ func TestDebContents(t *testing.T) {
 			"usr/share/icons/hicolor/48x48/apps/" + appID + ".png",
 			"usr/share/doc/skein-desktop/copyright",
 			"usr/share/dbus-1/services/" + appID + ".service",
+			"usr/lib/systemd/user/skein-receive.service",
 		},
 	}
 	for deb, files := range wantFiles {
@@ -445,7 +446,7 @@ func TestMakeInstall(t *testing.T) {
 		"opt/skein/share/man/man1/skein.1.gz", "opt/skein/share/applications/" + appID + ".desktop",
 		"opt/skein/share/zsh/site-functions/_skein", "opt/skein/lib/tmpfiles.d/skein.conf",
 		"opt/skein/share/doc/skein/copyright", "opt/skein/share/doc/skein-desktop/copyright",
-		"opt/skein/lib/systemd/system/skein-session-helper.socket"} {
+		"opt/skein/lib/systemd/system/skein-session-helper.socket", "opt/skein/lib/systemd/user/skein-receive.service"} {
 		if !exists(filepath.Join(dest, f)) {
 			t.Errorf("make install did not install /%s", f)
 		}

@@ -30,8 +30,9 @@ var ErrUnreachable error = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECO
 // Server is one fake control server; Dial gives clients of it.
 type Server struct {
 	mu sync.Mutex
-	// AuthKeys are the pre-auth keys it accepts; an empty key means an interactive login.
-	authKeys  map[string]bool
+	// AuthKeys are the pre-auth keys it accepts (and whose user they register); an empty key
+	// means an interactive login.
+	authKeys  map[string]keyUser
 	nodes     map[key.NodePublic]*Node
 	pending   map[string]chan *wire.RegisterResponse // AuthURL → the follow-up waiting for it
 	down      bool
@@ -45,23 +46,37 @@ type Server struct {
 	changed    chan struct{}
 }
 
+// keyUser is the user a pre-auth key registers nodes for.
+type keyUser struct {
+	id    wire.UserID
+	login string
+}
+
 // Node is a registered node.
 type Node struct {
 	ID      wire.NodeID
 	Key     key.NodePublic
 	Expired bool
 	User    wire.UserID
+	Login   string
 	Addr    netip.Addr
 }
 
 // NewServer returns a server that accepts the given pre-auth keys.
 func NewServer(authKeys ...string) *Server {
-	s := &Server{authKeys: map[string]bool{}, nodes: map[key.NodePublic]*Node{}, pending: map[string]chan *wire.RegisterResponse{},
+	s := &Server{authKeys: map[string]keyUser{}, nodes: map[key.NodePublic]*Node{}, pending: map[string]chan *wire.RegisterResponse{},
 		polls: make(chan *Poll, 16), changed: make(chan struct{}), nextID: 1}
 	for _, k := range authKeys {
-		s.authKeys[k] = true
+		s.authKeys[k] = keyUser{1, "alice@example"}
 	}
 	return s
+}
+
+// AddAuthKey accepts another pre-auth key, which registers nodes of the given user.
+func (s *Server) AddAuthKey(authKey string, user wire.UserID, loginName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authKeys[authKey] = keyUser{user, loginName}
 }
 
 func (s *Server) signalLocked() {
@@ -96,6 +111,14 @@ func (s *Server) Remove(k key.NodePublic) {
 	s.mu.Lock()
 	delete(s.nodes, k)
 	s.mu.Unlock()
+}
+
+// AddNode registers a node key as if it had logged in before (e.g. for a state file a test
+// writes).
+func (s *Server) AddNode(k key.NodePublic, user wire.UserID, loginName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addNodeLocked(k, keyUser{user, loginName})
 }
 
 // Node returns the registered node of a key, or nil.
@@ -188,7 +211,7 @@ func (s *Server) register(ctx context.Context, req *wire.RegisterRequest) (*wire
 		}
 		s.mu.Lock()
 		delete(s.pending, req.Followup)
-		s.addNodeLocked(req.NodeKey)
+		s.addNodeLocked(req.NodeKey, keyUser{1, "alice@example"})
 		s.mu.Unlock()
 		return resp, nil
 	}
@@ -201,15 +224,17 @@ func (s *Server) register(ctx context.Context, req *wire.RegisterRequest) (*wire
 		return resp, nil
 	}
 	if req.Auth != nil && req.Auth.AuthKey != "" {
-		if !s.authKeys[req.Auth.AuthKey] {
+		ku, ok := s.authKeys[req.Auth.AuthKey]
+		if !ok {
 			s.mu.Unlock()
 			return &wire.RegisterResponse{Error: "invalid authkey"}, nil
 		}
 		if !req.OldNodeKey.IsZero() {
 			delete(s.nodes, req.OldNodeKey)
 		}
-		s.addNodeLocked(req.NodeKey)
+		s.addNodeLocked(req.NodeKey, ku)
 		s.mu.Unlock()
+		resp.Login.LoginName = ku.login
 		return resp, nil
 	}
 	// No auth key: an interactive login the test approves.
@@ -220,10 +245,10 @@ func (s *Server) register(ctx context.Context, req *wire.RegisterRequest) (*wire
 	return &wire.RegisterResponse{AuthURL: url}, nil
 }
 
-func (s *Server) addNodeLocked(k key.NodePublic) {
+func (s *Server) addNodeLocked(k key.NodePublic, ku keyUser) {
 	id := s.nextID
 	s.nextID++
-	s.nodes[k] = &Node{ID: id, Key: k, User: 1, Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(id)})}
+	s.nodes[k] = &Node{ID: id, Key: k, User: ku.id, Login: ku.login, Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(id)})}
 }
 
 // Poll is one open map long-poll.
