@@ -155,15 +155,18 @@ type UpResponse struct {
 
 // Status is a snapshot of everything a front end shows. It never carries private keys.
 type Status struct {
-	Version     string  `json:"version"`
-	State       State   `json:"state"`
-	AuthURL     string  `json:"authURL,omitempty"`
-	LoginServer string  `json:"loginServer,omitempty"`
-	Self        *Peer   `json:"self,omitempty"`
-	Peers       []Peer  `json:"peers"`
-	Users       []User  `json:"users,omitempty"`
-	MagicDNS    string  `json:"magicDNSSuffix,omitempty"`
-	Health      []Issue `json:"health,omitempty"`
+	Version string `json:"version"`
+	State   State  `json:"state"`
+	AuthURL string `json:"authURL,omitempty"`
+	// AuthURLHidden: a login URL is waiting, but only root and the operator may see it (whoever
+	// opens it first decides whose tailnet this machine joins).
+	AuthURLHidden bool    `json:"authURLHidden,omitempty"`
+	LoginServer   string  `json:"loginServer,omitempty"`
+	Self          *Peer   `json:"self,omitempty"`
+	Peers         []Peer  `json:"peers"`
+	Users         []User  `json:"users,omitempty"`
+	MagicDNS      string  `json:"magicDNSSuffix,omitempty"`
+	Health        []Issue `json:"health,omitempty"`
 	// ControlConnected is true while the map long-poll is up.
 	ControlConnected bool `json:"controlConnected"`
 	// ExitNode is the exit node in use (nil when none is selected). Online false means the
@@ -444,6 +447,8 @@ const (
 	ErrServerUnreachable ErrorCode = "server_unreachable"
 	ErrCertUntrusted     ErrorCode = "cert_untrusted"
 	ErrInternal          ErrorCode = "internal"
+	// ErrBusy: the caller holds too many connections or streams (HTTP 429).
+	ErrBusy ErrorCode = "busy"
 )
 
 // Error is the body of every non-2xx response, and the value front ends render.

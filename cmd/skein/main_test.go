@@ -197,6 +197,11 @@ func TestStatusNotRunning(t *testing.T) {
 			t.Errorf("%s --json: code %d, %v, %q", tc.state, code, err, out)
 		}
 	}
+	// A plain user's status says a URL waits, without it (ipc leaves it out for them).
+	e.b.SetStatus(ipc.Status{State: ipc.StateNeedsLogin, AuthURLHidden: true})
+	if _, out, _ := e.run("status"); !strings.Contains(out, "only root and skeind's operator may see its URL") {
+		t.Errorf("hidden login URL: %q", out)
+	}
 }
 
 func TestStatusJSON(t *testing.T) {

@@ -72,6 +72,9 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 		if st.AuthURL != "" {
 			return "Logged out.\nLog in at: " + st.AuthURL, false
 		}
+		if st.AuthURLHidden {
+			return "Logged out.\nA login is waiting for approval in a browser; only root and skeind's operator may see its URL.", false
+		}
 		return "Logged out.\nRun 'skein up' to log in.", false
 	case ipc.StateNoState:
 		return "Skein is starting up.", false
