@@ -86,6 +86,12 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
 	st.Health = append(st.Health, b.sshHealthLocked()...)
+	for _, m := range nm.Health {
+		st.Health = append(st.Health, ipc.Issue{Code: "control", Message: "control server: " + m})
+	}
+	for _, m := range nm.LimitsHit {
+		st.Health = append(st.Health, ipc.Issue{Code: "control_limits", Message: "control server sent more than skeind accepts: " + m})
+	}
 	b.addRoutingStatusLocked(&st, dp)
 	st.SuggestedExitNode = b.suggestionLocked()
 	b.addDNSStatusLocked(&st, dp)
