@@ -268,8 +268,9 @@ func cleanRules(rules []wire.FilterRule, budget int) []wire.FilterRule {
 	return out
 }
 
-// boundFilters keeps the packet filter sets within their limits after a change.
-func (nm *NetworkMap) boundFilters() {
+// boundFilters keeps the packet filter sets within their limits after a response changed the
+// sets named in changed (only those are cleaned; the others were before).
+func (nm *NetworkMap) boundFilters(changed map[string]bool) {
 	names := make([]string, 0, len(nm.PacketFilters))
 	for name := range nm.PacketFilters {
 		names = append(names, name)
@@ -288,10 +289,13 @@ func (nm *NetworkMap) boundFilters() {
 		rules := nm.PacketFilters[name]
 		if len(rules) > budget {
 			nm.limitHit("more than %d packet filter rules; the rest are ignored (nothing they would allow passes)", maxFilterRules)
+			rules = rules[:budget:budget]
+			nm.PacketFilters[name] = rules
 		}
-		rules = cleanRules(rules, budget)
+		if changed[name] {
+			nm.PacketFilters[name] = cleanRules(rules, budget)
+		}
 		budget -= len(rules)
-		nm.PacketFilters[name] = rules
 	}
 }
 

@@ -123,7 +123,14 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 		}
 	}
 	if r.PacketFilter != nil || r.PacketFilters != nil {
-		nm.boundFilters()
+		changed := map[string]bool{}
+		if r.PacketFilter != nil {
+			changed["base"] = true
+		}
+		for name := range r.PacketFilters {
+			changed[name] = true
+		}
+		nm.boundFilters(changed)
 	}
 	if nm.applyPeers(r, now) {
 		changed = true
