@@ -409,6 +409,8 @@ func HTTPStatus(c ErrorCode) int {
 		return http.StatusNotFound
 	case ErrBusy:
 		return http.StatusTooManyRequests
+	case ErrNeedsConfirmation:
+		return http.StatusConflict
 	case ErrServerUnreachable, ErrCertUntrusted, ErrHelperUnreachable:
 		return http.StatusBadGateway
 	default:

@@ -447,6 +447,9 @@ const (
 	ErrServerUnreachable ErrorCode = "server_unreachable"
 	ErrCertUntrusted     ErrorCode = "cert_untrusted"
 	ErrInternal          ErrorCode = "internal"
+	// ErrNeedsConfirmation: the request would replace something the user may not mean to
+	// (another login server): repeat it with the confirmation (Fix says how).
+	ErrNeedsConfirmation ErrorCode = "needs_confirmation"
 	// ErrBusy: the caller holds too many connections or streams (HTTP 429).
 	ErrBusy ErrorCode = "busy"
 )

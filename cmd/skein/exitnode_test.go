@@ -334,7 +334,7 @@ func TestStatusExitNodes(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", line, out)
 		}
 	}
-	if strings.Contains(out, "#") {
+	if strings.Contains(strings.TrimSuffix(out, "# Login server: https://hs.example\n"), "#") {
 		t.Errorf("warning while the exit node is online:\n%s", out)
 	}
 
@@ -350,6 +350,7 @@ func TestStatusExitNodes(t *testing.T) {
 	}
 	wantTail := "\n# Exit node fra.tail.example (100.64.0.12) is offline: internet traffic is blocked until it is back.\n" +
 		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n" +
+		"# Login server: https://hs.example\n" +
 		"\n# Health check:\n#     - something else\n"
 	if !strings.HasSuffix(out, wantTail) {
 		t.Errorf("want the warning then health at the end:\n%s", out)
@@ -359,7 +360,8 @@ func TestStatusExitNodes(t *testing.T) {
 	st.Health = nil
 	e.b.SetStatus(st)
 	if _, out, _ = e.run("status", "--peers=false"); !strings.HasSuffix(out, "# Exit node fra.tail.example (100.64.0.12) is offline: internet traffic is blocked until it is back.\n"+
-		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n") {
+		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n"+
+		"# Login server: https://hs.example\n") {
 		t.Errorf("--peers=false:\n%s", out)
 	}
 }

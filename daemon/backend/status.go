@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/control"
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -54,6 +55,10 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 		if st.Profiles[i].Current {
 			st.Profile = &st.Profiles[i]
 		}
+	}
+	if plain, _ := control.CheckServerURL(st.LoginServer); plain {
+		st.Health = append(st.Health, ipc.Issue{Code: "insecure_login_server", Message: "the login server " + st.LoginServer +
+			" is plain http://: accepted only because it is on this machine; use https:// for anything else"})
 	}
 	nm := b.nm
 	if nm == nil || nm.Self == nil || (st.State != ipc.StateRunning && st.State != ipc.StateStarting) {
