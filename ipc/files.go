@@ -39,6 +39,8 @@ type WaitingFile struct {
 	From     string    `json:"from,omitempty"`   // sender's short name
 	FromID   string    `json:"fromID,omitempty"` // sender's StableID
 	Received time.Time `json:"received"`
+	// Expires is when skeind removes the file if nobody took it.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // FileTarget is a peer files can be sent to.
