@@ -141,8 +141,8 @@ func OpenInbox(dir string, logf func(string, ...any)) (*Inbox, error) {
 		changed: make(chan struct{}),
 
 		peerCommitted: map[string]int64{},
-		now:     time.Now,
-		stop:    make(chan struct{}),
+		now:           time.Now,
+		stop:          make(chan struct{}),
 	}
 	in.avail = in.statfsAvail
 	in.cleanStale()

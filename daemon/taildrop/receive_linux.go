@@ -84,7 +84,7 @@ type Handler struct {
 	conns     atomic.Int64
 	transfers atomic.Int64
 
-	refused   atomic.Int64 // connections from peers Allow refuses, waiting for their 403
+	refused atomic.Int64 // connections from peers Allow refuses, waiting for their 403
 
 	mu            sync.Mutex
 	peerConns     map[string]int      // by StableID
@@ -236,7 +236,7 @@ func NewServer(h *Handler) *http.Server {
 					h.give(&h.peerConns, id)
 				}
 			}
-		},	}
+		}}
 }
 
 type logWriter struct{ h *Handler }
