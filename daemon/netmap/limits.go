@@ -91,8 +91,10 @@ func (nm *NetworkMap) cleanNode(n *wire.Node) {
 		nm.limitHit("node %d: more than %d allowed IPs; the rest are ignored", n.ID, maxAllowedIPs)
 		n.AllowedIPs = first(n.AllowedIPs, maxAllowedIPs)
 	}
-	n.PrimaryRoutes = first(n.PrimaryRoutes, maxAllowedIPs)
-	n.Endpoints = first(n.Endpoints, maxEndpoints)
+	// An empty or malformed prefix would fail the whole apply of the routes.
+	n.AllowedIPs = validPrefixes(n.AllowedIPs)
+	n.PrimaryRoutes = validPrefixes(first(n.PrimaryRoutes, maxAllowedIPs))
+	n.Endpoints = validEndpoints(first(n.Endpoints, maxEndpoints))
 	n.Name = safetext.Clean(n.Name, 255)
 	n.StableID = safetext.Clean(n.StableID, 64)
 	n.DERP = safetext.Clean(n.DERP, 64)
@@ -101,6 +103,21 @@ func (nm *NetworkMap) cleanNode(n *wire.Node) {
 	if n.Hostinfo != nil {
 		n.Hostinfo = cleanHostinfo(n.Hostinfo)
 	}
+}
+
+// validPrefixes drops invalid prefixes (a new slice only when there are any).
+func validPrefixes(ps []netip.Prefix) []netip.Prefix {
+	if !slices.ContainsFunc(ps, func(p netip.Prefix) bool { return !p.IsValid() }) {
+		return ps
+	}
+	return slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return !p.IsValid() })
+}
+
+func validEndpoints(eps []netip.AddrPort) []netip.AddrPort {
+	if !slices.ContainsFunc(eps, func(e netip.AddrPort) bool { return !e.IsValid() }) {
+		return eps
+	}
+	return slices.DeleteFunc(slices.Clone(eps), func(e netip.AddrPort) bool { return !e.IsValid() })
 }
 
 func cleanCapMap(m map[string]json.RawMessage) map[string]json.RawMessage {

@@ -223,7 +223,7 @@ func (nm *NetworkMap) patch(te *tableEdit, pc *wire.PeerChange) bool {
 		p.CapMap = cleanCapMap(pc.CapMap)
 	}
 	if pc.Endpoints != nil {
-		p.Endpoints = first(pc.Endpoints, maxEndpoints)
+		p.Endpoints = validEndpoints(first(pc.Endpoints, maxEndpoints))
 	}
 	if pc.Key != nil {
 		p.Key = *pc.Key

@@ -41,6 +41,9 @@ type rcFile struct {
 	Options     []string // whole "options ..." lines, kept verbatim
 }
 
+// maxSearch bounds the search domains kept from a resolv.conf (glibc used to read 6).
+const maxSearch = 64
+
 // parseResolvConf reads resolv.conf text leniently, as the C library does: unknown or malformed
 // lines are skipped. "domain" and "search" override each other; the last one wins.
 func parseResolvConf(b []byte) rcFile {
@@ -69,9 +72,15 @@ func parseResolvConf(b []byte) rcFile {
 				f.Nameservers = append(f.Nameservers, a)
 			}
 		case "search", "domain":
+			// Bounded: the list may come from a DHCP server, and every apply walks it.
 			var doms []string
+			seen := map[string]bool{}
 			for _, d := range args {
-				if n, ok := cleanDomain(d); ok && n != "" && !slices.Contains(doms, n) {
+				if len(doms) == maxSearch {
+					break
+				}
+				if n, ok := cleanDomain(d); ok && n != "" && !seen[n] {
+					seen[n] = true
 					doms = append(doms, n)
 				}
 			}
