@@ -35,7 +35,10 @@ func FuzzRequest(f *testing.F) {
 		}
 		b := ipctest.NewBackend(testStatus(), ipc.Prefs{})
 		changed := false
-		b.OnUp(func(context.Context, ipc.UpRequest) (ipc.UpResponse, error) { changed = true; return ipc.UpResponse{}, nil })
+		b.OnUp(func(context.Context, ipc.UpRequest) (ipc.UpResponse, error) {
+			changed = true
+			return ipc.UpResponse{}, nil
+		})
 		b.OnDown(func(context.Context) error { changed = true; return nil })
 		b.OnLogout(func(context.Context) error { changed = true; return nil })
 		b.OnSetPrefs(func(context.Context, ipc.PrefsPatch) (ipc.Prefs, error) { changed = true; return ipc.Prefs{}, nil })

@@ -98,6 +98,13 @@ type Prefs struct {
 	// ShieldsUp blocks new inbound tunnel connections ("Allow incoming connections" off);
 	// replies to this device's own connections still pass.
 	ShieldsUp bool `json:"shieldsUp,omitempty"`
+	// LANUsesCGNAT: this machine's own network (an ISP's CGNAT, a carrier router) uses
+	// 100.64.0.0/10, so packets from those addresses on other interfaces are not dropped as
+	// spoofed tailnet sources (the guard is on otherwise).
+	LANUsesCGNAT bool `json:"lanUsesCGNAT,omitempty"`
+	// StatefulFiltering: as an exit node or subnet router, connections that other interfaces
+	// open into the tailnet are dropped; replies to the tailnet's own connections pass.
+	StatefulFiltering bool `json:"statefulFiltering,omitempty"`
 }
 
 // AutoExitNodeAny is the exit-node argument for the automatic exit node, as the official client
@@ -128,6 +135,8 @@ type PrefsPatch struct {
 	PortMapping       *bool     `json:"portMapping,omitempty"`
 	RunSSH            *bool     `json:"runSSH,omitempty"`
 	ShieldsUp         *bool     `json:"shieldsUp,omitempty"`
+	LANUsesCGNAT      *bool     `json:"lanUsesCGNAT,omitempty"`
+	StatefulFiltering *bool     `json:"statefulFiltering,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.

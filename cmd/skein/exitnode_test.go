@@ -89,6 +89,8 @@ func TestSetPrefsFlags(t *testing.T) {
 		{[]string{"--accept-routes"}, ipc.PrefsPatch{AcceptRoutes: ptr(true)}},
 		{[]string{"--accept-routes=false"}, ipc.PrefsPatch{AcceptRoutes: ptr(false)}},
 		{[]string{"--persist-forwarding"}, ipc.PrefsPatch{PersistForwarding: ptr(true)}},
+		{[]string{"--lan-uses-cgnat"}, ipc.PrefsPatch{LANUsesCGNAT: ptr(true)}},
+		{[]string{"--lan-uses-cgnat=false", "--stateful-filtering"}, ipc.PrefsPatch{LANUsesCGNAT: ptr(false), StatefulFiltering: ptr(true)}},
 		{[]string{"--persist-forwarding=false", "--hostname=h"}, ipc.PrefsPatch{PersistForwarding: ptr(false), Hostname: ptr("h")}},
 		{[]string{"--exit-node=fra", "--exit-node-allow-lan-access", "--exit-node-bypass=10.0.0.0/8", "--bypass-vpn-routes",
 			"--accept-routes=false", "--operator=root"},

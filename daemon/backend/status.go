@@ -245,6 +245,9 @@ func (b *Backend) addRoutingStatusLocked(st *ipc.Status, dp Dataplane) {
 	for _, w := range rs.Warnings {
 		st.Health = append(st.Health, ipc.Issue{Code: "forwarding_blocked", Message: w})
 	}
+	for _, w := range rs.CGNATWarnings {
+		st.Health = append(st.Health, ipc.Issue{Code: "cgnat_lan", Message: w})
+	}
 }
 
 // addDNSStatusLocked fills Status.DNS.
@@ -294,6 +297,8 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		AcceptDNS:         !p.NoAcceptDNS,
 		PortMapping:       !p.NoPortMapping,
 		ShieldsUp:         p.ShieldsUp,
+		LANUsesCGNAT:      p.LANUsesCGNAT,
+		StatefulFiltering: p.StatefulFiltering,
 	}
 	if p.AutoExitNode != "" && p.ExitNodeID == "" {
 		// No pick yet: internet traffic goes into the tunnel and is dropped there.

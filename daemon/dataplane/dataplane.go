@@ -456,14 +456,22 @@ func (d *Dataplane) applyHostLocked() error {
 		}
 	}
 	if !fc.Forward {
-		fc = forwarding.Config{}
+		fc = forwarding.Config{TunName: d.opts.TunName}
 	}
+	// Every node, router or not, drops packets that claim a tailnet source but come from
+	// another interface: else a LAN host could reach local services as a tailnet peer, past the
+	// packet filter (issue 14, hole 1).
+	fc.SpoofGuard = !prefs.LANUsesCGNAT
+	fc.Stateful = fc.Forward && prefs.StatefulFiltering
 	if err := d.fwd.Set(fc); err != nil {
 		errs = append(errs, fmt.Errorf("forwarding: %w", err))
 	}
 	rs.Forwarding, rs.Masquerade = fc.Forward, fc.Masquerade
 	// Reading the firewall for warnings is host I/O too: done here, not per status request.
 	rs.Warnings = d.fwd.Warnings()
+	if fc.SpoofGuard {
+		rs.CGNATWarnings = cgnatLANWarnings(d.opts.TunName)
+	}
 	d.routing = rs
 	d.publishRoutingLocked()
 	return errors.Join(errs...)
@@ -483,7 +491,9 @@ type RoutingState struct {
 	Bypass, LAN, Accepted  []netip.Prefix
 	Forwarding, Masquerade bool
 	ExitPeer               *wire.Node
-	Warnings               []string
+	// CGNATWarnings name interfaces whose own addresses the spoofed-source guard drops.
+	CGNATWarnings []string
+	Warnings      []string
 }
 
 // Routing reports the installed routing state.
