@@ -68,7 +68,9 @@ type Dataplane struct {
 	// stack is what wireguard-go reads and writes: the packet filter, then MagicDNS, then tun.
 	stack tun.Device
 	wg    *WireGuard // set once stack and conn are plugged into it
-	ownWG bool       // wg is this Dataplane's alone (Options.WireGuard was nil)
+	// spoofedBase is wg.SpoofedInner() when this session began.
+	spoofedBase uint64
+	ownWG       bool // wg is this Dataplane's alone (Options.WireGuard was nil)
 
 	stopWatch context.CancelFunc
 
@@ -216,6 +218,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		return nil, err
 	}
 	d.wg = wg
+	d.spoofedBase = wg.SpoofedInner()
 	r := opts.NodeKey.Raw()
 	if err := d.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(r[:]), opts.Port)); err != nil {
 		return nil, fmt.Errorf("configuring WireGuard: %w", err)
@@ -504,7 +507,19 @@ func (d *Dataplane) Routing() RoutingState {
 }
 
 // FilterStats are the packet filter's counters.
-func (d *Dataplane) FilterStats() filter.Stats { return d.filter.Stats() }
+// FilterStats are the packet filter's counters, with the packets WireGuard dropped because their
+// inner source was not the sending peer's ("spoofed inner source").
+func (d *Dataplane) FilterStats() filter.Stats {
+	st := d.filter.Stats()
+	if n := d.wg.SpoofedInner() - d.spoofedBase; n > 0 {
+		if st.DroppedBy == nil {
+			st.DroppedBy = map[string]uint64{}
+		}
+		st.DroppedBy["spoofed inner source"] += n
+		st.Dropped += n
+	}
+	return st
+}
 
 // watchHost re-applies the host part when links, addresses or routes change (a LAN appears,
 // another VPN connects) and repairs forwarding state someone removed.

@@ -212,3 +212,31 @@ func TestBindSlotEmpty(t *testing.T) {
 		t.Errorf("BatchSize %d", b.BatchSize())
 	}
 }
+
+// TestSpoofedInnerSourceDropped (issue 14, S15): a peer that holds valid keys but sends a packet
+// whose inner source is another node's address gets nothing through, and the drop is counted;
+// its own packets still pass.
+func TestSpoofedInnerSourceDropped(t *testing.T) {
+	w := NewWireGuard()
+	defer w.Close()
+	ourKey, peerKey := key.NewNode(), key.NewNode()
+	s := startSession(t, w, ourKey, peerKey)
+	defer s.stop(w)
+	s.ping(t) // the session is up; the peer's own source passes
+	before := w.SpoofedInner()
+	other := netip.MustParseAddr("100.64.0.3") // a third node's address
+	s.peerTUN.Outbound <- tuntest.Ping(ourIP, other)
+	select {
+	case got := <-s.tun.Inbound:
+		t.Fatalf("a packet with another node's source arrived: % x", got[:20])
+	case <-time.After(time.Second):
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for w.SpoofedInner() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := w.SpoofedInner() - before; got != 1 {
+		t.Errorf("%d spoofed packets counted, want 1", got)
+	}
+	s.ping(t)
+}
