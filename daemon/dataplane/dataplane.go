@@ -374,7 +374,7 @@ func (d *Dataplane) SetNodeKey(k key.NodePrivate) error {
 // usablePeer mirrors the official rule: peers with neither a disco key nor a home DERP cannot
 // be reached, and expired peers are left out.
 func usablePeer(nm *netmap.NetworkMap, p *wire.Node, now time.Time) bool {
-	if nm.Expired(p, now) {
+	if nm.Expired(p, now) || p.Key.IsZero() {
 		return false
 	}
 	return !p.DiscoKey.IsZero() || p.HomeDERP != 0

@@ -48,6 +48,9 @@ func FuzzPlan(f *testing.F) {
 			}
 		}
 		for _, p := range np.peers {
+			if p.cfg.NodeKey.IsZero() || p.cfg.NodeKey.LowOrder() {
+				t.Fatalf("peer with an unusable key %v in the plan", p.cfg.NodeKey)
+			}
 			for _, a := range p.allowed {
 				if a.Bits() == 0 && (np.exitPeer == nil || p.cfg.NodeKey != np.exitPeer.Key) {
 					t.Fatalf("peer %v may carry %v but is not the exit node", p.cfg.NodeKey, a)

@@ -283,3 +283,25 @@ func containsAddr(n *wire.Node, a netip.Addr) bool {
 	}
 	return false
 }
+
+// TestLowOrderKeyDropped (issue 14, R5): a peer whose node key is a point of small order keeps
+// no key at all, so no tunnel to it is ever configured.
+func TestLowOrderKeyDropped(t *testing.T) {
+	var low key.NodePublic
+	if err := low.UnmarshalText([]byte("nodekey:e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")); err != nil {
+		t.Fatal(err)
+	}
+	good := key.NewNode().Public()
+	nm := New()
+	nm.Apply(&wire.MapResponse{Peers: []*wire.Node{{ID: 2, Key: low}, {ID: 3, Key: good}}}, time.Now())
+	nm.Apply(&wire.MapResponse{PeersChangedPatch: []*wire.PeerChange{{NodeID: 3, Key: &low}}}, time.Now())
+	if k := nm.Peer(2).Key; !k.IsZero() {
+		t.Errorf("peer 2 kept its low-order key %v", k)
+	}
+	if k := nm.Peer(3).Key; !k.IsZero() && k.LowOrder() {
+		t.Errorf("a patch gave peer 3 a low-order key")
+	}
+	if nm.PeerByKey(low) != nil {
+		t.Error("the low-order key is indexed")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
 	"github.com/skeinvpn/skein/internal/safetext"
 	"github.com/skeinvpn/skein/internal/tsaddr"
@@ -95,6 +96,12 @@ func (nm *NetworkMap) cleanNode(n *wire.Node) {
 	n.AllowedIPs = validPrefixes(n.AllowedIPs)
 	n.PrimaryRoutes = validPrefixes(first(n.PrimaryRoutes, maxAllowedIPs))
 	n.Endpoints = validEndpoints(first(n.Endpoints, maxEndpoints))
+	// A key of small order gives a Diffie-Hellman result anyone knows: such a node gets no key
+	// (and so no tunnel), whatever control says (issue 14, R5).
+	if !n.Key.IsZero() && n.Key.LowOrder() {
+		nm.limitHit("node %d: its node key is a point of small order; ignored", n.ID)
+		n.Key = key.NodePublic{}
+	}
 	n.Name = safetext.Clean(n.Name, 255)
 	n.StableID = safetext.Clean(n.StableID, 64)
 	n.DERP = safetext.Clean(n.DERP, 64)

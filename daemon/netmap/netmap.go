@@ -227,6 +227,10 @@ func (nm *NetworkMap) patch(te *tableEdit, pc *wire.PeerChange) bool {
 	}
 	if pc.Key != nil {
 		p.Key = *pc.Key
+		if !p.Key.IsZero() && p.Key.LowOrder() {
+			nm.limitHit("node %d: its node key is a point of small order; ignored", p.ID)
+			p.Key = key.NodePublic{}
+		}
 	}
 	if pc.DiscoKey != nil {
 		p.DiscoKey = *pc.DiscoKey
