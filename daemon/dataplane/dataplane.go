@@ -243,6 +243,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
 	go d.watchHost(ctx)
+	go d.watchResume(ctx)
 	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
 	go d.trimLoop(ctx)
