@@ -40,6 +40,8 @@ type method struct {
 	serve  handler
 	// noHead: HEAD is not accepted as a GET (a stream would never end).
 	noHead bool
+	// locks: the handler takes Server.authMu itself (it decides how from the body).
+	locks bool
 }
 
 type route struct {
@@ -55,7 +57,7 @@ var routeTable = []route{
 	{path: PathWatch, methods: []method{{name: http.MethodGet, access: Anyone, serve: (*Server).serveWatch, noHead: true}}},
 	{path: PathPrefs, methods: []method{
 		{name: http.MethodGet, access: Anyone, serve: (*Server).serveGetPrefs},
-		{name: http.MethodPost, access: Privileged, serve: (*Server).servePostPrefs},
+		{name: http.MethodPost, access: Privileged, serve: (*Server).servePostPrefs, locks: true},
 	}},
 	{path: PathUp, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveUp}}},
 	{path: PathDown, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveDown}}},
@@ -161,6 +163,12 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m.access == Privileged {
+		// Not around file transfers: one may last hours, and an operator being removed must not
+		// be able to hold the change back. What they change is decided when they start.
+		if !m.locks && !rt.prefix {
+			s.authMu.RLock()
+			defer s.authMu.RUnlock()
+		}
 		uid, ok := peerUID(r.Context())
 		if !ok {
 			writeError(w, http.StatusForbidden, &Error{Code: ErrNeedsOperator, Message: "permission denied: cannot identify the caller (no peer credentials)"})

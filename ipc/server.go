@@ -77,6 +77,11 @@ type Server struct {
 
 	conns, watches slots
 	opCache        operatorCache
+
+	// authMu makes a permission check and the action it allows one step (issue 14, S4): a
+	// privileged call holds it shared from its check to its end; a change of operator holds it
+	// alone, so that nobody acts on a right it takes away.
+	authMu sync.RWMutex
 }
 
 // NewServer returns a Server for b; call Serve to start it.
@@ -257,12 +262,21 @@ func (s *Server) servePostPrefs(w http.ResponseWriter, r *http.Request, _ string
 	if !s.decode(w, r, &p) {
 		return
 	}
-	if p.Operator != nil {
-		uid, _ := peerUID(r.Context())
-		if e := s.authorizeWrite(uid, true); e != nil {
-			writeError(w, http.StatusForbidden, e)
-			return
-		}
+	setsOperator := p.Operator != nil
+	if setsOperator {
+		s.authMu.Lock()
+		defer s.authMu.Unlock()
+	} else {
+		s.authMu.RLock()
+		defer s.authMu.RUnlock()
+	}
+	// Checked again under the lock: the operator may have changed since dispatch looked.
+	uid, _ := peerUID(r.Context())
+	if e := s.authorizeWrite(uid, setsOperator); e != nil {
+		writeError(w, http.StatusForbidden, e)
+		return
+	}
+	if setsOperator {
 		if name := *p.Operator; name != "" {
 			if _, err := s.opts.LookupUID(name); err != nil {
 				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("operator %q: no such local user", name)})
