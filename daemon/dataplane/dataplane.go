@@ -109,6 +109,8 @@ type Dataplane struct {
 	// peerAPIPorts are the peer API's ports; shields up keeps them closed like everything else.
 	peerAPIPorts [2]uint16
 	shieldsUp    bool
+	// jailed: the installed filter rules jail some peers (a delta cannot change that).
+	jailed bool
 
 	// pub is what status shows, published at the end of each apply under its own lock, so
 	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
