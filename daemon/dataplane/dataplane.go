@@ -245,7 +245,6 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	d.stopWatch = cancel
 	go d.rt.Watch(ctx)
 	go d.watchHost(ctx)
-	go d.watchResume(ctx)
 	go d.watchFirewall(ctx)
 	go d.releaseMemoryWhenIdle(ctx)
 	go d.trimLoop(ctx)
@@ -534,8 +533,10 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 		default:
 		}
 	})
-	t := time.NewTicker(10 * time.Second)
+	const period = 10 * time.Second
+	t := time.NewTicker(period)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -545,6 +546,9 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 			d.conn.NetworkChanged()
 			d.pm.networkChanged()
 		case <-t.C:
+			now := time.Now()
+			d.checkResume(ctx, last, now, period)
+			last = now
 			if len(d.fwdMissing()) == 0 {
 				continue
 			}

@@ -19,10 +19,10 @@ import (
 // start fresh ones with every peer that had a session before it: traffic flows again within a
 // round trip (issue 14, R16).
 const (
-	// resumeTick is how often the clock is looked at.
-	resumeTick = time.Second
-	// resumeGap is the longest stretch between ticks that is not a freeze: a handshake retry
-	// (5 s), beyond any scheduling delay on a loaded machine.
+	// resumeGap is how late the host watch's 10 s tick may come before it counts as a freeze: a
+	// handshake retry (5 s), beyond any scheduling delay on a loaded machine. The tick is one
+	// that runs anyway, so noticing costs no wakeup: after SIGSTOP the late tick fires at once;
+	// after a suspend (the monotonic clock, which timers follow, stood still) within 10 s.
 	resumeGap = 5 * time.Second
 	// resumeSettle lets the packets queued during the freeze be read before the new handshakes,
 	// so that no stale initiation replaces ours.
@@ -32,32 +32,22 @@ const (
 	rejectAfterTime = 180 * time.Second
 )
 
-// watchResume notices a freeze: a tick that comes late by either clock (the monotonic one
-// stops during a suspend; the wall clock does not).
-func (d *Dataplane) watchResume(ctx context.Context) {
-	t := time.NewTicker(resumeTick)
-	defer t.Stop()
-	last := time.Now()
-	for {
+// checkResume is called on each tick of period; last is the previous tick's time. A tick late
+// by either clock (the wall clock also counts a suspend) starts new handshakes.
+func (d *Dataplane) checkResume(ctx context.Context, last, now time.Time, period time.Duration) {
+	gap := max(now.Sub(last), now.Round(0).Sub(last.Round(0)))
+	if gap <= period+resumeGap {
+		return
+	}
+	go func() {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(resumeSettle):
 		}
-		now := time.Now()
-		gap := max(now.Sub(last), now.Round(0).Sub(last.Round(0)))
-		if gap > resumeTick+resumeGap {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(resumeSettle):
-			}
-			n := d.rehandshake(last.Round(0).Add(-rejectAfterTime))
-			d.logf("dataplane: skeind did not run for %v (suspend or freeze); new handshakes with %d peers", gap.Round(time.Second), n)
-			now = time.Now()
-		}
-		last = now
-	}
+		n := d.rehandshake(last.Round(0).Add(-rejectAfterTime))
+		d.logf("dataplane: skeind did not run for %v (suspend or freeze); new handshakes with %d peers", (gap - period).Round(time.Second), n)
+	}()
 }
 
 // rehandshake starts a new handshake with every peer whose last one was after since, and
