@@ -42,6 +42,10 @@ type method struct {
 	noHead bool
 	// locks: the handler takes Server.authMu itself (it decides how from the body).
 	locks bool
+	// long: the call may last hours (a file transfer, a foreground serve), so it does not hold
+	// Server.authMu: an operator being removed must not be able to hold the change back. What
+	// it may do is decided when it starts.
+	long bool
 }
 
 type route struct {
@@ -71,17 +75,17 @@ var routeTable = []route{
 	// the same right as sending.
 	{path: PathFiles, methods: []method{{name: http.MethodGet, access: Privileged, serve: (*Server).serveFileList}}},
 	{path: PathFiles, prefix: true, methods: []method{
-		{name: http.MethodGet, access: Privileged, serve: (*Server).serveFileGet},
+		{name: http.MethodGet, access: Privileged, serve: (*Server).serveFileGet, long: true},
 		{name: http.MethodDelete, access: Privileged, serve: (*Server).serveFileDelete},
 	}},
-	{path: PathFilePut, prefix: true, methods: []method{{name: http.MethodPut, access: Privileged, serve: (*Server).serveFilePut}}},
+	{path: PathFilePut, prefix: true, methods: []method{{name: http.MethodPut, access: Privileged, serve: (*Server).serveFilePut, long: true}}},
 	{path: PathServe, methods: []method{
 		{name: http.MethodGet, access: Anyone, serve: (*Server).serveGetServe},
 		{name: http.MethodPost, access: Privileged, serve: (*Server).servePostServe},
 	}},
 	{path: PathServeReset, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveServeReset}}},
 	// The connection becomes the foreground serve's and lasts as long as it.
-	{path: PathServeForeground, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveServeForeground}}},
+	{path: PathServeForeground, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveServeForeground, long: true}}},
 	{path: PathSuggestExitNode, methods: []method{{name: http.MethodGet, access: Anyone, serve: (*Server).serveSuggestExitNode}}},
 	{path: PathSwitchProfile, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveSwitchProfile}}},
 	{path: PathRemoveProfile, methods: []method{{name: http.MethodPost, access: Privileged, serve: (*Server).serveRemoveProfile}}},
@@ -163,9 +167,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m.access == Privileged {
-		// Not around file transfers: one may last hours, and an operator being removed must not
-		// be able to hold the change back. What they change is decided when they start.
-		if !m.locks && !rt.prefix {
+		if !m.locks && !m.long {
 			s.authMu.RLock()
 			defer s.authMu.RUnlock()
 		}
