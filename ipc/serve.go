@@ -174,12 +174,18 @@ func (s *Server) serveForeground(w http.ResponseWriter, r *http.Request, sb Serv
 	if err != nil {
 		return
 	}
-	uc, ok := nc.(*net.UnixConn)
+	// The listener wraps each connection to count it against the caps: the Unix socket (for
+	// passing descriptors) is inside, and closing the wrapper gives the slot back.
+	raw := nc
+	if cc, isCred := nc.(*credConn); isCred {
+		raw = cc.Conn
+	}
+	uc, ok := raw.(*net.UnixConn)
 	if !ok || brw.Reader.Buffered() > 0 {
 		nc.Close()
 		return
 	}
-	defer uc.Close()
+	defer nc.Close()
 	fmt.Fprintf(uc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", ServeUpgrade)
 	c := unixmsg.New(uc)
 	ctx, cancel := context.WithCancel(context.Background())
