@@ -498,7 +498,7 @@ func (a *App) loginWith(req ipc.UpRequest) {
 		var e *ipc.Error
 		if errors.As(err, &e) && e.Code == ipc.ErrNeedsConfirmation && !req.ForceReauth && a.win != nil {
 			a.v.err, a.errAction = nil, false
-			dialog.ShowConfirm("Log in to another server?", e.Message+".", func(ok bool) {
+			dialog.ShowConfirm(lang.L("Log in to another server?"), e.Message+".", func(ok bool) {
 				if ok {
 					req.ForceReauth = true
 					a.loginWith(req)

@@ -48,7 +48,12 @@ func TestResolvConfSearchBounded(t *testing.T) {
 		b = append(b, fmt.Sprintf(" d%d.example", i)...)
 	}
 	t0 := time.Now()
-	f := parseResolvConf(append(b, '\n'))
+	// A nameserver after the long line still counts (a line scanner stopped at the first line
+	// over its buffer and dropped the rest).
+	f := parseResolvConf(append(b, "\nnameserver 10.0.0.1\n"...))
+	if !slices.Equal(f.Nameservers, []netip.Addr{netip.MustParseAddr("10.0.0.1")}) {
+		t.Errorf("nameservers after the long line: %v", f.Nameservers)
+	}
 	renderOurs(Config{Nameservers: []netip.Addr{netip.MustParseAddr("100.100.100.100")}}, f, "/x")
 	if len(f.Search) != maxSearch || time.Since(t0) > 2*time.Second {
 		t.Errorf("%d search domains kept, in %v", len(f.Search), time.Since(t0))

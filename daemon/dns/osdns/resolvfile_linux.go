@@ -1,7 +1,6 @@
 package osdns
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,10 +47,10 @@ const maxSearch = 64
 // lines are skipped. "domain" and "search" override each other; the last one wins.
 func parseResolvConf(b []byte) rcFile {
 	var f rcFile
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	// Every line, however long: a scanner stops at its first over-long line and would drop
+	// the nameservers after it.
+	for raw := range bytes.Lines(b) {
+		line := strings.TrimSpace(string(raw))
 		if line == "" || line[0] == '#' || line[0] == ';' {
 			continue
 		}
