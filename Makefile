@@ -8,13 +8,13 @@ LAB_CACHE ?= /var/cache/skein-lab
 export SKEIN_LAB_CACHE := $(LAB_CACHE)
 FUZZTIME ?= 60s
 
-.PHONY: help build build-gui test unit lab-test gui-test lab-peers demo bench fuzz vet deps clean
+.PHONY: help build build-gui test unit fuzz-ci lab-test gui-test lab-peers demo bench fuzz vet deps clean
 
 help:
 	@echo "make deps      install system packages the tests and demo need (Debian, root)"
 	@echo "make build     build skeind, skein and skein-lab into $(BIN)/"
 	@echo "make build-gui build the desktop app $(BIN)/skein-gui (cgo; needs libgl1-mesa-dev xorg-dev)"
-	@echo "make test      vet, unit tests, fuzz seed corpora and lab tests (root)"
+	@echo "make test      vet, unit tests, 10 s of each fuzz target, lab, GUI and packaging tests (root)"
 	@echo "make demo      start a demo tailnet (Headscale + 2 official peers + skeind) and show it"
 	@echo "make lab-peers build Headscale and official tailscale(d) into $(LAB_CACHE)"
 	@echo "make fuzz      run every fuzz target for $(FUZZTIME)"
@@ -39,6 +39,9 @@ vet:
 # Unit tests and the fuzz targets' seed corpora (go test runs testdata/fuzz/* as plain tests).
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /tests/lab -e /internal/lab -e /tests/gui)
+	# The checks the race detector would distort (memory, allocation counts) skip under -race:
+	# they run here once more without it.
+	set -o pipefail; $(GO) test -count=1 -run '^(TestEndToEnd|TestNoAllocsPerRecord)$$' -v ./daemon/taildrop/ ./daemon/control/ts2021/ | grep -E '^(--- |ok|FAIL|PASS)|MB/s|RSS'
 
 # Lab tests drive real Headscale and official tailscaled in network namespaces (needs root).
 lab-test: lab-peers
@@ -49,13 +52,17 @@ lab-test: lab-peers
 gui-test: lab-peers
 	mkdir -p lab-artifacts && $(GO) test -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/lab-artifacts ./tests/gui/
 
-test: vet unit lab-test gui-test package-test
+test: vet unit fuzz-ci lab-test gui-test package-test
 
 demo: deps lab-peers build
 	./scripts/demo.sh
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+# The short fuzz pass of make test and CI: every target for 10 s (seed corpora run in unit).
+fuzz-ci:
+	./scripts/fuzz.sh 10s
 
 # Lab benchmarks (root): Skein vs official tailscaled vs upstream wireguard-go, ~9 min; the
 # summary also lands in bench-results.txt.

@@ -100,10 +100,7 @@ func (s *Server) withCaller(r *http.Request) context.Context {
 }
 
 // serveWhy answers PathWhy.
-func (s *Server) serveWhy(w http.ResponseWriter, r *http.Request) {
-	if !s.method(w, r, http.MethodGet) {
-		return
-	}
+func (s *Server) serveWhy(w http.ResponseWriter, r *http.Request, _ string) {
 	peer := r.URL.Query().Get("peer")
 	if peer == "" || len(peer) > 255 {
 		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "why: want a peer (at most 255 bytes)"})

@@ -39,6 +39,8 @@ type WaitingFile struct {
 	From     string    `json:"from,omitempty"`   // sender's short name
 	FromID   string    `json:"fromID,omitempty"` // sender's StableID
 	Received time.Time `json:"received"`
+	// Expires is when skeind removes the file if nobody took it.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // FileTarget is a peer files can be sent to.
@@ -71,95 +73,93 @@ type FileBackend interface {
 // maxFileWait bounds the long-poll of PathFiles.
 const maxFileWait = 10 * time.Minute
 
-// serveFiles handles the Taildrop paths; false when the path is not one of them.
-func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request) bool {
-	p := r.URL.EscapedPath()
+// fileBackend returns the backend's Taildrop side, answering 404 itself when it has none.
+func (s *Server) fileBackend(w http.ResponseWriter) (FileBackend, bool) {
 	fb, ok := s.b.(FileBackend)
-	switch {
-	case p == PathFileTargets:
-		if !ok {
-			writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "this helper has no Taildrop"})
-			return true
-		}
-		if s.method(w, r, http.MethodGet) {
-			t, err := fb.FileTargets(r.Context())
-			s.reply(w, t, err)
-		}
-		return true
-	case p == PathFiles || strings.HasPrefix(p, PathFiles+"/"):
-	case strings.HasPrefix(p, PathFilePut+"/"):
-	default:
-		return false
-	}
 	if !ok {
 		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "this helper has no Taildrop"})
-		return true
 	}
-	uid, okUID := peerUID(r.Context())
-	if !okUID {
-		writeError(w, http.StatusForbidden, &Error{Code: ErrNeedsOperator, Message: "permission denied: cannot identify the caller (no peer credentials)"})
-		return true
-	}
-	if e := s.authorizeWrite(uid, false); e != nil {
-		writeError(w, http.StatusForbidden, e)
-		return true
-	}
-	if strings.HasPrefix(p, PathFilePut+"/") {
-		s.serveFilePut(w, r, fb, strings.TrimPrefix(p, PathFilePut+"/"))
-		return true
-	}
-	if p == PathFiles || p == PathFiles+"/" {
-		if !s.method(w, r, http.MethodGet) {
-			return true
-		}
-		var wait time.Duration
-		if v := r.URL.Query().Get("wait"); v != "" {
-			secs, err := strconv.Atoi(v)
-			if err != nil || secs < 0 {
-				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "files: wait must be a number of seconds"})
-				return true
-			}
-			wait = min(time.Duration(secs)*time.Second, maxFileWait)
-		}
-		files, err := fb.WaitingFiles(r.Context(), wait)
-		if files == nil {
-			files = []WaitingFile{}
-		}
-		s.reply(w, files, err)
-		return true
-	}
-	name, err := url.PathUnescape(strings.TrimPrefix(p, PathFiles+"/"))
-	if err != nil || name == "" || strings.Contains(name, "/") {
-		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "files: bad file name"})
-		return true
-	}
-	switch r.Method {
-	case http.MethodGet:
-		rc, size, err := fb.OpenFile(r.Context(), name)
-		if err != nil {
-			s.writeBackendError(w, err)
-			return true
-		}
-		defer rc.Close()
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		w.WriteHeader(http.StatusOK)
-		io.Copy(w, io.LimitReader(rc, size))
-	case http.MethodDelete:
-		if err := fb.DeleteFile(r.Context(), name); err != nil {
-			s.writeBackendError(w, err)
-			return true
-		}
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		s.methodNotAllowed(w, r, "GET, DELETE")
-	}
-	return true
+	return fb, ok
 }
 
-func (s *Server) serveFilePut(w http.ResponseWriter, r *http.Request, fb FileBackend, rest string) {
-	if r.Method != http.MethodPut {
-		s.methodNotAllowed(w, r, http.MethodPut)
+func (s *Server) serveFileTargets(w http.ResponseWriter, r *http.Request, _ string) {
+	if fb, ok := s.fileBackend(w); ok {
+		t, err := fb.FileTargets(r.Context())
+		s.reply(w, t, err)
+	}
+}
+
+func (s *Server) serveFileList(w http.ResponseWriter, r *http.Request, _ string) {
+	fb, ok := s.fileBackend(w)
+	if !ok {
+		return
+	}
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs < 0 {
+			writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "files: wait must be a number of seconds"})
+			return
+		}
+		wait = min(time.Duration(secs)*time.Second, maxFileWait)
+	}
+	files, err := fb.WaitingFiles(r.Context(), wait)
+	if files == nil {
+		files = []WaitingFile{}
+	}
+	s.reply(w, files, err)
+}
+
+// fileName unescapes the name of a waiting file from the request path.
+func fileName(w http.ResponseWriter, rest string) (string, bool) {
+	name, err := url.PathUnescape(rest)
+	if err != nil || name == "" || strings.Contains(name, "/") {
+		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "files: bad file name"})
+		return "", false
+	}
+	return name, true
+}
+
+func (s *Server) serveFileGet(w http.ResponseWriter, r *http.Request, rest string) {
+	fb, ok := s.fileBackend(w)
+	if !ok {
+		return
+	}
+	name, ok := fileName(w, rest)
+	if !ok {
+		return
+	}
+	rc, size, err := fb.OpenFile(r.Context(), name)
+	if err != nil {
+		s.writeBackendError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, io.LimitReader(rc, size))
+}
+
+func (s *Server) serveFileDelete(w http.ResponseWriter, r *http.Request, rest string) {
+	fb, ok := s.fileBackend(w)
+	if !ok {
+		return
+	}
+	name, ok := fileName(w, rest)
+	if !ok {
+		return
+	}
+	if err := fb.DeleteFile(r.Context(), name); err != nil {
+		s.writeBackendError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) serveFilePut(w http.ResponseWriter, r *http.Request, rest string) {
+	fb, ok := s.fileBackend(w)
+	if !ok {
 		return
 	}
 	peerEsc, nameEsc, ok := strings.Cut(rest, "/")

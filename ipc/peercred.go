@@ -33,6 +33,9 @@ func peerUID(ctx context.Context) (uint32, bool) {
 // connContext is http.Server.ConnContext: the credentials are read once per connection, right
 // after accept, and every request on the connection inherits them.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*credConn); ok { // read by the listener already
+		return context.WithValue(ctx, peerCredKey{}, cc.cred)
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return ctx

@@ -133,6 +133,8 @@ func (p Prefs) ApplyPatch(patch PrefsPatch, resolveExitNode func(string) (string
 	setBool(&next.PersistForwarding, patch.PersistForwarding)
 	setBool(&next.RunSSH, patch.RunSSH)
 	setBool(&next.ShieldsUp, patch.ShieldsUp)
+	setBool(&next.LANUsesCGNAT, patch.LANUsesCGNAT)
+	setBool(&next.StatefulFiltering, patch.StatefulFiltering)
 	if patch.AcceptDNS != nil {
 		next.NoAcceptDNS = !*patch.AcceptDNS
 	}

@@ -91,43 +91,52 @@ func LookupProfile(q string, profiles []Profile) (Profile, error) {
 func quoteName(s string) string { return "\"" + s + "\"" }
 
 // serveProfiles handles the profile and suggestion paths; false when the path is another.
-func (s *Server) serveProfiles(w http.ResponseWriter, r *http.Request) bool {
-	switch r.URL.Path {
-	case PathSwitchProfile, PathRemoveProfile, PathSuggestExitNode:
-	default:
-		return false
-	}
+// profileBackend is the backend's profile side, or a 404 for a helper without profiles.
+func (s *Server) profileBackend(w http.ResponseWriter) (ProfileBackend, bool) {
 	pb, ok := s.b.(ProfileBackend)
 	if !ok {
 		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "this helper has no profiles"})
-		return true
 	}
-	if r.URL.Path == PathSuggestExitNode {
-		if s.method(w, r, http.MethodGet) {
-			sug, err := pb.SuggestExitNode(r.Context())
-			s.reply(w, sug, err)
-		}
-		return true
+	return pb, ok
+}
+
+func (s *Server) serveSuggestExitNode(w http.ResponseWriter, r *http.Request, _ string) {
+	pb, ok := s.profileBackend(w)
+	if !ok {
+		return
 	}
-	if !s.method(w, r, http.MethodPost) {
-		return true
+	sug, err := pb.SuggestExitNode(r.Context())
+	s.reply(w, sug, err)
+}
+
+func (s *Server) serveSwitchProfile(w http.ResponseWriter, r *http.Request, _ string) {
+	s.serveProfileChange(w, r, true)
+}
+
+func (s *Server) serveRemoveProfile(w http.ResponseWriter, r *http.Request, _ string) {
+	s.serveProfileChange(w, r, false)
+}
+
+func (s *Server) serveProfileChange(w http.ResponseWriter, r *http.Request, switching bool) {
+	pb, ok := s.profileBackend(w)
+	if !ok {
+		return
 	}
 	var req ProfileRequest
-	if !s.authorizeAndDecode(w, r, &req) {
-		return true
+	if !s.decode(w, r, &req) {
+		return
 	}
 	if strings.TrimSpace(req.Profile) == "" || len(req.Profile) > 256 {
 		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "profile: want a profile's ID or name", Fix: "skein switch --list"})
-		return true
+		return
 	}
 	var err error
-	if r.URL.Path == PathSwitchProfile {
+	if switching {
 		err = pb.SwitchProfile(r.Context(), req.Profile)
 	} else {
 		err = pb.RemoveProfile(r.Context(), req.Profile)
 	}
-	s.replyStatus(w, err)
-	return true
+	s.replyStatus(w, r, err)
 }
 
 // SwitchProfile makes the named profile (ID, name, login name or tailnet) the one in use and

@@ -107,41 +107,51 @@ type ServeBackend interface {
 	ServeForeground(ctx context.Context, uid uint32, req ServeRequest, c *unixmsg.Conn) error
 }
 
-// serveServe handles the serve paths; false when the path is not one of them.
-func (s *Server) serveServe(w http.ResponseWriter, r *http.Request) bool {
-	switch r.URL.Path {
-	case PathServe, PathServeReset, PathServeForeground:
-	default:
-		return false
-	}
+// serveBackend is the backend's serve side, or a 404 when this skeind does not serve.
+func (s *Server) serveBackend(w http.ResponseWriter) (ServeBackend, bool) {
 	sb, ok := s.b.(ServeBackend)
 	if !ok {
 		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "this skeind does not serve"})
-		return true
 	}
-	switch {
-	case r.URL.Path == PathServe && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+	return sb, ok
+}
+
+func (s *Server) serveGetServe(w http.ResponseWriter, r *http.Request, _ string) {
+	if sb, ok := s.serveBackend(w); ok {
 		writeJSON(w, http.StatusOK, sb.ServeConfig())
-	case r.URL.Path == PathServe && r.Method == http.MethodPost:
-		var req ServeRequest
-		if !s.authorizeAndDecode(w, r, &req) {
-			return true
-		}
-		uid, _ := peerUID(r.Context())
-		cfg, err := sb.SetServe(r.Context(), uid, req)
-		s.reply(w, cfg, err)
-	case r.URL.Path == PathServeReset && r.Method == http.MethodPost:
-		if !s.authorizeAndDecode(w, r, &struct{}{}) {
-			return true
-		}
-		cfg, err := sb.ResetServe(r.Context())
-		s.reply(w, cfg, err)
-	case r.URL.Path == PathServeForeground && r.Method == http.MethodPost:
-		s.serveForeground(w, r, sb)
-	default:
-		s.methodNotAllowed(w, r, "GET, POST")
 	}
-	return true
+}
+
+func (s *Server) servePostServe(w http.ResponseWriter, r *http.Request, _ string) {
+	sb, ok := s.serveBackend(w)
+	if !ok {
+		return
+	}
+	var req ServeRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	uid, _ := peerUID(r.Context())
+	cfg, err := sb.SetServe(r.Context(), uid, req)
+	s.reply(w, cfg, err)
+}
+
+func (s *Server) serveServeReset(w http.ResponseWriter, r *http.Request, _ string) {
+	sb, ok := s.serveBackend(w)
+	if !ok {
+		return
+	}
+	if !s.decode(w, r, &struct{}{}) {
+		return
+	}
+	cfg, err := sb.ResetServe(r.Context())
+	s.reply(w, cfg, err)
+}
+
+func (s *Server) serveServeForeground(w http.ResponseWriter, r *http.Request, _ string) {
+	if sb, ok := s.serveBackend(w); ok {
+		s.serveForeground(w, r, sb)
+	}
 }
 
 // serveForeground takes the connection over for the foreground serve: it ends with it.
@@ -151,7 +161,7 @@ func (s *Server) serveForeground(w http.ResponseWriter, r *http.Request, sb Serv
 		return
 	}
 	var req ServeRequest
-	if !s.authorizeAndDecode(w, r, &req) {
+	if !s.decode(w, r, &req) {
 		return
 	}
 	uid, _ := peerUID(r.Context())
@@ -164,12 +174,18 @@ func (s *Server) serveForeground(w http.ResponseWriter, r *http.Request, sb Serv
 	if err != nil {
 		return
 	}
-	uc, ok := nc.(*net.UnixConn)
+	// The listener wraps each connection to count it against the caps: the Unix socket (for
+	// passing descriptors) is inside, and closing the wrapper gives the slot back.
+	raw := nc
+	if cc, isCred := nc.(*credConn); isCred {
+		raw = cc.Conn
+	}
+	uc, ok := raw.(*net.UnixConn)
 	if !ok || brw.Reader.Buffered() > 0 {
 		nc.Close()
 		return
 	}
-	defer uc.Close()
+	defer nc.Close()
 	fmt.Fprintf(uc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", ServeUpgrade)
 	c := unixmsg.New(uc)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -62,6 +62,9 @@ type ServerOptions struct {
 	LookupUID func(name string) (uint32, error)
 	// Logf logs request failures worth an administrator's eye; nil means log.Printf.
 	Logf func(format string, args ...any)
+	// Limits on what users other than root may hold open (limits.go); 0 means the default.
+	MaxConnsPerUser, MaxConns     int
+	MaxWatchesPerUser, MaxWatches int
 }
 
 // Server serves the ipc API for a Backend.
@@ -71,6 +74,14 @@ type Server struct {
 	hs     *http.Server
 	done   chan struct{} // closed by Close, ends watch streams
 	closed sync.Once
+
+	conns, watches slots
+	opCache        operatorCache
+
+	// authMu makes a permission check and the action it allows one step (issue 14, S4): a
+	// privileged call holds it shared from its check to its end; a change of operator holds it
+	// alone, so that nobody acts on a right it takes away.
+	authMu sync.RWMutex
 }
 
 // NewServer returns a Server for b; call Serve to start it.
@@ -100,7 +111,7 @@ func NewServer(b Backend, opts ServerOptions) *Server {
 
 // Serve accepts connections on l until Close; it returns nil after Close.
 func (s *Server) Serve(l net.Listener) error {
-	err := s.hs.Serve(l)
+	err := s.hs.Serve(&limitListener{Listener: l, s: s, refusing: make(chan struct{}, maxRefusing)})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -170,111 +181,102 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, e)
 		return
 	}
-	if s.serveFiles(w, r) || s.serveServe(w, r) || s.serveProfiles(w, r) {
-		return
-	}
-	switch r.URL.Path {
-	case PathStatus:
-		if s.method(w, r, http.MethodGet) {
-			st := s.b.Status()
-			if r.Header.Get("Accept") == MediaStatusBinary {
-				h := w.Header()
-				h.Set("Content-Type", MediaStatusBinary)
-				h.Set("Cache-Control", "no-store")
-				w.WriteHeader(http.StatusOK)
-				writeStatusBinary(w, st) // a failure here is the client's closed socket
-				return
-			}
-			writeJSON(w, http.StatusOK, st)
-		}
-	case PathWatch:
-		if r.Method != http.MethodGet { // not even HEAD: it would stream forever
-			s.methodNotAllowed(w, r, http.MethodGet)
-			return
-		}
-		s.serveWatch(w, r)
-	case PathPrefs:
-		switch r.Method {
-		case http.MethodGet, http.MethodHead:
-			writeJSON(w, http.StatusOK, s.b.Prefs())
-		case http.MethodPost:
-			s.servePostPrefs(w, r)
-		default:
-			s.methodNotAllowed(w, r, "GET, POST")
-		}
-	case PathUp:
-		if s.method(w, r, http.MethodPost) {
-			var req UpRequest
-			if !s.authorizeAndDecode(w, r, &req) {
-				return
-			}
-			resp, err := s.b.Up(r.Context(), req)
-			s.reply(w, resp, err)
-		}
-	case PathDown:
-		if s.method(w, r, http.MethodPost) {
-			if !s.authorizeAndDecode(w, r, &struct{}{}) {
-				return
-			}
-			err := s.b.Down(r.Context())
-			s.replyStatus(w, err)
-		}
-	case PathLogout:
-		if s.method(w, r, http.MethodPost) {
-			if !s.authorizeAndDecode(w, r, &struct{}{}) {
-				return
-			}
-			err := s.b.Logout(r.Context())
-			s.replyStatus(w, err)
-		}
-	case PathPing:
-		if s.method(w, r, http.MethodGet) {
-			peer := r.URL.Query().Get("peer")
-			if peer == "" {
-				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "ping: missing peer"})
-				return
-			}
-			res, err := s.b.Ping(r.Context(), peer)
-			s.reply(w, res, err)
-		}
-	case PathNetcheck:
-		if s.method(w, r, http.MethodGet) {
-			// Anyone may read the last report; only who may change state starts a new run.
-			rep, err := s.b.Netcheck(s.withCaller(r))
-			s.reply(w, rep, err)
-		}
-	case PathWhy:
-		s.serveWhy(w, r)
-	case PathDNSQuery:
-		if s.method(w, r, http.MethodGet) {
-			q := r.URL.Query()
-			name, qtype := q.Get("name"), q.Get("type")
-			if name == "" || len(name) > 255 || len(qtype) > 16 {
-				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "dns query: want a name (at most 255 bytes) and an optional record type"})
-				return
-			}
-			if qtype == "" {
-				qtype = "A"
-			}
-			res, err := s.b.DNSQuery(r.Context(), name, qtype)
-			s.reply(w, res, err)
-		}
-	default:
-		writeError(w, http.StatusNotFound, &Error{Code: ErrNotFound, Message: "no such API endpoint: " + r.URL.Path})
-	}
+	s.dispatch(w, r)
 }
 
-func (s *Server) servePostPrefs(w http.ResponseWriter, r *http.Request) {
-	var p PrefsPatch
-	if !s.authorizeAndDecode(w, r, &p) {
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, _ string) {
+	st := s.b.Status()
+	if !s.privileged(r.Context()) {
+		redactStatus(&st)
+	}
+	if r.Header.Get("Accept") == MediaStatusBinary {
+		h := w.Header()
+		h.Set("Content-Type", MediaStatusBinary)
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		writeStatusBinary(w, st) // a failure here is the client's closed socket
 		return
 	}
-	if p.Operator != nil {
-		uid, _ := peerUID(r.Context())
-		if e := s.authorizeWrite(uid, true); e != nil {
-			writeError(w, http.StatusForbidden, e)
-			return
-		}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) serveGetPrefs(w http.ResponseWriter, r *http.Request, _ string) {
+	writeJSON(w, http.StatusOK, s.b.Prefs())
+}
+
+func (s *Server) serveUp(w http.ResponseWriter, r *http.Request, _ string) {
+	var req UpRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	resp, err := s.b.Up(r.Context(), req)
+	s.reply(w, resp, err)
+}
+
+func (s *Server) serveDown(w http.ResponseWriter, r *http.Request, _ string) {
+	if !s.decode(w, r, &struct{}{}) {
+		return
+	}
+	s.replyStatus(w, r, s.b.Down(r.Context()))
+}
+
+func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request, _ string) {
+	if !s.decode(w, r, &struct{}{}) {
+		return
+	}
+	s.replyStatus(w, r, s.b.Logout(r.Context()))
+}
+
+func (s *Server) servePing(w http.ResponseWriter, r *http.Request, _ string) {
+	peer := r.URL.Query().Get("peer")
+	if peer == "" {
+		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "ping: missing peer"})
+		return
+	}
+	res, err := s.b.Ping(r.Context(), peer)
+	s.reply(w, res, err)
+}
+
+func (s *Server) serveNetcheck(w http.ResponseWriter, r *http.Request, _ string) {
+	// Anyone may read the last report; only who may change state starts a new run.
+	rep, err := s.b.Netcheck(s.withCaller(r))
+	s.reply(w, rep, err)
+}
+
+func (s *Server) serveDNSQuery(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	name, qtype := q.Get("name"), q.Get("type")
+	if name == "" || len(name) > 255 || len(qtype) > 16 {
+		writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: "dns query: want a name (at most 255 bytes) and an optional record type"})
+		return
+	}
+	if qtype == "" {
+		qtype = "A"
+	}
+	res, err := s.b.DNSQuery(r.Context(), name, qtype)
+	s.reply(w, res, err)
+}
+
+func (s *Server) servePostPrefs(w http.ResponseWriter, r *http.Request, _ string) {
+	var p PrefsPatch
+	if !s.decode(w, r, &p) {
+		return
+	}
+	setsOperator := p.Operator != nil
+	if setsOperator {
+		s.authMu.Lock()
+		defer s.authMu.Unlock()
+	} else {
+		s.authMu.RLock()
+		defer s.authMu.RUnlock()
+	}
+	// Checked again under the lock: the operator may have changed since dispatch looked.
+	uid, _ := peerUID(r.Context())
+	if e := s.authorizeWrite(uid, setsOperator); e != nil {
+		writeError(w, http.StatusForbidden, e)
+		return
+	}
+	if setsOperator {
 		if name := *p.Operator; name != "" {
 			if _, err := s.opts.LookupUID(name); err != nil {
 				writeError(w, http.StatusBadRequest, &Error{Code: ErrBadRequest, Message: fmt.Sprintf("operator %q: no such local user", name)})
@@ -284,19 +286,6 @@ func (s *Server) servePostPrefs(w http.ResponseWriter, r *http.Request) {
 	}
 	prefs, err := s.b.SetPrefs(r.Context(), p)
 	s.reply(w, prefs, err)
-}
-
-// method reports whether r uses want, answering 405 otherwise.
-func (s *Server) method(w http.ResponseWriter, r *http.Request, want string) bool {
-	if r.Method == want || (want == http.MethodGet && r.Method == http.MethodHead) {
-		return true
-	}
-	allow := want
-	if want == http.MethodGet {
-		allow = "GET, HEAD"
-	}
-	s.methodNotAllowed(w, r, allow)
-	return false
 }
 
 func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
@@ -320,18 +309,9 @@ func checkRequestOrigin(r *http.Request) *Error {
 	return &Error{Code: ErrNeedsOperator, Message: fmt.Sprintf("permission denied: unexpected Host %q", r.Host)}
 }
 
-// authorizeAndDecode checks that the caller may change state, then decodes the JSON body into v.
-// It answers the request itself and returns false when either fails.
-func (s *Server) authorizeAndDecode(w http.ResponseWriter, r *http.Request, v any) bool {
-	uid, ok := peerUID(r.Context())
-	if !ok {
-		writeError(w, http.StatusForbidden, &Error{Code: ErrNeedsOperator, Message: "permission denied: cannot identify the caller (no peer credentials)"})
-		return false
-	}
-	if e := s.authorizeWrite(uid, false); e != nil {
-		writeError(w, http.StatusForbidden, e)
-		return false
-	}
+// decode decodes the JSON body into v; it answers the request itself and returns false when
+// that fails. (Authorization comes first, from the route table.)
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if e := decodeBody(w, r, v); e != nil {
 		writeError(w, http.StatusBadRequest, e)
 		return false
@@ -411,12 +391,12 @@ func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (s *Server) replyStatus(w http.ResponseWriter, err error) {
+func (s *Server) replyStatus(w http.ResponseWriter, r *http.Request, err error) {
 	if err != nil {
 		s.writeBackendError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.b.Status())
+	s.serveStatus(w, r, "")
 }
 
 func (s *Server) writeBackendError(w http.ResponseWriter, err error) {
@@ -441,6 +421,10 @@ func HTTPStatus(c ErrorCode) int {
 		return http.StatusForbidden
 	case ErrNotFound:
 		return http.StatusNotFound
+	case ErrBusy:
+		return http.StatusTooManyRequests
+	case ErrNeedsConfirmation:
+		return http.StatusConflict
 	case ErrServerUnreachable, ErrCertUntrusted, ErrHelperUnreachable:
 		return http.StatusBadGateway
 	default:
@@ -448,9 +432,33 @@ func HTTPStatus(c ErrorCode) int {
 	}
 }
 
-func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, _ string) {
+	uid, ok := peerUID(r.Context())
+	exempt := ok && (uid == 0 || uid == s.opts.OwnUID)
+	release, e := s.watches.acquire("event streams", uid, exempt, func() bool { return ok && s.isOperator(uid) },
+		orDefault(s.opts.MaxWatchesPerUser, DefaultMaxWatchesPerUser), orDefault(s.opts.MaxWatches, DefaultMaxWatches))
+	if e != nil {
+		writeError(w, http.StatusTooManyRequests, e)
+		return
+	}
+	defer release()
 	events, cancel := s.b.Watch()
 	defer cancel()
+	// Whether an event may be shown unredacted is judged by who was the operator when it was
+	// made, and by who is now: events wait in the channel, and one made before a change of
+	// operator must not reach the new operator's predecessor. The stream's operator follows
+	// the prefs events, and is the current one whenever the channel is empty (everything made
+	// before has been read). Read after subscribing: a change in between is then on our side.
+	streamOp := s.b.Prefs().Operator
+	privileged := func(ev Event) bool {
+		if ev.Prefs != nil {
+			streamOp = ev.Prefs.Operator
+		}
+		if !ok || uid == 0 || uid == s.opts.OwnUID {
+			return ok
+		}
+		return s.isNamedOperator(uid, streamOp) && s.isOperator(uid)
+	}
 
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -470,6 +478,15 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		case ev, ok := <-events:
 			if !ok {
 				return
+			}
+			if !privileged(ev) {
+				var keep bool
+				if ev, keep = redactEvent(ev); !keep {
+					continue
+				}
+			}
+			if len(events) == 0 {
+				streamOp = s.b.Prefs().Operator
 			}
 			// A client that stops reading must not pin the backend's event fan-out forever.
 			_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))

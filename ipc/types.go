@@ -98,6 +98,13 @@ type Prefs struct {
 	// ShieldsUp blocks new inbound tunnel connections ("Allow incoming connections" off);
 	// replies to this device's own connections still pass.
 	ShieldsUp bool `json:"shieldsUp,omitempty"`
+	// LANUsesCGNAT: this machine's own network (an ISP's CGNAT, a carrier router) uses
+	// 100.64.0.0/10, so packets from those addresses on other interfaces are not dropped as
+	// spoofed tailnet sources (the guard is on otherwise).
+	LANUsesCGNAT bool `json:"lanUsesCGNAT,omitempty"`
+	// StatefulFiltering: as an exit node or subnet router, connections that other interfaces
+	// open into the tailnet are dropped; replies to the tailnet's own connections pass.
+	StatefulFiltering bool `json:"statefulFiltering,omitempty"`
 }
 
 // AutoExitNodeAny is the exit-node argument for the automatic exit node, as the official client
@@ -128,6 +135,8 @@ type PrefsPatch struct {
 	PortMapping       *bool     `json:"portMapping,omitempty"`
 	RunSSH            *bool     `json:"runSSH,omitempty"`
 	ShieldsUp         *bool     `json:"shieldsUp,omitempty"`
+	LANUsesCGNAT      *bool     `json:"lanUsesCGNAT,omitempty"`
+	StatefulFiltering *bool     `json:"statefulFiltering,omitempty"`
 }
 
 // UpRequest asks the helper to connect, logging in first when needed.
@@ -155,15 +164,18 @@ type UpResponse struct {
 
 // Status is a snapshot of everything a front end shows. It never carries private keys.
 type Status struct {
-	Version     string  `json:"version"`
-	State       State   `json:"state"`
-	AuthURL     string  `json:"authURL,omitempty"`
-	LoginServer string  `json:"loginServer,omitempty"`
-	Self        *Peer   `json:"self,omitempty"`
-	Peers       []Peer  `json:"peers"`
-	Users       []User  `json:"users,omitempty"`
-	MagicDNS    string  `json:"magicDNSSuffix,omitempty"`
-	Health      []Issue `json:"health,omitempty"`
+	Version string `json:"version"`
+	State   State  `json:"state"`
+	AuthURL string `json:"authURL,omitempty"`
+	// AuthURLHidden: a login URL is waiting, but only root and the operator may see it (whoever
+	// opens it first decides whose tailnet this machine joins).
+	AuthURLHidden bool    `json:"authURLHidden,omitempty"`
+	LoginServer   string  `json:"loginServer,omitempty"`
+	Self          *Peer   `json:"self,omitempty"`
+	Peers         []Peer  `json:"peers"`
+	Users         []User  `json:"users,omitempty"`
+	MagicDNS      string  `json:"magicDNSSuffix,omitempty"`
+	Health        []Issue `json:"health,omitempty"`
 	// ControlConnected is true while the map long-poll is up.
 	ControlConnected bool `json:"controlConnected"`
 	// ExitNode is the exit node in use (nil when none is selected). Online false means the
@@ -444,6 +456,11 @@ const (
 	ErrServerUnreachable ErrorCode = "server_unreachable"
 	ErrCertUntrusted     ErrorCode = "cert_untrusted"
 	ErrInternal          ErrorCode = "internal"
+	// ErrNeedsConfirmation: the request would replace something the user may not mean to
+	// (another login server): repeat it with the confirmation (Fix says how).
+	ErrNeedsConfirmation ErrorCode = "needs_confirmation"
+	// ErrBusy: the caller holds too many connections or streams (HTTP 429).
+	ErrBusy ErrorCode = "busy"
 )
 
 // Error is the body of every non-2xx response, and the value front ends render.

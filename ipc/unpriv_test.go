@@ -36,9 +36,20 @@ type childReport struct {
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
+		// A child of the tests below, running as another user.
+		if reqs := os.Getenv(childRoutesEnv); reqs != "" {
+			os.Exit(runRouteChild(path, reqs))
+		}
+		if n := os.Getenv(childFloodEnv); n != "" {
+			os.Exit(runFloodChild(path, n))
+		}
 		os.Exit(runChild(path))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if childDir != "" {
+		os.RemoveAll(childDir)
+	}
+	os.Exit(code)
 }
 
 func runChild(path string) int {

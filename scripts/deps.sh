@@ -4,7 +4,9 @@ set -euo pipefail
 need=()
 # miniupnpd-nftables: the lab's port-mapping router (UPnP IGD, NAT-PMP, PCP); only this package,
 # since the `miniupnpd` wrapper pulls debconf and an iptables helper script.
-for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl iperf3 wireguard-tools bind9-dnsutils miniupnpd-nftables; do
+# iptables (both iptables-nft and iptables-legacy): the forwarding warnings are tested against
+# the foreign rules they read; without it those tests fail rather than skip.
+for pkg in iproute2 nftables procps psmisc ca-certificates iputils-ping curl iperf3 wireguard-tools bind9-dnsutils miniupnpd-nftables iptables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The desktop app: cgo headers for Fyne (GL, X11), and for its end-to-end test an X server

@@ -481,15 +481,31 @@ func (a *App) disconnect() {
 }
 
 // login starts a login (interactive unless authKey is set) against server ("" = the stored one).
+// Moving a logged-in device to another server is asked about first, as skeind requires.
 func (a *App) login(server, authKey string) {
+	a.loginWith(ipc.UpRequest{LoginServer: server, AuthKey: authKey})
+}
+
+func (a *App) loginWith(req ipc.UpRequest) {
 	a.authURL = ""
 	a.busyCall(2*time.Minute, func(ctx context.Context) error {
-		resp, err := a.client.Up(ctx, ipc.UpRequest{LoginServer: server, AuthKey: authKey})
+		resp, err := a.client.Up(ctx, req)
 		if err == nil && resp.AuthURL != "" {
 			a.do(func() { a.authURL = resp.AuthURL; a.refresh() })
 		}
 		return err
-	}, nil)
+	}, func(err error) {
+		var e *ipc.Error
+		if errors.As(err, &e) && e.Code == ipc.ErrNeedsConfirmation && !req.ForceReauth && a.win != nil {
+			a.v.err, a.errAction = nil, false
+			dialog.ShowConfirm(lang.L("Log in to another server?"), e.Message+".", func(ok bool) {
+				if ok {
+					req.ForceReauth = true
+					a.loginWith(req)
+				}
+			}, a.win)
+		}
+	})
 }
 
 func (a *App) logout() {
@@ -507,10 +523,13 @@ func (a *App) copyText(s string) {
 	a.fa.Clipboard().SetContent(s)
 }
 
-// openURL opens u in the browser.
+// openURL opens a login URL in the browser: https only, since the URL comes from the control
+// server and a browser would run a javascript: or file: one with the user's rights.
 func (a *App) openURL(u string) {
 	pu, err := url.Parse(u)
-	if err != nil {
+	if err != nil || pu.Scheme != "https" || pu.Host == "" {
+		a.v.err, a.errAction = &ipc.Error{Code: ipc.ErrBadRequest, Message: "only https:// login addresses are opened; copy it to your browser if you trust it"}, true
+		a.refresh()
 		return
 	}
 	if err := a.fa.OpenURL(pu); err != nil {

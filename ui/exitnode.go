@@ -226,7 +226,7 @@ func (v *view) trayTitle() string {
 
 // trayTooltip is the tray item's tooltip: the state and, while connected, the exit node.
 func (v *view) trayTooltip() string {
-	s := lang.L("Skein: {{.State}}", map[string]any{"State": v.stateText()})
+	s := lang.L("Skein: {{.State}}", map[string]any{"State": v.connectionText()})
 	if !v.reachable || v.st.State != ipc.StateRunning {
 		return s
 	}
@@ -393,7 +393,7 @@ func (a *App) patchPrefs(patch ipc.PrefsPatch, o patchOpts) {
 				a.v.err, a.errAction = e, true
 			}
 			if e != nil && o.tray {
-				a.fa.SendNotification(fyne.NewNotification(errorTitle(e), errorNotice(e)))
+				a.fallbackNotify(errorTitle(e), errorNotice(e))
 			}
 			if o.inline != nil {
 				o.inline(e)

@@ -68,7 +68,7 @@ Allow LAN access
 Exit node settings…
 `)
 	h.ui(func() {
-		if h.a.TrayTitle() != "Skein" || h.a.TrayTooltip() != "Skein: Connected" {
+		if h.a.TrayTitle() != "Skein" || h.a.TrayTooltip() != "Skein: Connected to control.example.test" {
 			t.Errorf("title %q, tooltip %q", h.a.TrayTitle(), h.a.TrayTooltip())
 		}
 	})
@@ -95,7 +95,7 @@ Exit node settings…
 		if got := h.a.TrayTitle(); got != "Skein · exit node beta" {
 			return "title " + got
 		}
-		if got := h.a.TrayTooltip(); got != "Skein: Connected · internet via exit node beta (Frankfurt, Germany)" {
+		if got := h.a.TrayTooltip(); got != "Skein: Connected to control.example.test · internet via exit node beta (Frankfurt, Germany)" {
 			return "tooltip " + got
 		}
 		return h.expect("This device: skein-a (100.64.0.1) · https://control.example.test · via exit node beta")
@@ -470,7 +470,7 @@ func TestTrayTextWaitsForTheTray(t *testing.T) {
 	a := &App{hasTray: true}
 	a.v = view{reachable: true, havePrefs: true, st: withExitNodes(), prefs: ipc.Prefs{ExitNodeID: "n-beta"}}
 	a.updateTrayText()
-	if len(titles) != 0 || !slices.Equal(tips, []string{"Skein: Connected · internet via exit node beta (Frankfurt, Germany)"}) {
+	if len(titles) != 0 || !slices.Equal(tips, []string{"Skein: Connected to control.example.test · internet via exit node beta (Frankfurt, Germany)"}) {
 		t.Fatalf("before the tray is up: titles %q, tooltips %q", titles, tips)
 	}
 	a.trayTextLive = true

@@ -61,8 +61,28 @@ func ClaimInstance(socket string, files ...string) (*Instance, error) {
 			return in, err
 		}
 		socket = InstanceSocket()
+		if os.Getenv("XDG_RUNTIME_DIR") == "" { // the shared /tmp fallback
+			if err := privateDir(filepath.Dir(socket)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return Claim(socket, files...)
+}
+
+// privateDir checks that dir is a real directory of this user that nobody else may enter: the
+// /tmp fallback could have been made first by another user (or be their symbolic link), who
+// would then receive the paths of the files we are asked to send, or answer for us.
+func privateDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("single-instance socket directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("single-instance socket directory %s is not a private directory of this user (%v, owner uid %d); not using it", dir, fi.Mode(), st.Uid)
+	}
+	return nil
 }
 
 // Handlers are what the instance does when asked.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/user"
 	"slices"
@@ -58,6 +59,18 @@ func (v *view) stateText() string {
 		return lang.L("Starting…")
 	}
 	return string(v.st.State)
+}
+
+// connectionText is stateText with the login server's host while connected, for the places
+// that show the connection in a few words (the tray): who runs the tailnet is part of it.
+func (v *view) connectionText() string {
+	s := v.stateText()
+	if v.reachable && !v.connecting && v.st.State == ipc.StateRunning {
+		if u, err := url.Parse(v.st.LoginServer); err == nil && u.Host != "" {
+			s = lang.L("{{.State}} to {{.Host}}", map[string]any{"State": s, "Host": u.Host})
+		}
+	}
+	return s
 }
 
 // iconState picks the tray and header icon.

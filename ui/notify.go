@@ -2,6 +2,7 @@ package ui
 
 import (
 	"errors"
+	"strings"
 	"sync"
 
 	"fyne.io/fyne/v2/lang"
@@ -29,6 +30,12 @@ const (
 )
 
 var errNotifierClosed = errors.New("notifier closed")
+
+// noMarkup replaces the characters notification markup is made of with look-alikes, for a
+// server whose markup support is unknown (escaping would show "&lt;" on one without).
+func noMarkup(s string) string {
+	return strings.NewReplacer("<", "‹", ">", "›", "&", "＆").Replace(s)
+}
 
 // desktopNotifier sends notifications and runs the action of the one the user clicks.
 type desktopNotifier struct {

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -301,4 +302,55 @@ func TestSingleInstanceWithoutBus(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not shown")
 	}
+}
+
+// The /tmp fallback directory must be this user's own (hole 8): one made first by someone
+// else, open to others, or a symbolic link is refused, and nothing listens in it.
+func TestInstanceSocketDirOwnerChecked(t *testing.T) {
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "no-bus"))
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dir := filepath.Join(tmp, fmt.Sprintf("skein-gui-%d", os.Getuid()))
+
+	// Open to everyone.
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	if in, err := ClaimInstance(""); err == nil {
+		in.Close()
+		t.Fatal("claimed a socket in a world-writable directory")
+	}
+	// Someone else's (when we can make it so).
+	if os.Getuid() == 0 {
+		os.Chmod(dir, 0o700)
+		if err := os.Chown(dir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if in, err := ClaimInstance(""); err == nil {
+			in.Close()
+			t.Fatal("claimed a socket in another user's directory")
+		}
+	}
+	// A symbolic link to a directory of ours.
+	os.RemoveAll(dir)
+	target := t.TempDir()
+	if err := os.Symlink(target, dir); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := ClaimInstance(""); err == nil {
+		in.Close()
+		t.Fatal("claimed a socket through a symbolic link")
+	}
+	if _, err := os.Stat(filepath.Join(target, "skein-gui.sock")); err == nil {
+		t.Error("a socket was made through the link")
+	}
+	// Made by us: fine.
+	os.Remove(dir)
+	in, err := ClaimInstance("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
 }

@@ -354,8 +354,15 @@ func (a *App) notifyUser(summary, body string, open func()) {
 	}
 	if err := send(summary, body, open); err != nil {
 		a.opts.Logf("notification over D-Bus: %v; using Fyne's", err)
-		a.do(func() { a.fa.SendNotification(fyne.NewNotification(summary, body)) })
+		a.do(func() { a.fallbackNotify(summary, body) })
 	}
+}
+
+// fallbackNotify sends a notification through Fyne, which passes the body on as it is: servers
+// that read markup would take a file or peer name's tags as theirs (a link, an image), so
+// markup characters are replaced by look-alikes that need no escaping (UI goroutine).
+func (a *App) fallbackNotify(summary, body string) {
+	a.fa.SendNotification(fyne.NewNotification(noMarkup(summary), noMarkup(body)))
 }
 
 // openFolder shows dir in the file manager.

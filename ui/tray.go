@@ -35,7 +35,7 @@ func (a *App) buildTrayMenu() *fyne.Menu {
 	v := &a.v
 	items := []*fyne.MenuItem{}
 
-	status := fyne.NewMenuItem(v.stateText(), nil)
+	status := fyne.NewMenuItem(v.connectionText(), nil)
 	status.Disabled = true
 	items = append(items, status)
 

@@ -578,7 +578,7 @@ func (h *harness) click(label string) {
 
 func TestTrayMenu(t *testing.T) {
 	h := newHarness(t, running(), ipc.Prefs{})
-	want := `Connected (disabled)
+	want := `Connected to control.example.test (disabled)
 Disconnect
 ---
 This device: skein-a (100.64.0.1)

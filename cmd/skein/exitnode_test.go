@@ -89,6 +89,8 @@ func TestSetPrefsFlags(t *testing.T) {
 		{[]string{"--accept-routes"}, ipc.PrefsPatch{AcceptRoutes: ptr(true)}},
 		{[]string{"--accept-routes=false"}, ipc.PrefsPatch{AcceptRoutes: ptr(false)}},
 		{[]string{"--persist-forwarding"}, ipc.PrefsPatch{PersistForwarding: ptr(true)}},
+		{[]string{"--lan-uses-cgnat"}, ipc.PrefsPatch{LANUsesCGNAT: ptr(true)}},
+		{[]string{"--lan-uses-cgnat=false", "--stateful-filtering"}, ipc.PrefsPatch{LANUsesCGNAT: ptr(false), StatefulFiltering: ptr(true)}},
 		{[]string{"--persist-forwarding=false", "--hostname=h"}, ipc.PrefsPatch{PersistForwarding: ptr(false), Hostname: ptr("h")}},
 		{[]string{"--exit-node=fra", "--exit-node-allow-lan-access", "--exit-node-bypass=10.0.0.0/8", "--bypass-vpn-routes",
 			"--accept-routes=false", "--operator=root"},
@@ -334,7 +336,7 @@ func TestStatusExitNodes(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", line, out)
 		}
 	}
-	if strings.Contains(out, "#") {
+	if strings.Contains(strings.TrimSuffix(out, "# Login server: https://hs.example\n"), "#") {
 		t.Errorf("warning while the exit node is online:\n%s", out)
 	}
 
@@ -350,6 +352,7 @@ func TestStatusExitNodes(t *testing.T) {
 	}
 	wantTail := "\n# Exit node fra.tail.example (100.64.0.12) is offline: internet traffic is blocked until it is back.\n" +
 		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n" +
+		"# Login server: https://hs.example\n" +
 		"\n# Health check:\n#     - something else\n"
 	if !strings.HasSuffix(out, wantTail) {
 		t.Errorf("want the warning then health at the end:\n%s", out)
@@ -359,7 +362,8 @@ func TestStatusExitNodes(t *testing.T) {
 	st.Health = nil
 	e.b.SetStatus(st)
 	if _, out, _ = e.run("status", "--peers=false"); !strings.HasSuffix(out, "# Exit node fra.tail.example (100.64.0.12) is offline: internet traffic is blocked until it is back.\n"+
-		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n") {
+		"# To use another one, see `skein exit-node list`; to stop using one, run `skein set --exit-node=`.\n"+
+		"# Login server: https://hs.example\n") {
 		t.Errorf("--peers=false:\n%s", out)
 	}
 }

@@ -446,8 +446,11 @@ func TestFileGetConflictSkip(t *testing.T) {
 	e.b.AddFile("a.txt", "alpha", []byte("new"))
 	e.b.AddFile("c.txt", "alpha", []byte("see"))
 	code, out, errs := e.run("file", "get", dir)
-	want := "skein: " + dir + "/a.txt already exists: a.txt stays in the inbox\n  fix: skein file get --conflict=rename (or --conflict=overwrite) " + dir + "\n"
-	if code != 1 || out != "" || errs != want {
+	// The file that stays says until when (skeind removes what nobody takes).
+	until := time.Now().Add(7 * 24 * time.Hour).Format("2006-01-02")
+	want := "skein: " + dir + "/a.txt already exists: a.txt stays in the inbox (until " + until
+	wantFix := "\n  fix: skein file get --conflict=rename (or --conflict=overwrite) " + dir + "\n"
+	if code != 1 || out != "" || !strings.HasPrefix(errs, want) || !strings.HasSuffix(errs, ", then skeind removes it)"+wantFix) {
 		t.Errorf("code %d, stdout %q, stderr %q; want %q", code, out, errs, want)
 	}
 	if readFile(t, filepath.Join(dir, "a.txt")) != "old" || readFile(t, filepath.Join(dir, "c.txt")) != "see" {

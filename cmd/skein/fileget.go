@@ -64,7 +64,9 @@ When DIR already has a file of the same name, --conflict decides: skip (the defa
 the file in the inbox and reports it; rename writes "name (1).ext" (the first free number);
 overwrite writes a temporary file in DIR and then puts it in place of the old one.
 
-Without --wait and --loop, an empty inbox is not an error. "/dev/null" as DIR deletes every
+Files nobody takes are removed from skeind's inbox 7 days after they arrived; until then they
+count towards its quota (a quarter of the file system, and half of that per sender), beyond
+which senders are refused. Without --wait and --loop, an empty inbox is not an error. "/dev/null" as DIR deletes every
 waiting file. Exits 1 when a file could not be moved (it stays in the inbox); --loop carries
 on after errors, and exits 0 when interrupted.`)
 	wait := f.Bool("wait", false, "wait for a file to arrive when the inbox is empty")
@@ -216,7 +218,7 @@ func (g *fileGetter) batch(wait bool) (r batchResult) {
 				r.interrupted, r.stopped = true, wf.Name
 				return r
 			}
-			r.errs = append(r.errs, fileErr{wf.Name, err})
+			r.errs = append(r.errs, fileErr{wf.Name, staysUntil(err, wf)})
 			continue
 		}
 		if g.verbose {
@@ -234,6 +236,19 @@ func (g *fileGetter) batch(wait bool) (r batchResult) {
 		r.moved++
 	}
 	return r
+}
+
+// staysUntil adds to the error of a file left in the inbox when skeind will remove it.
+func staysUntil(err error, wf ipc.WaitingFile) error {
+	if wf.Expires.IsZero() {
+		return err
+	}
+	suffix := fmt.Sprintf(" (until %s, then skeind removes it)", wf.Expires.Local().Format("2006-01-02 15:04"))
+	var e *ipc.Error
+	if errors.As(err, &e) {
+		return &ipc.Error{Code: e.Code, Message: e.Message + suffix, Fix: e.Fix}
+	}
+	return fmt.Errorf("%w%s", err, suffix)
 }
 
 // receive writes one inbox file into the directory and returns the path written and the size.

@@ -149,18 +149,19 @@ func TestStatusText(t *testing.T) {
 		"100.64.0.2        alpha                alice@         macOS   -\n" +
 		"100.64.0.3        ci                   tagged-devices linux   -\n" +
 		"fd7a:115c:a1e0::5 nodns                42             -       -\n" +
-		"100.64.0.4        zeta                 bob            windows offline\n"
+		"100.64.0.4        zeta                 bob            windows offline\n" +
+		"# Login server: https://hs.example\n"
 	if code != 0 || errs != "" || out != want {
 		t.Fatalf("code %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errs, out, want)
 	}
 
 	// Cells that fit give exactly the official client's layout.
 	_, out, _ = e.run("status", "--peers=false")
-	if out != "100.64.0.1      box                  alice@       linux   -\n" {
+	if out != "100.64.0.1      box                  alice@       linux   -\n# Login server: https://hs.example\n" {
 		t.Errorf("--peers=false:\n%s", out)
 	}
 	_, out, _ = e.run("status", "--self=false")
-	if strings.Contains(out, "box") || strings.Count(out, "\n") != 4 {
+	if strings.Contains(out, "box") || strings.Count(out, "\n") != 5 {
 		t.Errorf("--self=false:\n%s", out)
 	}
 
@@ -196,6 +197,11 @@ func TestStatusNotRunning(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.State != tc.state {
 			t.Errorf("%s --json: code %d, %v, %q", tc.state, code, err, out)
 		}
+	}
+	// A plain user's status says a URL waits, without it (ipc leaves it out for them).
+	e.b.SetStatus(ipc.Status{State: ipc.StateNeedsLogin, AuthURLHidden: true})
+	if _, out, _ := e.run("status"); !strings.Contains(out, "only root and skeind's operator may see its URL") {
+		t.Errorf("hidden login URL: %q", out)
 	}
 }
 
@@ -483,7 +489,7 @@ func TestDaemonUnreachable(t *testing.T) {
 func TestSocketFromEnv(t *testing.T) {
 	e := newEnv(t, runningStatus())
 	t.Setenv(ipc.SocketEnv, e.sock)
-	if code, out, errs := runCLI("status", "--self=false", "--peers=false"); code != 0 || errs != "" || out != "" {
+	if code, out, errs := runCLI("status", "--self=false", "--peers=false"); code != 0 || errs != "" || out != "# Login server: https://hs.example\n" {
 		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errs)
 	}
 }

@@ -26,6 +26,8 @@ type prefsFlags struct {
 	portMapping       bool
 	runSSH            bool
 	shieldsUp         bool
+	lanUsesCGNAT      bool
+	statefulFiltering bool
 }
 
 // Default routes: the official client takes both of them in --advertise-routes as another way
@@ -49,6 +51,8 @@ func (pf *prefsFlags) register(f *flagSet) {
 	f.BoolVar(&pf.portMapping, "port-mapping", false, "ask the router (UPnP, NAT-PMP, PCP) to map the tunnel's UDP port, for direct paths through hard NATs (on unless set to false; Skein only)")
 	f.BoolVar(&pf.runSSH, "ssh", false, "run Tailscale SSH: peers log in over SSH as the tailnet's SSH policy allows (needs the session helper, see skeind(8))")
 	f.BoolVar(&pf.shieldsUp, "shields-up", false, "block incoming connections from other machines of the tailnet (replies to this machine's own connections still pass)")
+	f.BoolVar(&pf.lanUsesCGNAT, "lan-uses-cgnat", false, "this machine's own network uses 100.64.0.0/10 (a carrier's CGNAT): do not drop its packets as spoofed tailnet sources (Skein only)")
+	f.BoolVar(&pf.statefulFiltering, "stateful-filtering", false, "as an exit node or subnet router, drop connections other networks open into the tailnet")
 }
 
 // patch builds the patch from the flags the user gave; a usage problem comes back as an error
@@ -94,6 +98,10 @@ func (pf *prefsFlags) patch(f *flagSet) (ipc.PrefsPatch, error) {
 			p.RunSSH = &pf.runSSH
 		case "shields-up":
 			p.ShieldsUp = &pf.shieldsUp
+		case "lan-uses-cgnat":
+			p.LANUsesCGNAT = &pf.lanUsesCGNAT
+		case "stateful-filtering":
+			p.StatefulFiltering = &pf.statefulFiltering
 		}
 	})
 	if v := strings.TrimSpace(ptrOr(p.ExitNode)); strings.HasPrefix(v, "auto:") && v != ipc.AutoExitNodeAny {

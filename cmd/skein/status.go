@@ -15,8 +15,8 @@ import (
 
 func cmdStatus(c *cli, args []string) int {
 	f := c.newFlagSet("status", "", `
-Show the connection state and, when connected, one line per machine: tailnet IP, name, owner,
-OS and connection state: "-" (no traffic), "idle", "offline", or "active; direct IP:PORT" /
+Show the connection state and, when connected, one line per machine (tailnet IP, name, owner,
+OS and connection state), then the login server. The connection state is "-" (no traffic), "idle", "offline", or "active; direct IP:PORT" /
 "active; relay "CODE"" with the bytes sent and received. Machines that offer to be an exit node
 say "offers exit node", the one in use "exit node"; those that run Tailscale SSH (this one too,
 after 'skein set --ssh') "offers SSH". Exits 1 when skein is not running.`)
@@ -56,6 +56,10 @@ after 'skein set --ssh') "offers SSH". Exits 1 when skein is not running.`)
 	}
 	printColumns(c.stdout, rows, statusMinWidths)
 	printExitNodeWarning(c.stdout, st)
+	if st.LoginServer != "" {
+		// Who controls this machine's tailnet is part of the connection (issue 14, hole 6).
+		fmt.Fprintf(c.stdout, "# Login server: %s\n", st.LoginServer)
+	}
 	printHealth(c.stdout, st)
 	return exitOK
 }
@@ -71,6 +75,9 @@ func describeNotRunning(st ipc.Status) (string, bool) {
 	case ipc.StateNeedsLogin:
 		if st.AuthURL != "" {
 			return "Logged out.\nLog in at: " + st.AuthURL, false
+		}
+		if st.AuthURLHidden {
+			return "Logged out.\nA login is waiting for approval in a browser; only root and skeind's operator may see its URL.", false
 		}
 		return "Logged out.\nRun 'skein up' to log in.", false
 	case ipc.StateNoState:

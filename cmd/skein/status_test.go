@@ -53,6 +53,7 @@ func TestStatusPathColumn(t *testing.T) {
 		st.Peers = append(st.Peers, p)
 		fmt.Fprintf(&want, "%-15s %-20s %-12s %-7s %s\n", p.Addresses[0], p.HostName, "alice@", "linux", c.want)
 	}
+	fmt.Fprintf(&want, "# Login server: %s\n", st.LoginServer)
 	e := newEnv(t, st)
 	code, out, errs := e.run("status", "--self=false")
 	if code != 0 || errs != "" {

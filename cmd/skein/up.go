@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+
+	"golang.org/x/term"
 
 	"github.com/skeinvpn/skein/ipc"
 )
@@ -120,6 +123,10 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		return exitOK
 	}
 	resp, err := cl.Up(ctx, req)
+	if e := (*ipc.Error)(nil); errors.As(err, &e) && e.Code == ipc.ErrNeedsConfirmation && !*asJSON && c.confirm(e.Message) {
+		req.ForceReauth = true
+		resp, err = cl.Up(ctx, req)
+	}
 	if err != nil {
 		return timedOut(err, "waiting for skeind to connect")
 	}
@@ -171,6 +178,30 @@ func upOrLogin(c *cli, args []string, name, desc string) int {
 		return timedOut(err, "waiting for the login to complete")
 	}
 	return timedOut(err, "waiting for skeind to connect")
+}
+
+// confirm asks the user on the terminal whether to go on; false without a terminal (then the
+// error and its fix are shown instead).
+func (c *cli) confirm(what string) bool {
+	if !c.stdinIsTerminal() || !c.isTerminal(c.stderr) {
+		return false
+	}
+	fmt.Fprintf(c.stderr, "%s.\nGo on? [y/N] ", what)
+	line, _ := bufio.NewReader(c.stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
+}
+
+// stdinIsTerminal reports whether the user can answer a question.
+func (c *cli) stdinIsTerminal() bool {
+	if c.isTTY != nil {
+		return c.isTTY(nil)
+	}
+	f, ok := c.stdin.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // upJSON is what `skein up --json` prints: the official client's field names, so that scripts

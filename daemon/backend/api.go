@@ -2,12 +2,13 @@ package backend
 
 import (
 	"context"
-	"net/url"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/control"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/session"
 	"github.com/skeinvpn/skein/daemon/state"
@@ -101,9 +102,8 @@ func validHostname(h string) error {
 }
 
 func validLoginServer(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return &ipc.Error{Code: ipc.ErrBadRequest, Message: "invalid login server " + quote(s) + ": want https://host[:port]"}
+	if _, err := control.CheckServerURL(s); err != nil {
+		return &ipc.Error{Code: ipc.ErrBadRequest, Message: err.Error(), Fix: "skein up --login-server https://your-headscale"}
 	}
 	return nil
 }
@@ -139,6 +139,17 @@ func (b *Backend) Up(ctx context.Context, req ipc.UpRequest) (ipc.UpResponse, er
 		return ipc.UpResponse{}, &ipc.Error{Code: ipc.ErrBadRequest, Message: "no login server configured", Fix: "skein up --login-server https://your-headscale"}
 	}
 	sameServer := server == b.data.Prefs.LoginServer
+	if b.data.LoggedIn && !sameServer && !req.ForceReauth {
+		// As the official client: a new server replaces this machine's login there, which the
+		// user must mean (a typo, or a URL pasted from elsewhere, would move the machine).
+		old := b.data.Prefs.LoginServer
+		b.mu.Unlock()
+		return ipc.UpResponse{}, &ipc.Error{
+			Code:    ipc.ErrNeedsConfirmation,
+			Message: fmt.Sprintf("this machine is logged in to %s; logging in to %s replaces that login", old, server),
+			Fix:     "skein up --login-server=" + server + " --force-reauth",
+		}
+	}
 	hostnameChanged := req.Hostname != "" && req.Hostname != b.data.Prefs.Hostname
 	if target == nil && b.data.LoggedIn && sameServer && !req.ForceReauth {
 		// Already registered: just (re)start. Like the official client, an auth key is only

@@ -54,7 +54,7 @@ func TestValidation(t *testing.T) {
 			t.Errorf("server %q rejected: %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "hs.example.com", "ftp://x", "https://", "https://u:p@host"} {
+	for _, s := range []string{"", "hs.example.com", "ftp://x", "https://", "https://u:p@host", "http://hs.example.com"} {
 		if err := validLoginServer(s); err == nil {
 			t.Errorf("server %q accepted", s)
 		}

@@ -500,3 +500,65 @@ func TestSSHNeedsCapability(t *testing.T) {
 		t.Errorf("turning SSH off: %v", err)
 	}
 }
+
+// TestServerChangeNeedsConfirmation (hole 6): a logged-in machine asked to log in to another
+// server refuses until the request confirms it (--force-reauth), and nothing changes meanwhile.
+func TestServerChangeNeedsConfirmation(t *testing.T) {
+	e := newEnv(t)
+	e.up()
+	_, err := e.b.Up(context.Background(), ipc.UpRequest{LoginServer: "https://other.example", AuthKey: "k"})
+	var ie *ipc.Error
+	if !errors.As(err, &ie) || ie.Code != ipc.ErrNeedsConfirmation ||
+		!strings.Contains(ie.Message, "https://control.example") || !strings.Contains(ie.Fix, "--force-reauth") {
+		t.Fatalf("Up to another server: %v", err)
+	}
+	if d := e.stored(); d.Prefs.LoginServer != "https://control.example" || !d.LoggedIn {
+		t.Fatalf("state changed: %+v", d.Prefs)
+	}
+	if st := e.b.Status(); st.State != ipc.StateRunning || st.LoginServer != "https://control.example" {
+		t.Fatalf("status %s %s", st.State, st.LoginServer)
+	}
+	// The same server needs nothing; with the confirmation the new server is used.
+	if _, err := e.b.Up(context.Background(), ipc.UpRequest{LoginServer: "https://control.example/"}); err != nil {
+		t.Fatalf("Up to the same server: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.b.Up(context.Background(), ipc.UpRequest{LoginServer: "https://other.example", AuthKey: "k", ForceReauth: true})
+		done <- err
+	}()
+	e.serve()
+	if err := <-done; err != nil {
+		t.Fatalf("confirmed change: %v", err)
+	}
+	if d := e.stored(); d.Prefs.LoginServer != "https://other.example" {
+		t.Errorf("stored server %s", d.Prefs.LoginServer)
+	}
+}
+
+// TestPlainHTTPLoginServerWarns (hole 6): http:// to this machine works, with a warning in
+// the status every front end shows.
+func TestPlainHTTPLoginServerWarns(t *testing.T) {
+	e := newEnv(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.b.Up(context.Background(), ipc.UpRequest{LoginServer: "http://127.0.0.1:8080", AuthKey: "k"})
+		done <- err
+	}()
+	e.serve()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range e.b.Status().Health {
+		found = found || h.Code == "insecure_login_server"
+	}
+	if !found {
+		t.Errorf("no warning for an http:// login server: %+v", e.b.Status().Health)
+	}
+	_, err := e.b.Up(context.Background(), ipc.UpRequest{LoginServer: "http://hs.example.com", AuthKey: "k", ForceReauth: true})
+	var ie *ipc.Error
+	if !errors.As(err, &ie) || ie.Code != ipc.ErrBadRequest || !strings.Contains(ie.Message, "https://") {
+		t.Errorf("http:// to another machine: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinvpn/skein/daemon/control"
 	"github.com/skeinvpn/skein/daemon/dataplane"
 	"github.com/skeinvpn/skein/daemon/netmap"
 	"github.com/skeinvpn/skein/daemon/wire"
@@ -55,6 +56,10 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 			st.Profile = &st.Profiles[i]
 		}
 	}
+	if plain, _ := control.CheckServerURL(st.LoginServer); plain {
+		st.Health = append(st.Health, ipc.Issue{Code: "insecure_login_server", Message: "the login server " + st.LoginServer +
+			" is plain http://: accepted only because it is on this machine; use https:// for anything else"})
+	}
 	nm := b.nm
 	if nm == nil || nm.Self == nil || (st.State != ipc.StateRunning && st.State != ipc.StateStarting) {
 		return st, func(*ipc.Status) {}
@@ -86,6 +91,12 @@ func (b *Backend) statusHeadLocked() (ipc.Status, func(*ipc.Status)) {
 	slices.SortFunc(st.Users, func(a, b ipc.User) int { return int(a.ID - b.ID) })
 	st.MagicDNS = magicDNSSuffix(nm.Self.Name, nm.Domain)
 	st.Health = append(st.Health, b.sshHealthLocked()...)
+	for _, m := range nm.Health {
+		st.Health = append(st.Health, ipc.Issue{Code: "control", Message: "control server: " + m})
+	}
+	for _, m := range nm.LimitsHit {
+		st.Health = append(st.Health, ipc.Issue{Code: "control_limits", Message: "control server sent more than skeind accepts: " + m})
+	}
 	b.addRoutingStatusLocked(&st, dp)
 	st.SuggestedExitNode = b.suggestionLocked()
 	b.addDNSStatusLocked(&st, dp)
@@ -234,6 +245,9 @@ func (b *Backend) addRoutingStatusLocked(st *ipc.Status, dp Dataplane) {
 	for _, w := range rs.Warnings {
 		st.Health = append(st.Health, ipc.Issue{Code: "forwarding_blocked", Message: w})
 	}
+	for _, w := range rs.CGNATWarnings {
+		st.Health = append(st.Health, ipc.Issue{Code: "cgnat_lan", Message: w})
+	}
 }
 
 // addDNSStatusLocked fills Status.DNS.
@@ -283,6 +297,8 @@ func (b *Backend) routePrefsLocked() dataplane.Prefs {
 		AcceptDNS:         !p.NoAcceptDNS,
 		PortMapping:       !p.NoPortMapping,
 		ShieldsUp:         p.ShieldsUp,
+		LANUsesCGNAT:      p.LANUsesCGNAT,
+		StatefulFiltering: p.StatefulFiltering,
 	}
 	if p.AutoExitNode != "" && p.ExitNodeID == "" {
 		// No pick yet: internet traffic goes into the tunnel and is dropped there.

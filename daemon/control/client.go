@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/skeinvpn/skein/daemon/control/ts2021"
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/internal/safetext"
 )
 
 // CapabilityVersion is the protocol version Skein claims (that of tailscale v1.86.5).
@@ -59,12 +61,38 @@ type Client struct {
 	closed    bool
 }
 
+// CheckServerURL tells whether s may be used as a login server: https://host[:port], or
+// http:// to this machine only (plainHTTP is then true, for a warning). Over plain HTTP the
+// server's Noise key from /key can be swapped by anyone on the path, who then is the control
+// server: that is acceptable only where the path is this machine's loopback.
+func CheckServerURL(s string) (plainHTTP bool, err error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Hostname() == "" {
+		return false, fmt.Errorf("invalid login server %q: want https://host[:port]", s)
+	}
+	if u.Scheme == "https" {
+		return false, nil
+	}
+	if !isLoopbackHost(u.Hostname()) {
+		return false, fmt.Errorf("login server %q uses plain http:// to another machine: anyone on the way could impersonate it; use https:// (http:// is accepted only for a server on this machine)", s)
+	}
+	return true, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
 // New validates the server URL and returns a client; nothing is dialled yet.
 func New(opts Options) (*Client, error) {
-	u, err := url.Parse(opts.ServerURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid login server URL %q: want http(s)://host[:port]", opts.ServerURL)
+	if _, err := CheckServerURL(opts.ServerURL); err != nil {
+		return nil, err
 	}
+	u, _ := url.Parse(opts.ServerURL)
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
@@ -224,7 +252,7 @@ func (c *Client) post(ctx context.Context, path string, body any, nodeKeys ...ke
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		resp.Body.Close()
-		return nil, &HTTPError{Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(msg))}
+		return nil, &HTTPError{Path: path, Status: resp.StatusCode, Body: safetext.Clean(strings.TrimSpace(string(msg)), 200)}
 	}
 	return resp, nil
 }
@@ -246,7 +274,31 @@ func (c *Client) Register(ctx context.Context, req *wire.RegisterRequest) (*wire
 	if err := json.Unmarshal(body, &rr); err != nil {
 		return nil, fmt.Errorf("control register: bad response: %w", err)
 	}
+	if err := cleanRegisterResponse(&rr); err != nil {
+		return nil, fmt.Errorf("control register: %w", err)
+	}
 	return &rr, nil
+}
+
+// cleanRegisterResponse makes what control says at login safe to show: its text loses control
+// characters, and a login URL must be a plain http(s) URL, since front ends print it and offer
+// to open it.
+func cleanRegisterResponse(rr *wire.RegisterResponse) error {
+	rr.Error = safetext.Clean(rr.Error, 512)
+	rr.Login.LoginName = safetext.Clean(rr.Login.LoginName, 256)
+	rr.Login.DisplayName = safetext.Clean(rr.Login.DisplayName, 256)
+	rr.User.LoginName = safetext.Clean(rr.User.LoginName, 256)
+	rr.User.DisplayName = safetext.Clean(rr.User.DisplayName, 256)
+	rr.User.ProfilePicURL = safetext.Clean(rr.User.ProfilePicURL, 1024)
+	if rr.AuthURL == "" {
+		return nil
+	}
+	u, err := url.Parse(rr.AuthURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		len(rr.AuthURL) > 2048 || safetext.Clean(rr.AuthURL, 0) != rr.AuthURL || strings.ContainsAny(rr.AuthURL, " \"'<>`\\") {
+		return fmt.Errorf("the server sent an unusable login URL %q", safetext.Clean(rr.AuthURL, 200))
+	}
+	return nil
 }
 
 // PollMap runs a streaming map request and calls fn for every response (keep-alives included)

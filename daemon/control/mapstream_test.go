@@ -104,3 +104,53 @@ func FuzzMapDecoder(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckServerURL (hole 6): plain http:// only to this machine.
+func TestCheckServerURL(t *testing.T) {
+	for _, tc := range []struct {
+		url   string
+		plain bool
+		ok    bool
+	}{
+		{"https://hs.example.com", false, true},
+		{"https://hs.example.com:8443/prefix", false, true},
+		{"http://127.0.0.1:8080", true, true},
+		{"http://127.3.4.5", true, true},
+		{"http://[::1]:8080", true, true},
+		{"http://localhost:8080", true, true},
+		{"http://LOCALHOST", true, true},
+		{"http://hs.example.com", false, false},
+		{"http://10.0.0.1:8080", false, false},
+		{"http://localhost.evil.example", false, false},
+		{"http://[::ffff:8.8.8.8]", false, false},
+		{"ftp://hs.example.com", false, false},
+		{"https://", false, false},
+		{"https://u:p@hs.example.com", false, false},
+		{"hs.example.com", false, false},
+	} {
+		plain, err := CheckServerURL(tc.url)
+		if (err == nil) != tc.ok || plain != tc.plain {
+			t.Errorf("CheckServerURL(%q) = %v, %v; want plain=%v ok=%v", tc.url, plain, err, tc.plain, tc.ok)
+		}
+	}
+	if _, err := New(Options{ServerURL: "http://hs.example.com"}); err == nil {
+		t.Error("New accepted plain http:// to another machine")
+	}
+}
+
+// TestRegisterResponseCleaned (hole 5): what control says at login is safe to print, and a
+// login URL that is not a plain http(s) URL is refused.
+func TestRegisterResponseCleaned(t *testing.T) {
+	rr := &wire.RegisterResponse{Error: "bad\x1b[2Jthing", Login: wire.Login{LoginName: "alice\u202e@x"}}
+	if err := cleanRegisterResponse(rr); err != nil || rr.Error != "bad[2Jthing" || rr.Login.LoginName != "alice@x" {
+		t.Errorf("cleaned: %+v %v", rr, err)
+	}
+	for _, u := range []string{"javascript:alert(1)", "file:///etc/passwd", "https://hs.example/a\x1b]52;c;eA==\x07", "https://hs.example/a b", "https://u@hs.example/x", "https:///x"} {
+		if err := cleanRegisterResponse(&wire.RegisterResponse{AuthURL: u}); err == nil {
+			t.Errorf("login URL %q accepted", u)
+		}
+	}
+	if err := cleanRegisterResponse(&wire.RegisterResponse{AuthURL: "https://hs.example/register/abc?x=1"}); err != nil {
+		t.Errorf("a good login URL refused: %v", err)
+	}
+}

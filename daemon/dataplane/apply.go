@@ -73,7 +73,9 @@ func (d *Dataplane) applyFullLocked(nm *netmap.NetworkMap, prefs Prefs) error {
 		}
 	}
 	d.filter.SetSelfAddrs(np.local)
-	d.filter.SetRules(rules)
+	jailed := jailedSources(nm, np)
+	d.filter.SetRules(rules.Jail(jailed))
+	d.jailed = len(jailed) > 0
 
 	cfgs := make([]transport.PeerConfig, 0, len(np.peers))
 	plans := make(map[wire.NodeID]*peerPlan, len(np.peers))
@@ -127,6 +129,10 @@ func (d *Dataplane) applyDeltaLocked(nm *netmap.NetworkMap) error {
 	now := time.Now()
 	changed, removed := nm.PeerDiff(d.nm)
 	prefs := d.prefs
+	// Jailing lives in the packet filter's rules, which a delta does not recompile.
+	if d.jailed || slices.ContainsFunc(changed, func(n *wire.Node) bool { return n.IsJailed }) {
+		return d.applyFullLocked(nm, prefs)
+	}
 	var uapi bytes.Buffer
 	var addRoutes, delRoutes []netip.Prefix
 	exitChanged, subnetChanged := false, false

@@ -148,6 +148,42 @@ func deltaChild(t *testing.T) {
 		t.Errorf("after a ping to %v: target configured %v, %d peers configured", addr, ok, n)
 	}
 	d.checkAgainstPlan(t, nm, prefs, "after the ping")
+
+	// S20: a peer jailed in a delta opens nothing here even where a rule lets everyone in, and
+	// unjailed in the next delta it may again (jailing is in the filter's rules).
+	all := []wire.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []wire.NetPortRange{{IP: "*", Ports: wire.PortRange{First: 0, Last: 65535}}}}}
+	nm.Apply(&wire.MapResponse{PacketFilter: all}, time.Now())
+	apply("allow all")
+	var p wire.Node // a peer in the plan (some were made unusable above)
+	for _, n := range nm.SortedPeers() {
+		if n.Key == target.cfg.NodeKey {
+			p = *n
+		}
+	}
+	syn := tcpSYN(p.Addresses[0].Addr(), self.Addresses[0].Addr())
+	if !d.filter.In(syn) {
+		t.Fatal("a SYN from a peer is dropped under an allow-all rule")
+	}
+	for _, jailed := range []bool{true, false} {
+		p.IsJailed = jailed
+		q := p
+		nm.Apply(&wire.MapResponse{PeersChanged: []*wire.Node{&q}}, time.Now())
+		apply(fmt.Sprintf("jailed %v", jailed))
+		if in := d.filter.In(syn); in == jailed {
+			t.Errorf("jailed %v: the peer's SYN let in: %v", jailed, in)
+		}
+	}
+}
+
+// tcpSYN is an IPv4 TCP SYN from src:40000 to dst:22 (checksums are not looked at).
+func tcpSYN(src, dst netip.Addr) []byte {
+	b := make([]byte, 40)
+	b[0], b[3], b[8], b[9] = 0x45, 40, 64, 6
+	copy(b[12:16], src.AsSlice())
+	copy(b[16:20], dst.AsSlice())
+	b[20], b[21], b[23] = 40000>>8, 40000&0xff, 22
+	b[32], b[33] = 5<<4, 0x02 // data offset 5 words; SYN
+	return b
 }
 
 // checkAgainstPlan compares what the data plane has configured with a full plan of nm.

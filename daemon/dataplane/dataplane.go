@@ -68,7 +68,9 @@ type Dataplane struct {
 	// stack is what wireguard-go reads and writes: the packet filter, then MagicDNS, then tun.
 	stack tun.Device
 	wg    *WireGuard // set once stack and conn are plugged into it
-	ownWG bool       // wg is this Dataplane's alone (Options.WireGuard was nil)
+	// spoofedBase is wg.SpoofedInner() when this session began.
+	spoofedBase uint64
+	ownWG       bool // wg is this Dataplane's alone (Options.WireGuard was nil)
 
 	stopWatch context.CancelFunc
 
@@ -107,6 +109,8 @@ type Dataplane struct {
 	// peerAPIPorts are the peer API's ports; shields up keeps them closed like everything else.
 	peerAPIPorts [2]uint16
 	shieldsUp    bool
+	// jailed: the installed filter rules jail some peers (a delta cannot change that).
+	jailed bool
 
 	// pub is what status shows, published at the end of each apply under its own lock, so
 	// a status request never waits for an apply (netlink, nftables, D-Bus) in progress.
@@ -216,6 +220,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 		return nil, err
 	}
 	d.wg = wg
+	d.spoofedBase = wg.SpoofedInner()
 	r := opts.NodeKey.Raw()
 	if err := d.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(r[:]), opts.Port)); err != nil {
 		return nil, fmt.Errorf("configuring WireGuard: %w", err)
@@ -371,7 +376,7 @@ func (d *Dataplane) SetNodeKey(k key.NodePrivate) error {
 // usablePeer mirrors the official rule: peers with neither a disco key nor a home DERP cannot
 // be reached, and expired peers are left out.
 func usablePeer(nm *netmap.NetworkMap, p *wire.Node, now time.Time) bool {
-	if nm.Expired(p, now) {
+	if nm.Expired(p, now) || p.Key.IsZero() {
 		return false
 	}
 	return !p.DiscoKey.IsZero() || p.HomeDERP != 0
@@ -456,14 +461,22 @@ func (d *Dataplane) applyHostLocked() error {
 		}
 	}
 	if !fc.Forward {
-		fc = forwarding.Config{}
+		fc = forwarding.Config{TunName: d.opts.TunName}
 	}
+	// Every node, router or not, drops packets that claim a tailnet source but come from
+	// another interface: else a LAN host could reach local services as a tailnet peer, past the
+	// packet filter (issue 14, hole 1).
+	fc.SpoofGuard = !prefs.LANUsesCGNAT
+	fc.Stateful = fc.Forward && prefs.StatefulFiltering
 	if err := d.fwd.Set(fc); err != nil {
 		errs = append(errs, fmt.Errorf("forwarding: %w", err))
 	}
 	rs.Forwarding, rs.Masquerade = fc.Forward, fc.Masquerade
 	// Reading the firewall for warnings is host I/O too: done here, not per status request.
 	rs.Warnings = d.fwd.Warnings()
+	if fc.SpoofGuard {
+		rs.CGNATWarnings = cgnatLANWarnings(d.opts.TunName)
+	}
 	d.routing = rs
 	d.publishRoutingLocked()
 	return errors.Join(errs...)
@@ -483,7 +496,9 @@ type RoutingState struct {
 	Bypass, LAN, Accepted  []netip.Prefix
 	Forwarding, Masquerade bool
 	ExitPeer               *wire.Node
-	Warnings               []string
+	// CGNATWarnings name interfaces whose own addresses the spoofed-source guard drops.
+	CGNATWarnings []string
+	Warnings      []string
 }
 
 // Routing reports the installed routing state.
@@ -494,7 +509,19 @@ func (d *Dataplane) Routing() RoutingState {
 }
 
 // FilterStats are the packet filter's counters.
-func (d *Dataplane) FilterStats() filter.Stats { return d.filter.Stats() }
+// FilterStats are the packet filter's counters, with the packets WireGuard dropped because their
+// inner source was not the sending peer's ("spoofed inner source").
+func (d *Dataplane) FilterStats() filter.Stats {
+	st := d.filter.Stats()
+	if n := d.wg.SpoofedInner() - d.spoofedBase; n > 0 {
+		if st.DroppedBy == nil {
+			st.DroppedBy = map[string]uint64{}
+		}
+		st.DroppedBy["spoofed inner source"] += n
+		st.Dropped += n
+	}
+	return st
+}
 
 // watchHost re-applies the host part when links, addresses or routes change (a LAN appears,
 // another VPN connects) and repairs forwarding state someone removed.
@@ -506,8 +533,10 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 		default:
 		}
 	})
-	t := time.NewTicker(10 * time.Second)
+	const period = 10 * time.Second
+	t := time.NewTicker(period)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -517,6 +546,9 @@ func (d *Dataplane) watchHost(ctx context.Context) {
 			d.conn.NetworkChanged()
 			d.pm.networkChanged()
 		case <-t.C:
+			now := time.Now()
+			d.checkResume(ctx, last, now, period)
+			last = now
 			if len(d.fwdMissing()) == 0 {
 				continue
 			}

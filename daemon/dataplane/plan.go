@@ -38,6 +38,10 @@ type Prefs struct {
 	// ShieldsUp drops every new inbound connection (the control server's rules and the peer
 	// API's exception are not used).
 	ShieldsUp bool
+	// LANUsesCGNAT turns the spoofed-source guard off (the LAN itself uses 100.64.0.0/10).
+	LANUsesCGNAT bool
+	// StatefulFiltering drops connections opened into the tailnet through this router.
+	StatefulFiltering bool
 }
 
 func (p Prefs) clone() Prefs {

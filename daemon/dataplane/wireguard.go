@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -28,6 +29,30 @@ type WireGuard struct {
 	bind   *bindSlot
 	inUse  bool
 	closed bool
+
+	// spoofedInner counts decrypted packets whose inner source is not one of the sending
+	// peer's addresses (cryptokey routing drops them: issue 14, S15). wireguard-go has no
+	// counter of its own; it logs each one, which the logger given to the device counts.
+	spoofedInner atomic.Uint64
+}
+
+// SpoofedInner is the number of packets dropped because their inner source was not the
+// sending peer's, since the device was made.
+func (w *WireGuard) SpoofedInner() uint64 { return w.spoofedInner.Load() }
+
+// countingLogger wraps log so that the drops of spoofed inner sources are counted: the device
+// keeps the logger of its first session for its whole life.
+func (w *WireGuard) countingLogger(log *device.Logger) *device.Logger {
+	verbose := log.Verbosef
+	return &device.Logger{
+		Errorf: log.Errorf,
+		Verbosef: func(format string, args ...any) {
+			if strings.Contains(format, "packet with disallowed source address") {
+				w.spoofedInner.Add(1)
+			}
+			verbose(format, args...)
+		},
+	}
 }
 
 // NewWireGuard returns an empty WireGuard; the device is made on first use.
@@ -57,7 +82,7 @@ func (w *WireGuard) attach(t tun.Device, b conn.Bind, log *device.Logger) (*devi
 	if w.dev == nil {
 		w.tun = newTUNSlot(MTU)
 		w.bind = &bindSlot{}
-		w.dev = device.NewDevice(w.tun, w.bind, log)
+		w.dev = device.NewDevice(w.tun, w.bind, w.countingLogger(log))
 		// The endpoint we give each peer is the peer itself and the transport picks the path;
 		// wireguard-go must not replace it with whatever endpoint a packet came in on.
 		w.dev.DisableSomeRoamingForBrokenMobileSemantics()

@@ -35,6 +35,12 @@ func hexKey32(r key.Raw) string { return hex.EncodeToString(r[:]) }
 
 func startSession(t *testing.T, w *WireGuard, ourKey, peerKey key.NodePrivate) *session {
 	t.Helper()
+	return startSessionVia(t, w, ourKey, peerKey, nil)
+}
+
+// startSessionVia is startSession with the peer's packets sent through wrap (nil: as they are).
+func startSessionVia(t *testing.T, w *WireGuard, ourKey, peerKey key.NodePrivate, wrap func(conn.Bind) conn.Bind) *session {
+	t.Helper()
 	s := &session{tun: tuntest.NewChannelTUN(), peerTUN: tuntest.NewChannelTUN()}
 	binds := bindtest.NewChannelBinds()
 	log := device.NewLogger(device.LogLevelError, "")
@@ -42,7 +48,11 @@ func startSession(t *testing.T, w *WireGuard, ourKey, peerKey key.NodePrivate) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.peer = device.NewDevice(s.peerTUN.TUN(), binds[1], log)
+	var peerBind conn.Bind = binds[1]
+	if wrap != nil {
+		peerBind = wrap(peerBind)
+	}
+	s.peer = device.NewDevice(s.peerTUN.TUN(), peerBind, log)
 	// bindtest: endpoint 127.0.0.1:1 reaches binds[1] and :2 reaches binds[0].
 	cfg := func(priv, pub key.Raw, ip netip.Addr, ep int) string {
 		return fmt.Sprintf("private_key=%s\nlisten_port=0\nreplace_peers=true\npublic_key=%s\nallowed_ip=%s/32\nendpoint=127.0.0.1:%d\n",
@@ -211,4 +221,84 @@ func TestBindSlotEmpty(t *testing.T) {
 	if b.BatchSize() != conn.IdealBatchSize {
 		t.Errorf("BatchSize %d", b.BatchSize())
 	}
+}
+
+// TestSpoofedInnerSourceDropped (issue 14, S15): a peer that holds valid keys but sends a packet
+// whose inner source is another node's address gets nothing through, and the drop is counted;
+// its own packets still pass.
+func TestSpoofedInnerSourceDropped(t *testing.T) {
+	w := NewWireGuard()
+	defer w.Close()
+	ourKey, peerKey := key.NewNode(), key.NewNode()
+	s := startSession(t, w, ourKey, peerKey)
+	defer s.stop(w)
+	s.ping(t) // the session is up; the peer's own source passes
+	before := w.SpoofedInner()
+	other := netip.MustParseAddr("100.64.0.3") // a third node's address
+	s.peerTUN.Outbound <- tuntest.Ping(ourIP, other)
+	select {
+	case got := <-s.tun.Inbound:
+		t.Fatalf("a packet with another node's source arrived: % x", got[:20])
+	case <-time.After(time.Second):
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for w.SpoofedInner() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := w.SpoofedInner() - before; got != 1 {
+		t.Errorf("%d spoofed packets counted, want 1", got)
+	}
+	s.ping(t)
+}
+
+// replayBind sends every WireGuard transport packet (type 4) n times: a replay attack by
+// whoever sits on the path.
+type replayBind struct {
+	conn.Bind
+	n int
+}
+
+func (b *replayBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	for _, buf := range bufs {
+		times := 1
+		if len(buf) > 0 && buf[0] == 4 {
+			times = b.n
+		}
+		for range times {
+			if err := b.Bind.Send([][]byte{buf}, ep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestReplayedPacketsDropped (issue 14, S17): every transport packet the peer sends arrives 50
+// times; each inner packet is delivered once, and the session carries on.
+func TestReplayedPacketsDropped(t *testing.T) {
+	w := NewWireGuard()
+	defer w.Close()
+	ourKey, peerKey := key.NewNode(), key.NewNode()
+	s := startSessionVia(t, w, ourKey, peerKey, func(b conn.Bind) conn.Bind { return &replayBind{Bind: b, n: 50} })
+	defer s.stop(w)
+	tun, peerTUN := s.tun, s.peerTUN
+	for i := range 5 {
+		msg := tuntest.Ping(ourIP, peerIP)
+		msg[len(msg)-1] = byte(i) // tell them apart
+		peerTUN.Outbound <- msg
+		select {
+		case got := <-tun.Inbound:
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("packet %d changed on the way", i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("packet %d did not arrive", i)
+		}
+		select {
+		case got := <-tun.Inbound:
+			t.Fatalf("packet %d delivered twice (last byte %d)", i, got[len(got)-1])
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	s.ping(t) // the session carries on both ways
 }

@@ -313,7 +313,9 @@ func parseMetaCert(certs []*x509.Certificate) (key.NodePublic, bool) {
 }
 
 // tlsConfigFor sends HostName as SNI and checks the certificate against CertName when set
-// (a "sha256-raw:<hex>" CertName pins the leaf certificate instead).
+// (a "sha256-raw:<hex>" CertName pins the leaf certificate instead). A node's InsecureForTests
+// is ignored: a control server (or whoever stands between it and an http:// login) must never
+// be able to switch off the relay's certificate check.
 func tlsConfigFor(base *tls.Config, n *wire.DERPNode) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {
@@ -324,9 +326,6 @@ func tlsConfigFor(base *tls.Config, n *wire.DERPNode) *tls.Config {
 	cfg.ServerName = n.HostName
 	cfg.NextProtos = []string{"http/1.1"} // we speak HTTP/1.1 and hijack the stream
 	switch pin, isPin := strings.CutPrefix(n.CertName, "sha256-raw:"); {
-	case n.InsecureForTests:
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection, cfg.VerifyPeerCertificate = nil, nil
 	case isPin:
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyPeerCertificate = nil

@@ -384,7 +384,11 @@ func TestTLSVariants(t *testing.T) {
 		{"wrong CertName", func(n *wire.DERPNode) { n.CertName = "other.example" }, s.tlsConfig(), false},
 		{"sha256 pin", func(n *wire.DERPNode) { n.CertName = "sha256-raw:" + hex.EncodeToString(sum[:]) }, nil, true},
 		{"wrong pin", func(n *wire.DERPNode) { n.CertName = "sha256-raw:" + strings.Repeat("00", 32) }, nil, false},
-		{"InsecureForTests", func(n *wire.DERPNode) { n.InsecureForTests = true }, nil, true},
+		// Control's InsecureForTests is ignored: the certificate is still checked (hole 7).
+		{"InsecureForTests ignored", func(n *wire.DERPNode) { n.InsecureForTests = true }, nil, false},
+		{"InsecureForTests ignored with a wrong CertName", func(n *wire.DERPNode) {
+			n.InsecureForTests, n.CertName = true, "other.example"
+		}, s.tlsConfig(), false},
 		{"system roots", func(n *wire.DERPNode) {}, nil, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -154,7 +154,7 @@ func (e *Engine) verdict(b []byte) reason {
 			return ok
 		}
 		port := binary.BigEndian.Uint16(l4[2:4])
-		if f.match(protoTCP, p.src, p.dst, port) || e.peerAPIAllows(&p, port) {
+		if (f.free(p.src) && f.match(protoTCP, p.src, p.dst, port)) || e.peerAPIAllows(&p, port) {
 			return ok
 		}
 		return reasonNoRule
@@ -169,7 +169,7 @@ func (e *Engine) verdict(b []byte) reason {
 			proto: p.Proto, v6: p.V6,
 		}
 		// Rules first: they need no lock.
-		if f.match(p.Proto, p.src, p.dst, k.dport) || e.flows.hit(&k) {
+		if (f.free(p.src) && f.match(p.Proto, p.src, p.dst, k.dport)) || e.flows.hit(&k) {
 			return ok
 		}
 		return reasonNoRule
@@ -181,7 +181,7 @@ func (e *Engine) verdict(b []byte) reason {
 		if len(l4) >= 8 && icmpReplyOrError(p.V6, l4[0], l4[1]) {
 			return ok
 		}
-		if f.matchAddrs(p.src, p.dst) {
+		if f.free(p.src) && f.matchAddrs(p.src, p.dst) {
 			return ok
 		}
 		return reasonNoRule
@@ -192,7 +192,7 @@ func (e *Engine) verdict(b []byte) reason {
 		}
 		return ok
 	}
-	if f.matchAllPorts(p.Proto, p.src, p.dst) {
+	if f.free(p.src) && f.matchAllPorts(p.Proto, p.src, p.dst) {
 		return ok
 	}
 	return reasonUnknownProto

@@ -155,7 +155,36 @@ type family struct {
 	// ports has a bit for every port some rule's destination names: a packet to any other port
 	// (typically a reply to an ephemeral port) skips the rule scan.
 	ports *portSet
+	// jailed are the sources of peers control jailed (Node.IsJailed): no rule lets them open
+	// anything here; replies to what we opened still pass, as under the official client's
+	// "shields up" filter for such peers.
+	jailed addrSet
 }
+
+// Jail returns a copy of r in which packets from srcs (the allowed IPs of jailed peers) match
+// no rule. Call it before SetRules: installed rules are never changed.
+func (r *Rules) Jail(srcs []netip.Prefix) *Rules {
+	var v4, v6 []span
+	for _, p := range srcs {
+		if !p.IsValid() {
+			continue
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p.Addr().Is4() {
+			v4 = append(v4, spanOfPrefix(p))
+		} else {
+			v6 = append(v6, spanOfPrefix(p))
+		}
+	}
+	out := *r
+	out.v4.jailed, out.v6.jailed = makeSet(v4), makeSet(v6)
+	return &out
+}
+
+// free reports whether src may be let in by a rule (it is not a jailed peer's).
+func (f *family) free(src addr) bool { return len(f.jailed) == 0 || !f.jailed.contains(src) }
 
 // portSet is a bitmap of the 65536 ports.
 type portSet [1024]uint64

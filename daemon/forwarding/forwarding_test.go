@@ -37,6 +37,8 @@ func exitConfig() Config {
 const wantRouterRuleset = `table inet skein {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		oifname "skt0" tcp flags syn / syn,rst counter tcp option maxseg size set rt mtu comment "skein: clamp MSS into the tailnet"
+		iifname "skt0" tcp flags syn / syn,rst counter tcp option maxseg size set rt mtu comment "skein: clamp MSS out of the tailnet"
 		iifname "skt0" meta mark set meta mark & 0xff04ffff | 0x00040000 comment "skein: mark tailnet-forwarded"
 		iifname "skt0" oifname "skt0" counter drop comment "skein: no tailnet hairpin"
 		iifname "skt0" ip daddr 0.0.0.0/8 counter drop comment "skein: never forwarded"
@@ -67,6 +69,8 @@ const wantRouterRuleset = `table inet skein {
 const wantExitRuleset = `table inet skein {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		oifname "skt0" tcp flags syn / syn,rst counter tcp option maxseg size set rt mtu comment "skein: clamp MSS into the tailnet"
+		iifname "skt0" tcp flags syn / syn,rst counter tcp option maxseg size set rt mtu comment "skein: clamp MSS out of the tailnet"
 		iifname "skt0" meta mark set meta mark & 0xff04ffff | 0x00040000 comment "skein: mark tailnet-forwarded"
 		iifname "skt0" oifname "skt0" counter drop comment "skein: no tailnet hairpin"
 		iifname "skt0" ip daddr 0.0.0.0/8 counter drop comment "skein: never forwarded"

@@ -86,6 +86,14 @@ func plan(c Config) []chainSpec {
 	add := func(list *[]ruleSpec, comment string, e ...[]expr.Any) {
 		*list = append(*list, ruleSpec{comment: comment, exprs: slices.Concat(e...)})
 	}
+	if c.Forward {
+		// Forwarded TCP connections are told the path's MTU in their SYN (the MSS only ever goes
+		// down): the tunnel's 1280 bytes into the tailnet, the outgoing route's MTU out of it,
+		// so hosts behind this router never send segments the path drops silently (issue 14,
+		// R25; the official client clamps too).
+		add(&fwd, "skein: clamp MSS into the tailnet", oif(tun, true), tcpSYN(), clampMSS())
+		add(&fwd, "skein: clamp MSS out of the tailnet", iif(tun, true), tcpSYN(), clampMSS())
+	}
 	add(&fwd, "skein: mark tailnet-forwarded", iif(tun, true), setMark())
 	add(&fwd, "skein: no tailnet hairpin", iif(tun, true), oif(tun, true), counterDrop())
 	for _, p := range neverForward {
@@ -215,6 +223,31 @@ func hasMark() []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: native32(MarkMask), Xor: native32(0)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(SubnetRouteMark)},
+	}
+}
+
+// tcpSYN matches TCP segments with SYN set and RST not.
+func tcpSYN() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0x00}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+	}
+}
+
+// clampMSS sets the TCP MSS option to the route's MTU less the headers ("tcp option maxseg
+// size set rt mtu"); the kernel never raises it.
+func clampMSS() []expr.Any {
+	return []expr.Any{
+		&expr.Counter{},
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		// The route lookup gives the MSS in host order; the option is big-endian (the nft tool
+		// adds the same conversion; without it a little-endian host writes nothing, since the
+		// kernel only ever lowers the MSS).
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt},
 	}
 }
 
@@ -372,14 +405,23 @@ func diffRules(where string, want []ruleSpec, got []*nftables.Rule) []string {
 }
 
 func sameRule(w ruleSpec, r *nftables.Rule) bool {
-	if !bytes.Equal(r.UserData, commentData(w.comment)) || len(r.Exprs) != len(w.exprs) {
+	// The nftables library lists rules without their "rt" and "byteorder" expressions (it
+	// does not decode them), so the MSS clamp is compared without them.
+	want := slices.DeleteFunc(slices.Clone(w.exprs), func(e expr.Any) bool {
+		switch e.(type) {
+		case *expr.Rt, *expr.Byteorder:
+			return true
+		}
+		return false
+	})
+	if !bytes.Equal(r.UserData, commentData(w.comment)) || len(r.Exprs) != len(want) {
 		return false
 	}
 	for i, e := range r.Exprs {
 		if _, ok := e.(*expr.Counter); ok {
 			e = &expr.Counter{}
 		}
-		if !reflect.DeepEqual(e, w.exprs[i]) {
+		if !reflect.DeepEqual(e, want[i]) {
 			return false
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,7 +44,29 @@ func newTopo(t *testing.T) *topo {
 		e.ipIn(tp.lan, "addr", "add", a, "dev", "l0")
 	}
 	e.ipIn(tp.lan, "link", "set", "l0", "up")
+	tp.waitUp()
 	return tp
+}
+
+// waitUp waits until the kernel reports every veth up. Until then a new veth still has the
+// noop qdisc, which drops what is sent (the kernel's link watch activates the real one, up to a
+// second later on a loaded machine), and a test's first datagram would be lost.
+func (tp *topo) waitUp() {
+	e := tp.e
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, l := range []struct{ ns, dev string }{{e.ns, tunName}, {e.ns, "eth-lan"}, {tp.peer, "p0"}, {tp.lan, "l0"}} {
+		for {
+			out, _ := exec.Command("ip", "-n", l.ns, "-o", "link", "show", "dev", l.dev).CombinedOutput()
+			if strings.Contains(string(out), "state UP") {
+				break
+			}
+			if time.Now().After(deadline) {
+				e.t.Fatalf("%s not up after 5 s: %s", l.dev, out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 func (tp *topo) config() Config {

@@ -90,7 +90,7 @@ func TestWarningIptablesNft(t *testing.T) {
 	e := newEnv(t)
 	e.fakeTun()
 	if !haveCmd("iptables-nft") {
-		t.Skip("needs iptables-nft")
+		t.Fatal("needs iptables-nft: make deps installs it")
 	}
 	e.run("iptables-nft", "-P", "FORWARD", "DROP")
 	e.run("iptables-nft", "-N", "DOCKER-USER")
@@ -118,7 +118,7 @@ func TestWarningUFW(t *testing.T) {
 			e := newEnv(t)
 			e.fakeTun()
 			if !haveCmd(bin) {
-				t.Skip("needs " + bin)
+				t.Fatal("needs " + bin + ": make deps installs it")
 			}
 			// Roughly what ufw's default "deny (routed)" looks like.
 			e.run(bin, "-P", "FORWARD", "DROP")
@@ -145,7 +145,7 @@ func TestWarningLegacyIptables(t *testing.T) {
 	e := newEnv(t)
 	e.fakeTun()
 	if !haveCmd("iptables-legacy") {
-		t.Skip("needs iptables-legacy")
+		t.Fatal("needs iptables-legacy: make deps installs it")
 	}
 	m := e.newManager()
 	defer m.Close()

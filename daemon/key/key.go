@@ -76,3 +76,21 @@ func DH(priv, pub Raw) ([32]byte, error) {
 	copy(out[:], s)
 	return out, nil
 }
+
+// lowOrderScalar is a clamped scalar (a multiple of the cofactor 8): X25519 of it and a point
+// of small order is zero, which X25519 reports as an error, and never so for a real key.
+var lowOrderScalar = func() Raw {
+	var s Raw
+	for i := range s {
+		s[i] = 0x5a
+	}
+	clamp(&s)
+	return s
+}()
+
+// LowOrder reports whether k is a point of small order (the zero key among them): a
+// Diffie-Hellman with it gives a known result, so no handshake may ever use it.
+func (k NodePublic) LowOrder() bool {
+	_, err := curve25519.X25519(lowOrderScalar[:], k.k[:])
+	return err != nil
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/skeinvpn/skein/daemon/key"
 	"github.com/skeinvpn/skein/daemon/wire"
+	"github.com/skeinvpn/skein/internal/safetext"
 )
 
 // NetworkMap is the merged view of every map response received in one map session. Only its
@@ -37,6 +38,11 @@ type NetworkMap struct {
 	ControlTime time.Time
 	// ReceivedAt is our clock when ControlTime arrived.
 	ReceivedAt time.Time
+	// Health are control's messages about this node (cleaned, at most 32); replaced by each
+	// response that has them.
+	Health []string
+	// LimitsHit says which of this package's limits the server's responses passed (limits.go).
+	LimitsHit []string
 }
 
 // New returns an empty map.
@@ -61,19 +67,23 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 		return false
 	}
 	if r.Node != nil {
-		nm.Self = normalize(r.Node)
+		nm.Self = nm.normalize(r.Node)
 		changed = true
 	}
 	if r.DERPMap != nil {
-		nm.applyDERPMap(r.DERPMap)
+		nm.applyDERPMap(nm.cleanDERPMap(r.DERPMap))
 		changed = true
 	}
 	if r.DNSConfig != nil {
-		nm.DNSConfig = r.DNSConfig
+		nm.DNSConfig = cleanDNSConfig(r.DNSConfig)
 		changed = true
 	}
 	if r.Domain != "" {
-		nm.Domain = r.Domain
+		nm.Domain = safetext.Clean(r.Domain, 255)
+	}
+	if r.Health != nil {
+		nm.Health = cleanHealth(r.Health)
+		changed = true
 	}
 	if r.SSHPolicy != nil {
 		nm.SSHPolicy = r.SSHPolicy
@@ -82,7 +92,11 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 	if len(r.UserProfiles) > 0 {
 		nm.UserProfiles = maps.Clone(nm.UserProfiles)
 		for _, u := range r.UserProfiles {
-			nm.UserProfiles[u.ID] = u
+			if _, known := nm.UserProfiles[u.ID]; !known && len(nm.UserProfiles) >= maxUserProfiles {
+				nm.limitHit("more than %d user profiles; the rest are ignored", maxUserProfiles)
+				continue
+			}
+			nm.UserProfiles[u.ID] = cleanUserProfile(u)
 		}
 		changed = true
 	}
@@ -108,6 +122,16 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 			}
 		}
 	}
+	if r.PacketFilter != nil || r.PacketFilters != nil {
+		changed := map[string]bool{}
+		if r.PacketFilter != nil {
+			changed["base"] = true
+		}
+		for name := range r.PacketFilters {
+			changed[name] = true
+		}
+		nm.boundFilters(changed)
+	}
 	if nm.applyPeers(r, now) {
 		changed = true
 	}
@@ -119,11 +143,16 @@ func (nm *NetworkMap) Apply(r *wire.MapResponse, now time.Time) (changed bool) {
 func (nm *NetworkMap) applyPeers(r *wire.MapResponse, now time.Time) bool {
 	changed := false
 	if len(r.Peers) > 0 {
-		norm := make([]*wire.Node, 0, len(r.Peers))
+		norm := make([]*wire.Node, 0, min(len(r.Peers), maxPeers))
 		for _, p := range r.Peers {
-			if p != nil {
-				norm = append(norm, normalize(p))
+			if p == nil {
+				continue
 			}
+			if len(norm) == maxPeers {
+				nm.limitHit("more than %d peers; the rest are ignored", maxPeers)
+				break
+			}
+			norm = append(norm, nm.normalize(p))
 		}
 		nm.peers.replaceAll(norm)
 		changed = true
@@ -131,10 +160,15 @@ func (nm *NetworkMap) applyPeers(r *wire.MapResponse, now time.Time) bool {
 	te := nm.peers.edit()
 	if len(r.Peers) == 0 {
 		for _, p := range r.PeersChanged {
-			if p != nil {
-				te.put(normalize(p))
-				changed = true
+			if p == nil {
+				continue
 			}
+			if nm.Peer(p.ID) == nil && nm.Len() >= maxPeers {
+				nm.limitHit("more than %d peers; the rest are ignored", maxPeers)
+				continue
+			}
+			te.put(nm.normalize(p))
+			changed = true
 		}
 		for _, id := range r.PeersRemoved {
 			if te.remove(id) {
@@ -186,13 +220,17 @@ func (nm *NetworkMap) patch(te *tableEdit, pc *wire.PeerChange) bool {
 		p.Cap = pc.Cap
 	}
 	if pc.CapMap != nil {
-		p.CapMap = pc.CapMap
+		p.CapMap = cleanCapMap(pc.CapMap)
 	}
 	if pc.Endpoints != nil {
-		p.Endpoints = pc.Endpoints
+		p.Endpoints = validEndpoints(first(pc.Endpoints, maxEndpoints))
 	}
 	if pc.Key != nil {
 		p.Key = *pc.Key
+		if !p.Key.IsZero() && p.Key.LowOrder() {
+			nm.limitHit("node %d: its node key is a point of small order; ignored", p.ID)
+			p.Key = key.NodePublic{}
+		}
 	}
 	if pc.DiscoKey != nil {
 		p.DiscoKey = *pc.DiscoKey
@@ -232,9 +270,11 @@ func (nm *NetworkMap) applyDERPMap(d *wire.DERPMap) {
 	nm.DERPMap = next
 }
 
-// normalize fills what newer capability versions leave implicit.
-func normalize(n *wire.Node) *wire.Node {
+// normalize fills what newer capability versions leave implicit, and bounds and cleans what
+// control sent (limits.go).
+func (nm *NetworkMap) normalize(n *wire.Node) *wire.Node {
 	c := *n
+	nm.cleanNode(&c)
 	if c.AllowedIPs == nil {
 		c.AllowedIPs = c.Addresses
 	}

@@ -176,7 +176,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+		return nil, fmt.Errorf("state directory %s is not writable: %w", dir, err)
 	}
 	probe, err := os.CreateTemp(dir, ".probe-*")
 	if err != nil {
@@ -210,7 +210,11 @@ func (s *Store) LoadProfiles() (Profiles, error) {
 		d := ps.NewProfileData("")
 		ps = ps.With(d)
 		ps.Current = d.ProfileID
-		return ps, s.SaveProfiles(ps)
+		if err := s.SaveProfiles(ps); err != nil {
+			// Without a saved machine key every restart would be a new machine to control.
+			return ps, fmt.Errorf("cannot save a new machine key in %s: %w", s.dir, err)
+		}
+		return ps, nil
 	}
 	if err != nil {
 		return Profiles{}, err

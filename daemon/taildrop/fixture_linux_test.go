@@ -141,7 +141,10 @@ func (f *fixture) do(src, method, rawPath string, body io.Reader, length int64, 
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
 	}
-	resp, err := f.client(src).Do(req)
+	c := f.client(src)
+	// A fresh client per request: its idle connection would count against the peer's share.
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
 	if err != nil {
 		return result{err: err}
 	}

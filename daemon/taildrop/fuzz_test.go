@@ -1,6 +1,10 @@
 package taildrop
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -93,6 +97,48 @@ func FuzzRange(f *testing.F) {
 			if again, err := ParseRange("bytes=" + strconv.FormatInt(off, 10) + "-"); err != nil || again != off {
 				t.Fatalf("round trip of %d: %d %v", off, again, err)
 			}
+		}
+	})
+}
+
+// FuzzMatchHashes feeds the sender a hostile receiver's answer about its partial file (issue
+// 14, S22: the sender's parsing of the peer's hash replies): no panic, the offset never passes
+// the file, only a prefix whose blocks really match is skipped, and what was read beyond it is
+// handed back to be sent.
+func FuzzMatchHashes(f *testing.F) {
+	file := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160,000 bytes: two full blocks and a bit
+	line := func(b []byte) string { return hashLine(b) + "\n" }
+	f.Add([]byte(line(file[:hashBlockSize])+line(file[hashBlockSize:2*hashBlockSize])), uint32(len(file)))
+	f.Add([]byte(line(file[:hashBlockSize])+`{"checksum":"00","algo":"sha256","size":65536}`+"\n"), uint32(70000))
+	f.Add([]byte(`{"checksum":"`+strings.Repeat("0", 64)+`","algo":"sha256","size":-1}`), uint32(10))
+	f.Add([]byte(line(file[:100])), uint32(100))
+	f.Fuzz(func(t *testing.T, hashes []byte, n uint32) {
+		src := file[:int(n)%(len(file)+1)]
+		off, pending, err := matchHashes(bytes.NewReader(hashes), bytes.NewReader(src))
+		if err != nil {
+			t.Fatalf("error without a file read error: %v", err)
+		}
+		if off < 0 || off+int64(len(pending)) > int64(len(src)) {
+			t.Fatalf("offset %d + pending %d past the file (%d)", off, len(pending), len(src))
+		}
+		if !bytes.Equal(pending, src[off:off+int64(len(pending))]) {
+			t.Fatal("pending bytes are not the file's bytes after the offset")
+		}
+		// The skipped prefix is exactly what the peer's hashes vouch for, block by block.
+		var vouched int64
+		for _, l := range strings.Split(string(hashes), "\n") {
+			var bh blockHash
+			if vouched >= off || json.Unmarshal([]byte(l), &bh) != nil || bh.Size <= 0 || vouched+bh.Size > off {
+				break
+			}
+			sum := sha256.Sum256(src[vouched : vouched+bh.Size])
+			if got, err := hex.DecodeString(bh.Checksum); err != nil || !bytes.Equal(got, sum[:]) {
+				t.Fatalf("block at %d skipped although its hash differs", vouched)
+			}
+			vouched += bh.Size
+		}
+		if vouched != off {
+			t.Fatalf("skipped %d bytes, the hashes vouch for %d", off, vouched)
 		}
 	})
 }

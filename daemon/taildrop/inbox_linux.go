@@ -80,6 +80,9 @@ type Inbox struct {
 	// committed is the number of bytes promised to transfers of known length and not yet
 	// written; admission and the space checks subtract it from the free space.
 	committed atomic.Int64
+	// peerCommitted is committed by sender (client id; in.mu).
+	peerCommitted map[string]int64
+	limits        Limits // quota_linux.go (in.mu)
 
 	// Replaceable in tests.
 	avail func() (int64, error) // free bytes on the inbox's file system
@@ -136,11 +139,14 @@ func OpenInbox(dir string, logf func(string, ...any)) (*Inbox, error) {
 		dfd:     fd,
 		active:  make(map[string]bool),
 		changed: make(chan struct{}),
-		now:     time.Now,
-		stop:    make(chan struct{}),
+
+		peerCommitted: map[string]int64{},
+		now:           time.Now,
+		stop:          make(chan struct{}),
 	}
 	in.avail = in.statfsAvail
 	in.cleanStale()
+	in.cleanExpired()
 	in.wg.Add(1)
 	go in.cleaner()
 	return in, nil
@@ -272,6 +278,9 @@ func (in *Inbox) stat(name string) (ipc.WaitingFile, error) {
 			}
 		}
 	}
+	if !wf.Received.IsZero() {
+		wf.Expires = wf.Received.Add(in.Expiry())
+	}
 	return wf, nil
 }
 
@@ -367,6 +376,7 @@ func (in *Inbox) cleaner() {
 			return
 		case <-t.C:
 			in.cleanStale()
+			in.cleanExpired()
 		}
 	}
 }
@@ -463,36 +473,41 @@ func (in *Inbox) receive(p Peer, name string, offset, length int64, body io.Read
 		return res, errInProgress
 	}
 	var promised int64
-	nextCheck := int64(-1) // for unknown lengths: written bytes at which to look at free space again
+	nextCheck := int64(-1) // for unknown lengths: written bytes at which to look at the room left again
+	if offset == 0 && !in.isRegular(pname) {
+		if err := in.roomForFile(id); err != nil {
+			in.mu.Unlock()
+			return res, err
+		}
+	}
+	room, why, err := in.room(reserve, id)
+	if err != nil {
+		in.mu.Unlock()
+		return res, fmt.Errorf("checking free space: %w", err)
+	}
 	if length < 0 {
-		headroom, err := in.headroom(reserve)
-		if err != nil {
+		if room <= 0 {
 			in.mu.Unlock()
-			return res, fmt.Errorf("checking free space: %w", err)
+			return res, fmt.Errorf("%w: %s", errNoSpace, why)
 		}
-		if headroom <= 0 {
-			in.mu.Unlock()
-			return res, fmt.Errorf("%w: no space left beyond the %d bytes kept free", errNoSpace, reserve)
-		}
-		nextCheck = min(headroom, spaceCheckEvery)
+		nextCheck = min(room, spaceCheckEvery)
 	} else {
-		free, err := in.headroom(reserve)
-		if err != nil {
+		if length > room {
 			in.mu.Unlock()
-			return res, fmt.Errorf("checking free space: %w", err)
-		}
-		if length > free {
-			in.mu.Unlock()
-			return res, fmt.Errorf("%w: the file needs %d bytes, %d are available", errNoSpace, length, max(free, 0))
+			return res, fmt.Errorf("%w: the file needs %d bytes, %d are available: %s", errNoSpace, length, max(room, 0), why)
 		}
 		promised = length
 		in.committed.Add(promised)
+		in.peerCommitted[id] += promised
 	}
 	in.active[pname] = true
 	in.mu.Unlock()
 	defer func() {
-		in.committed.Add(-promised)
 		in.mu.Lock()
+		in.committed.Add(-promised)
+		if in.peerCommitted[id] -= promised; in.peerCommitted[id] <= 0 {
+			delete(in.peerCommitted, id)
+		}
 		delete(in.active, pname)
 		in.mu.Unlock()
 	}()
@@ -541,18 +556,23 @@ func (in *Inbox) receive(p Peer, name string, offset, length int64, body io.Read
 		written += int64(n)
 		if promised > 0 {
 			d := min(int64(n), promised)
+			in.mu.Lock()
 			promised -= d
 			in.committed.Add(-d)
+			in.peerCommitted[id] -= d
+			in.mu.Unlock()
 		}
 		if nextCheck >= 0 && written >= nextCheck {
-			// The next look is due before the headroom could be used up, so at most one
-			// buffer's worth is written into the reserve.
-			headroom, err := in.headroom(reserve)
-			if err == nil && headroom <= 0 {
+			// The next look is due before the room could be used up, so at most one buffer's
+			// worth is written past a limit.
+			in.mu.Lock()
+			room, why, err := in.room(reserve, id)
+			in.mu.Unlock()
+			if err == nil && room <= 0 {
 				removePartial()
-				return res, fmt.Errorf("%w: stopped after %d bytes to keep %d bytes free", errNoSpace, pos, reserve)
+				return res, fmt.Errorf("%w: stopped after %d bytes: %s", errNoSpace, pos, why)
 			}
-			nextCheck = written + max(min(headroom, spaceCheckEvery), 1)
+			nextCheck = written + max(min(room, spaceCheckEvery), 1)
 		}
 		if pos-synced >= writebackEvery {
 			unix.SyncFileRange(fd, synced, pos-synced, unix.SYNC_FILE_RANGE_WRITE)

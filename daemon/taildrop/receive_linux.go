@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,7 +40,11 @@ const (
 	DefaultIdleTimeout   = 60 * time.Second
 	DefaultMaxConns      = 256
 	DefaultMaxTransfers  = 16
-	maxHeaderBytes       = 16 << 10
+	// One peer's share of the connections and transfers, so that one node (a same-user node
+	// gone rogue) cannot hold them all.
+	DefaultMaxConnsPerPeer     = 32
+	DefaultMaxTransfersPerPeer = 4
+	maxHeaderBytes             = 16 << 10
 )
 
 // Handler is the peer API as far as Taildrop needs it. The zero values of the limits mean
@@ -69,12 +74,76 @@ type Handler struct {
 	// request on a kept-alive connection (used by NewServer).
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
-	// MaxConns bounds open connections (NewServer); MaxTransfers concurrent PUTs (503 beyond).
-	MaxConns     int
-	MaxTransfers int
+	// MaxConns bounds open connections (NewServer); MaxTransfers concurrent PUTs (503 beyond);
+	// the PerPeer ones what one peer may hold of them.
+	MaxConns            int
+	MaxTransfers        int
+	MaxConnsPerPeer     int
+	MaxTransfersPerPeer int
 
 	conns     atomic.Int64
 	transfers atomic.Int64
+
+	refused atomic.Int64 // connections from peers Allow refuses, waiting for their 403
+
+	mu            sync.Mutex
+	peerConns     map[string]int      // by StableID
+	connPeer      map[net.Conn]string // counted connections ("" = refused)
+	peerTransfers map[string]int
+}
+
+// maxRefused bounds the connections from refused peers that are answered with a 403.
+const maxRefused = 16
+
+// refusedKey marks the context of a connection whose peer may not send files.
+type refusedKey struct{}
+
+var errDisabled = errors.New("Taildrop disabled; no storage directory")
+
+func (h *Handler) track(c net.Conn, id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.connPeer == nil {
+		h.connPeer = map[net.Conn]string{}
+	}
+	h.connPeer[c] = id
+}
+
+func (h *Handler) tracked(c net.Conn) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id, ok := h.connPeer[c]
+	return id, ok
+}
+
+func (h *Handler) untrack(c net.Conn) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id, ok := h.connPeer[c]
+	delete(h.connPeer, c)
+	return id, ok
+}
+
+// take counts one more for key in m, up to limit.
+func (h *Handler) take(m *map[string]int, key string, limit int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if *m == nil {
+		*m = map[string]int{}
+	}
+	if (*m)[key] >= limit {
+		return false
+	}
+	(*m)[key]++
+	return true
+}
+
+func (h *Handler) give(m *map[string]int, key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if (*m)[key]--; (*m)[key] <= 0 {
+		delete(*m, key)
+	}
 }
 
 func (h *Handler) logf(format string, args ...any) {
@@ -115,24 +184,59 @@ func NewServer(h *Handler) *http.Server {
 		IdleTimeout:       orDefault(h.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(logWriter{h}, "taildrop: peerapi: ", 0),
+		// A connection counts against the limits only when it comes from a peer that may send
+		// files: another user's node or a tagged server gets its 403 on a connection of its
+		// own (at most maxRefused at a time, beyond that closed at once), so it can never hold
+		// the slots. An allowed peer holds at most its share of them.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if _, ok := h.peerOf(c.RemoteAddr().String()); !ok {
+			p, ok := h.peerOf(c.RemoteAddr().String())
+			if !ok {
 				h.logf("taildrop: peerapi: closing connection from unknown address %v", c.RemoteAddr())
 				c.Close()
+				return ctx
 			}
+			var why error
+			switch {
+			case h.Inbox == nil || h.Allow == nil:
+				why = errDisabled
+			default:
+				why = h.Allow(p)
+			}
+			if why != nil {
+				if h.refused.Add(1) > maxRefused {
+					h.refused.Add(-1)
+					c.Close()
+					return ctx
+				}
+				h.track(c, "")
+				return context.WithValue(ctx, refusedKey{}, why)
+			}
+			if !h.take(&h.peerConns, p.StableID, orDefault(h.MaxConnsPerPeer, DefaultMaxConnsPerPeer)) {
+				h.logf("taildrop: peerapi: closing connection from %v (%s): it has %d open", c.RemoteAddr(), p.Name, orDefault(h.MaxConnsPerPeer, DefaultMaxConnsPerPeer))
+				c.Close()
+				return ctx
+			}
+			h.track(c, p.StableID)
 			return ctx
 		},
 		ConnState: func(c net.Conn, s http.ConnState) {
 			switch s {
 			case http.StateNew:
-				if h.conns.Add(1) > int64(orDefault(h.MaxConns, DefaultMaxConns)) {
+				if id, ok := h.tracked(c); ok && id != "" && h.conns.Add(1) > int64(orDefault(h.MaxConns, DefaultMaxConns)) {
 					c.Close()
 				}
 			case http.StateClosed, http.StateHijacked:
-				h.conns.Add(-1)
+				id, ok := h.untrack(c)
+				switch {
+				case !ok:
+				case id == "":
+					h.refused.Add(-1)
+				default:
+					h.conns.Add(-1)
+					h.give(&h.peerConns, id)
+				}
 			}
-		},
-	}
+		}}
 }
 
 type logWriter struct{ h *Handler }
@@ -189,8 +293,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "unsupported peerapi path")
 		return
 	}
+	if why, ok := r.Context().Value(refusedKey{}).(error); ok {
+		// Refused when the connection came: answered, and the connection closed.
+		h.logf("taildrop: peerapi: refusing %s (%s): %v", r.RemoteAddr, peer.Name, why)
+		w.Header().Set("Connection", "close")
+		h.fail(w, r, http.StatusForbidden, why.Error())
+		return
+	}
 	if h.Inbox == nil || h.Allow == nil {
-		h.fail(w, r, http.StatusForbidden, "Taildrop disabled; no storage directory")
+		h.fail(w, r, http.StatusForbidden, errDisabled.Error())
 		return
 	}
 	if err := h.Allow(peer); err != nil {
@@ -330,6 +441,11 @@ func (h *Handler) servePut(w http.ResponseWriter, r *http.Request, p Peer, name 
 		return
 	}
 	defer h.transfers.Add(-1)
+	if !h.take(&h.peerTransfers, p.StableID, orDefault(h.MaxTransfersPerPeer, DefaultMaxTransfersPerPeer)) {
+		h.fail(w, r, http.StatusServiceUnavailable, "too many transfers from this node in progress; try again later")
+		return
+	}
+	defer h.give(&h.peerTransfers, p.StableID)
 
 	body := newRateReader(r.Body, http.NewResponseController(w),
 		orDefault(h.MinBodyRate, DefaultMinBodyRate), orDefault(h.RateWindow, DefaultRateWindow))

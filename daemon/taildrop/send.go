@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/skeinvpn/skein/internal/safetext"
 )
 
 // hashTimeout bounds the resume query (the official sender's value).
@@ -87,7 +89,8 @@ func Send(ctx context.Context, c *http.Client, base, name string, size int64, bo
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		text := strings.TrimSpace(strings.ToValidUTF8(string(msg), "?"))
+		// The peer's words reach the user's terminal: no control characters (hole 5).
+		text := safetext.Clean(strings.TrimSpace(string(msg)), 512)
 		if text == "" {
 			text = "(no text)"
 		}
@@ -177,7 +180,14 @@ func matchPartial(ctx context.Context, c *http.Client, u string, file io.Reader)
 	if resp.StatusCode != http.StatusOK {
 		return 0, nil, nil
 	}
-	br := bufio.NewReaderSize(resp.Body, 4096)
+	return matchHashes(resp.Body, file)
+}
+
+// matchHashes reads the peer's block hashes (one JSON object per line) from hashes and consumes
+// the prefix of file they match: see matchPartial. The peer is not trusted: anything malformed
+// ends the match.
+func matchHashes(hashes io.Reader, file io.Reader) (offset int64, pending []byte, err error) {
+	br := bufio.NewReaderSize(hashes, 4096)
 	block := make([]byte, hashBlockSize)
 	for {
 		line, lerr := br.ReadSlice('\n')

@@ -57,6 +57,7 @@ func tmpfsChild(t *testing.T, dir string) {
 
 	// Reserve 1 MiB of the 8.
 	f := newFixtureAt(t, filepath.Join(dir, "inbox"), func(h *Handler) { h.Reserve = 1 << 20 })
+	f.in.SetLimits(Limits{MaxBytes: 1 << 40}) // the space on disk is what is tested here
 	_, err := Send(ctx, f.client("127.0.0.1"), f.base(), "big.bin", 16<<20, io.LimitReader(zeroReader{}, 16<<20), nil)
 	if err == nil || !strings.Contains(err.Error(), "507") {
 		t.Errorf("16 MiB with Content-Length: %v", err)
@@ -82,6 +83,7 @@ func tmpfsChild(t *testing.T, dir string) {
 	// No reserve: the file system fills up (ENOSPC) and the partial is removed.
 	g := newFixtureAt(t, filepath.Join(dir, "inbox2"), func(h *Handler) { h.Reserve = -1 })
 	g.in.avail = func() (int64, error) { return 1 << 40, nil } // statfs lies
+	g.in.SetLimits(Limits{MaxBytes: 1 << 40})
 	r = g.do("127.0.0.1", "PUT", "/v0/put/full.bin", io.LimitReader(zeroReader{}, 16<<20), -1)
 	if r.err == nil && (r.code != 507 || !strings.Contains(r.body, "full")) {
 		t.Errorf("ENOSPC: %d %q", r.code, r.body)

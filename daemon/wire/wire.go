@@ -170,6 +170,9 @@ type Node struct {
 	MachineAuthorized bool                       `json:",omitempty"`
 	CapMap            map[string]json.RawMessage `json:",omitempty"`
 	Expired           bool                       `json:",omitempty"`
+	// IsJailed: this peer may not open connections to us (control's client-side jailing,
+	// capability version 94); replies to ours still pass.
+	IsJailed bool `json:",omitempty"`
 }
 
 // PeerChange is a partial update of one peer; set fields replace, zero fields are unchanged.

@@ -45,7 +45,8 @@ func (b *Backend) files() *files {
 // AddFile puts a file from a peer into the fake inbox and emits EventFile.
 func (b *Backend) AddFile(name, from string, data []byte) {
 	f := b.files()
-	meta := ipc.WaitingFile{Name: name, Size: int64(len(data)), From: from, FromID: from, Received: time.Now()}
+	now := time.Now()
+	meta := ipc.WaitingFile{Name: name, Size: int64(len(data)), From: from, FromID: from, Received: now, Expires: now.Add(7 * 24 * time.Hour)}
 	f.mu.Lock()
 	if _, ok := f.inbox[name]; !ok {
 		f.order = append(f.order, name)

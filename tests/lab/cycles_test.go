@@ -237,7 +237,8 @@ func (c *cycler) run(cycles int, checkpoints ...int) {
 // exactly as before the first up, and a cycle allocates a few MB, not a new WireGuard device.
 //
 // Both run the plain skeind build: the race detector's shadow memory would swamp the figures.
-// Two users whose policy keeps them apart, so that neither sees the other's nodes come and go.
+// Two users whose policy keeps them apart, so that neither sees the other's nodes come and go
+// (the stop/start node has a third user of its own).
 func TestCyclesStayFlat(t *testing.T) {
 	t.Parallel()
 	l := lab.New(t)
@@ -253,9 +254,14 @@ func TestCyclesStayFlat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tnC, err := l.StartTailnet("solo", "gamma-ts")
+	if err != nil {
+		t.Fatal(err)
+	}
 	apart := `{"acls": [
     {"action": "accept", "src": ["lab@"], "dst": ["lab@:*"]},
-    {"action": "accept", "src": ["other@"], "dst": ["other@:*"]}
+    {"action": "accept", "src": ["other@"], "dst": ["other@:*"]},
+    {"action": "accept", "src": ["solo@"], "dst": ["solo@:*"]}
   ]}`
 	if err := c.SetPolicy(apart); err != nil {
 		t.Fatal(err)
@@ -292,5 +298,63 @@ func TestCyclesStayFlat(t *testing.T) {
 		cy := newCycler(t, tnB, "beta-ts", "skein-l", "logout/login", true)
 		cy.run(50, 1, 10, 25, 50)
 		cy.n.stop()
+	})
+	// Issue 14, R15: 100 stops (SIGTERM, exit 0) and starts of skeind while logged in. Each stop
+	// leaves the host exactly as before the first start, and each new process reaches Running
+	// with the same rules, routes, nftables objects, descriptors and goroutines as the first.
+	t.Run("stop-start", func(t *testing.T) {
+		t.Parallel()
+		h, err := l.AddHost("skein-s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := tnC.Peer("gamma-ts").Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := startNodeWith(t, h, true, "SKEIN_PPROF="+pprofAddr)
+		pristine, _, _, _ := n.hostState()
+		mustOK(t, n.cli("up", "--login-server", tnC.Control.URL(), "--auth-key", tnC.AuthKey, "--hostname", "skein-s"), "skein up")
+		client := ipc.NewClient(n.socket)
+		running := func(i int) {
+			t.Helper()
+			lab.Eventually(t, 20*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				s, err := client.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if s.State != ipc.StateRunning || n.peer(s, "gamma-ts") == nil {
+					return fmt.Errorf("start %d: state %s", i, s.State)
+				}
+				return nil
+			})
+		}
+		running(0)
+		pingICMP(t, h, st.Self.IPv4())
+		first := n.measure("stop-start-0")
+		start := time.Now()
+		const cycles = 100
+		for i := 1; i <= cycles; i++ {
+			n.stop() // SIGTERM, exit 0 (checked)
+			if got, _, _, _ := n.hostState(); got != pristine {
+				t.Fatalf("after stop %d the host differs from before the first start:\n--- before\n%s--- after\n%s", i, pristine, got)
+			}
+			n.start()
+			running(i)
+		}
+		pingICMP(t, h, st.Self.IPv4())
+		last := n.measure(fmt.Sprintf("stop-start-%d", cycles))
+		t.Logf("%d stop/start cycles in %v; first: %v; last: %v", cycles, time.Since(start).Round(time.Second), first, last)
+		if last.rules != first.rules || last.routes != first.routes || last.nftLines != first.nftLines {
+			t.Errorf("after %d restarts: %d rules, %d routes, %d nftables lines; after the first start %d, %d, %d",
+				cycles, last.rules, last.routes, last.nftLines, first.rules, first.routes, first.nftLines)
+		}
+		if last.fds > first.fds+2 || last.goroutines > first.goroutines+3 {
+			t.Errorf("after %d restarts: %d descriptors, %d goroutines; after the first start %d, %d",
+				cycles, last.fds, last.goroutines, first.fds, first.goroutines)
+		}
+		n.stop()
 	})
 }

@@ -2,6 +2,9 @@ package lab_test
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,10 +92,22 @@ func TestJoinRestartAndPermissions(t *testing.T) {
 	}
 	nodesBefore, _ := c.Nodes()
 
-	// The state file is private and holds the registration.
+	// The state file is private (root's, 0600 in a 0700 directory) and holds the registration.
 	d := n.stored()
 	if !d.LoggedIn || d.Prefs.LoginServer != c.URL() {
 		t.Fatalf("stored state: logged in %v, server %q", d.LoggedIn, d.Prefs.LoginServer)
+	}
+	for path, want := range map[string]os.FileMode{n.statedir: 0o700, filepath.Join(n.statedir, "skeind.state"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != want || st.Uid != 0 {
+			t.Errorf("%s: mode %v owner %d, want %v owned by root", path, fi.Mode().Perm(), st.Uid, want)
+		}
+	}
+	if out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", filepath.Join(n.statedir, "skeind.state")).CombinedOutput(); err == nil {
+		t.Errorf("nobody can read the state file: %s", out)
 	}
 
 	// Restart: same node key, same address, no new node in Headscale.

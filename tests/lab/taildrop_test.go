@@ -208,10 +208,8 @@ func TestTaildropHostile(t *testing.T) {
 		strings.Repeat("x", 10000), "ends.partial", "back%5Cslash", "",
 	} {
 		code, body := put(name, "bad", nil)
-		if code == 200 {
-			t.Errorf("PUT %q accepted", name)
-		} else {
-			t.Logf("PUT %.40q → %d %s", name, code, strings.TrimSpace(body))
+		if code != http.StatusBadRequest || !strings.Contains(body, "invalid filename") {
+			t.Errorf("PUT %.40q → %d %q, want 400 invalid filename", name, code, body)
 		}
 	}
 	if code, body := put("planted.txt", "attack", nil); code != 200 {
@@ -235,8 +233,8 @@ func TestTaildropHostile(t *testing.T) {
 			t.Errorf("huge Content-Length: no answer before the body: %v", err)
 		} else {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			if resp.StatusCode == 200 {
-				t.Errorf("huge Content-Length accepted")
+			if resp.StatusCode != http.StatusInsufficientStorage {
+				t.Errorf("huge Content-Length → %d %s, want 507", resp.StatusCode, b)
 			}
 			t.Logf("huge Content-Length → %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		}

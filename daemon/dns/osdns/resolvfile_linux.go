@@ -1,7 +1,6 @@
 package osdns
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,14 +40,17 @@ type rcFile struct {
 	Options     []string // whole "options ..." lines, kept verbatim
 }
 
+// maxSearch bounds the search domains kept from a resolv.conf (glibc used to read 6).
+const maxSearch = 64
+
 // parseResolvConf reads resolv.conf text leniently, as the C library does: unknown or malformed
 // lines are skipped. "domain" and "search" override each other; the last one wins.
 func parseResolvConf(b []byte) rcFile {
 	var f rcFile
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	// Every line, however long: a scanner stops at its first over-long line and would drop
+	// the nameservers after it.
+	for raw := range bytes.Lines(b) {
+		line := strings.TrimSpace(string(raw))
 		if line == "" || line[0] == '#' || line[0] == ';' {
 			continue
 		}
@@ -69,9 +71,15 @@ func parseResolvConf(b []byte) rcFile {
 				f.Nameservers = append(f.Nameservers, a)
 			}
 		case "search", "domain":
+			// Bounded: the list may come from a DHCP server, and every apply walks it.
 			var doms []string
+			seen := map[string]bool{}
 			for _, d := range args {
-				if n, ok := cleanDomain(d); ok && n != "" && !slices.Contains(doms, n) {
+				if len(doms) == maxSearch {
+					break
+				}
+				if n, ok := cleanDomain(d); ok && n != "" && !seen[n] {
+					seen[n] = true
 					doms = append(doms, n)
 				}
 			}
