@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in the module for the given time each (default 60s); fails on a finding.
+# Runs every fuzz target in the module for the given time (or, as 50000x, number of inputs) each
+# (default 60s); fails on a finding.
 # Targets are found by listing the `func FuzzXxx(` declarations in each package's _test.go files,
 # so new ones are picked up without editing this script; among them FuzzIn and FuzzCompile
 # (daemon/filter), FuzzApply (daemon/netmap), FuzzPlan (daemon/dataplane), FuzzRequest (ipc),
@@ -8,7 +9,7 @@
 # match it, e.g.: scripts/fuzz.sh 10s 'daemon/dns|daemon/filter'
 #
 # Each package's instrumented test binary is built once and run for each of its targets (CI runs
-# this at 10s per target, so a link per target would cost as much as the fuzzing). A finding is
+# this at 50,000 inputs per target, so a link per target would cost as much as the fuzzing). A finding is
 # written to the package's testdata/fuzz/TARGET, as `go test -fuzz` does; commit it with the fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
