@@ -149,6 +149,30 @@ func deltaChild(t *testing.T) {
 	}
 	d.checkAgainstPlan(t, nm, prefs, "after the ping")
 
+	// Trimming: a peer without traffic for idleTrim goes; before its first packet the time
+	// counts from when it was configured, not from the data plane's start (seconds earlier
+	// here, hours in a long-running skeind).
+	other := computePlan(nm, prefs, time.Now()).peers[1].cfg.NodeKey
+	d.ensurePeer(other)
+	d.lazy.mu.Lock()
+	since := d.lazy.since[other]
+	d.lazy.mu.Unlock()
+	d.trimIdle(since.Add(idleTrim - 100*time.Millisecond))
+	d.lazy.mu.Lock()
+	_, kept := d.lazy.have[other]
+	d.lazy.mu.Unlock()
+	if !kept {
+		t.Errorf("a peer configured %v ago without traffic yet was trimmed", idleTrim-100*time.Millisecond)
+	}
+	d.trimIdle(time.Now().Add(idleTrim + time.Second))
+	d.lazy.mu.Lock()
+	n = len(d.lazy.have)
+	d.lazy.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d peers still configured after %v without traffic", n, idleTrim)
+	}
+	d.checkAgainstPlan(t, nm, prefs, "after trimming")
+
 	// S20: a peer jailed in a delta opens nothing here even where a rule lets everyone in, and
 	// unjailed in the next delta it may again (jailing is in the filter's rules).
 	all := []wire.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []wire.NetPortRange{{IP: "*", Ports: wire.PortRange{First: 0, Last: 65535}}}}}

@@ -84,7 +84,6 @@ type Dataplane struct {
 	mu      sync.Mutex
 	nodeKey key.NodePrivate
 	lazy    *lazyPeers // what WireGuard may have and has (configured on first use)
-	started time.Time
 	// The last apply: its netmap, each usable peer's plan and the table-52 routes they bring
 	// (counted: two peers may bring the same subnet), for applying the next map as a delta.
 	nm        *netmap.NetworkMap
@@ -169,7 +168,7 @@ func Start(opts Options) (dp *Dataplane, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Dataplane{opts: opts, logf: logf, lazy: newLazyPeers(), started: time.Now(), nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{},
+	d := &Dataplane{opts: opts, logf: logf, lazy: newLazyPeers(), nodeKey: opts.NodeKey, filterWarned: map[string]bool{}, dnsWarned: map[string]bool{},
 		peerPlans: map[wire.NodeID]*peerPlan{}, routeRefs: map[netip.Prefix]int{}}
 	defer func() {
 		if err != nil {

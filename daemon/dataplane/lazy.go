@@ -33,6 +33,9 @@ type lazyPeers struct {
 	mu   sync.Mutex
 	want map[key.NodePublic]string // every usable peer's UAPI block
 	have map[key.NodePublic]string // configured in wireguard-go now (blocks as configured)
+	// since is when each peer in have was configured: its idle time counts from then until
+	// its first packet either way.
+	since map[key.NodePublic]time.Time
 	// configured is have's keys, read without the lock on the packet path.
 	configured sync.Map
 	// index finds the peer that owns a destination: the netmap of the last apply (single
@@ -47,7 +50,7 @@ type wideOwner struct {
 }
 
 func newLazyPeers() *lazyPeers {
-	return &lazyPeers{want: map[key.NodePublic]string{}, have: map[key.NodePublic]string{}}
+	return &lazyPeers{want: map[key.NodePublic]string{}, have: map[key.NodePublic]string{}, since: map[key.NodePublic]time.Time{}}
 }
 
 // ownerOf returns the peer a packet to dst goes to, if any.
@@ -104,6 +107,7 @@ func (d *Dataplane) ensurePeer(k key.NodePublic) {
 		return
 	}
 	l.have[k] = block
+	l.since[k] = time.Now()
 	l.configured.Store(k, struct{}{})
 	d.publishWG()
 }
@@ -117,6 +121,7 @@ func (l *lazyPeers) setWantedLocked(k key.NodePublic, block string, uapi *bytes.
 		if _, ok := l.have[k]; ok {
 			removeBlock(uapi, k)
 			delete(l.have, k)
+			delete(l.since, k)
 			l.configured.Delete(k)
 		}
 		return
@@ -149,19 +154,23 @@ func (d *Dataplane) trimIdle(now time.Time) {
 	defer l.mu.Unlock()
 	var uapi bytes.Buffer
 	for k := range l.have {
-		pi, ok := d.conn.PeerPath(k)
-		last := pi.LastSend
+		// Idle since the last packet either way, or since it was configured (for a first
+		// packet that has not gone yet): the data plane's start is no clock for a peer
+		// configured later.
+		pi, _ := d.conn.PeerPath(k)
+		last := l.since[k]
+		if pi.LastSend.After(last) {
+			last = pi.LastSend
+		}
 		if pi.LastRecv.After(last) {
 			last = pi.LastRecv
 		}
-		if ok && !last.IsZero() && now.Sub(last) < idleTrim {
+		if now.Sub(last) < idleTrim {
 			continue
-		}
-		if ok && last.IsZero() && now.Sub(d.started) < idleTrim {
-			continue // configured for a first packet that has not gone yet
 		}
 		removeBlock(&uapi, k)
 		delete(l.have, k)
+		delete(l.since, k)
 		l.configured.Delete(k)
 	}
 	if uapi.Len() > 0 {
