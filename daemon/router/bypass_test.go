@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -219,25 +218,7 @@ func TestBypassCloseAndCleanup(t *testing.T) {
 }
 
 func TestBypassWatchRestores(t *testing.T) {
-	defer func(d, g time.Duration) { watchDebounce, watchMinGap = d, g }(watchDebounce, watchMinGap)
-	watchDebounce, watchMinGap = 20*time.Millisecond, 50*time.Millisecond
-
-	e := newEnv(t)
-	e.createTUN()
-	r := e.newRouter()
-	defer r.Close()
-	mustSet(t, r, bypassConfig())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Watch(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	time.Sleep(100 * time.Millisecond) // let it subscribe
+	e, r := watching(t, bypassConfig())
 
 	e.ip("rule", "del", "pref", "5260", "to", "10.0.0.0/8", "lookup", "main")
 	e.ip("-6", "rule", "del", "pref", "5260")

@@ -213,26 +213,33 @@ func TestSetRepairsThirdPartyChanges(t *testing.T) {
 	}
 }
 
-func TestWatchRestores(t *testing.T) {
-	defer func(d, g time.Duration) { watchDebounce, watchMinGap = d, g }(watchDebounce, watchMinGap)
+// watching sets cfg on a fresh router, with Watch running on short timers, and undoes it all
+// when the test ends.
+func watching(t *testing.T, cfg Config) (*env, *Router) {
+	t.Helper()
+	d, g := watchDebounce, watchMinGap
+	t.Cleanup(func() { watchDebounce, watchMinGap = d, g })
 	watchDebounce, watchMinGap = 20*time.Millisecond, 50*time.Millisecond
-
 	e := newEnv(t)
 	e.createTUN()
 	r := e.newRouter()
-	defer r.Close()
-	mustSet(t, r, baseConfig())
-
+	t.Cleanup(func() { r.Close() })
+	mustSet(t, r, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Watch(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Watch: %v", err)
 		}
-	}()
+	})
 	time.Sleep(100 * time.Millisecond) // let it subscribe
+	return e, r
+}
+
+func TestWatchRestores(t *testing.T) {
+	e, r := watching(t, baseConfig())
 
 	for round := 0; round < 2; round++ {
 		e.ip("rule", "del", "pref", "5270")
@@ -533,18 +540,7 @@ func TestUpdateRoutes(t *testing.T) {
 // Watch takes the events of our own UpdateRoutes for what they are: no re-read of the tables
 // per peer delta. A route someone else deletes is still put back.
 func TestWatchIgnoresOwnUpdates(t *testing.T) {
-	defer func(d, g time.Duration) { watchDebounce, watchMinGap = d, g }(watchDebounce, watchMinGap)
-	watchDebounce, watchMinGap = 20*time.Millisecond, 50*time.Millisecond
-	e := newEnv(t)
-	e.createTUN()
-	r := e.newRouter()
-	defer r.Close()
-	mustSet(t, r, baseConfig())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Watch(ctx) }()
-	defer func() { cancel(); <-done }()
-	time.Sleep(100 * time.Millisecond) // let it subscribe
+	e, r := watching(t, baseConfig())
 
 	before := r.repairs.Load()
 	for i := range 20 {
